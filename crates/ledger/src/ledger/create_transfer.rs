@@ -1,0 +1,396 @@
+//! `create_transfers`: the checks for one transfer, in the order of SEMANTICS.md
+//! ("create_transfers — checks in order", "Post and void", "Exists"), and its effects.
+//!
+//! Every function here checks first and mutates only after the last check passed, so a
+//! failing event leaves no trace (except a failed-id record for transient errors).
+
+use super::Ledger;
+use crate::results::CreateTransferResult as R;
+use crate::store::{PendingState, Store, TransferId};
+use crate::types::{Account, AccountFlags, Transfer, TransferFlags, AMOUNT_MAX, TIMESTAMP_MAX};
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+impl<S: Store> Ledger<S> {
+    pub(super) fn create_transfer(&mut self, t: &Transfer) -> R {
+        assert!(t.timestamp != 0);
+        let result = self.create_transfer_checked(t);
+        if result.is_transient() {
+            // Ids are unique forever: a retry must not succeed where the client was told
+            // it failed.
+            self.store.record_failed_id(t.id);
+        }
+        result
+    }
+
+    fn create_transfer_checked(&mut self, t: &Transfer) -> R {
+        if t.flags.bits() & !TransferFlags::all().bits() != 0 {
+            return R::ReservedFlag;
+        }
+        if t.id == 0 {
+            return R::IdMustNotBeZero;
+        }
+        if t.id == u128::MAX {
+            return R::IdMustNotBeIntMax;
+        }
+        match self.store.transfer_id(t.id) {
+            TransferId::Exists(e) => return self.transfer_exists(t, &e),
+            TransferId::Failed => return R::IdAlreadyFailed,
+            TransferId::Free => {}
+        }
+
+        let f = t.flags;
+        let post = f.contains(TransferFlags::POST_PENDING_TRANSFER);
+        let void = f.contains(TransferFlags::VOID_PENDING_TRANSFER);
+        let pending = f.contains(TransferFlags::PENDING);
+        let pv = post || void;
+        let balancing =
+            f.intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT);
+        let closing = f.intersects(TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT);
+        if (pending && pv) || (post && void) || (pv && balancing) || (pv && closing) {
+            return R::FlagsAreMutuallyExclusive;
+        }
+        if !pv && t.debit_account_id == 0 {
+            return R::DebitAccountIdMustNotBeZero;
+        }
+        if t.debit_account_id == u128::MAX {
+            return R::DebitAccountIdMustNotBeIntMax;
+        }
+        if !pv && t.credit_account_id == 0 {
+            return R::CreditAccountIdMustNotBeZero;
+        }
+        if t.credit_account_id == u128::MAX {
+            return R::CreditAccountIdMustNotBeIntMax;
+        }
+        if !pv && t.debit_account_id == t.credit_account_id {
+            return R::AccountsMustBeDifferent;
+        }
+        if pv {
+            if t.pending_id == 0 {
+                return R::PendingIdMustNotBeZero;
+            }
+            if t.pending_id == u128::MAX {
+                return R::PendingIdMustNotBeIntMax;
+            }
+            if t.pending_id == t.id {
+                return R::PendingIdMustBeDifferent;
+            }
+        } else if t.pending_id != 0 {
+            return R::PendingIdMustBeZero;
+        }
+        if !pending && t.timeout != 0 {
+            return R::TimeoutReservedForPendingTransfer;
+        }
+        if closing && !pending {
+            return R::ClosingTransferMustBePending;
+        }
+        if pv {
+            return self.post_or_void(t, post);
+        }
+        if t.ledger == 0 {
+            return R::LedgerMustNotBeZero;
+        }
+        if t.code == 0 {
+            return R::CodeMustNotBeZero;
+        }
+
+        let Some(mut dr) = self.store.account(t.debit_account_id) else {
+            return R::DebitAccountNotFound;
+        };
+        let Some(mut cr) = self.store.account(t.credit_account_id) else {
+            return R::CreditAccountNotFound;
+        };
+        if dr.ledger != cr.ledger {
+            return R::AccountsMustHaveTheSameLedger;
+        }
+        if t.ledger != dr.ledger {
+            return R::TransferMustHaveTheSameLedgerAsAccounts;
+        }
+        if f.contains(TransferFlags::IMPORTED) {
+            if let Some(result) = self.imported_transfer_checks(t, &dr, &cr) {
+                return result;
+            }
+            if t.timeout != 0 {
+                return R::ImportedEventTimeoutMustBeZero;
+            }
+        }
+        if dr.flags.contains(AccountFlags::CLOSED) {
+            return R::DebitAccountAlreadyClosed;
+        }
+        if cr.flags.contains(AccountFlags::CLOSED) {
+            return R::CreditAccountAlreadyClosed;
+        }
+
+        let amount = balanced_amount(t, &dr, &cr);
+        if pending {
+            if dr.debits_pending.checked_add(amount).is_none() {
+                return R::OverflowsDebitsPending;
+            }
+            if cr.credits_pending.checked_add(amount).is_none() {
+                return R::OverflowsCreditsPending;
+            }
+        }
+        if dr.debits_posted.checked_add(amount).is_none() {
+            return R::OverflowsDebitsPosted;
+        }
+        if cr.credits_posted.checked_add(amount).is_none() {
+            return R::OverflowsCreditsPosted;
+        }
+        let Some(dr_debits) = sum3(dr.debits_pending, dr.debits_posted, amount) else {
+            return R::OverflowsDebits;
+        };
+        let Some(cr_credits) = sum3(cr.credits_pending, cr.credits_posted, amount) else {
+            return R::OverflowsCredits;
+        };
+        let expires_at = if pending && t.timeout != 0 {
+            match expiry_of(t.timestamp, t.timeout) {
+                Some(expires_at) => Some(expires_at),
+                None => return R::OverflowsTimeout,
+            }
+        } else {
+            None
+        };
+        if dr.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            && dr_debits > dr.credits_posted
+        {
+            return R::ExceedsCredits;
+        }
+        if cr.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            && cr_credits > cr.debits_posted
+        {
+            return R::ExceedsDebits;
+        }
+
+        // Every check passed: apply.
+        if pending {
+            dr.debits_pending += amount;
+            cr.credits_pending += amount;
+            if f.contains(TransferFlags::CLOSING_DEBIT) {
+                dr.flags.insert(AccountFlags::CLOSED);
+            }
+            if f.contains(TransferFlags::CLOSING_CREDIT) {
+                cr.flags.insert(AccountFlags::CLOSED);
+            }
+            self.store.set_pending_state(t.id, PendingState::Pending);
+            if let Some(expires_at) = expires_at {
+                self.store.insert_expiry(expires_at, t.id);
+            }
+        } else {
+            dr.debits_posted += amount;
+            cr.credits_posted += amount;
+        }
+        self.store.update_account(&dr);
+        self.store.update_account(&cr);
+        self.store.insert_transfer(&Transfer { amount, ..*t });
+        self.record_history(&dr, t.timestamp);
+        self.record_history(&cr, t.timestamp);
+        R::Ok
+    }
+
+    /// "Post and void": steps after the shared field checks.
+    fn post_or_void(&mut self, t: &Transfer, post: bool) -> R {
+        let Some(p) = self.store.transfer(t.pending_id) else {
+            return R::PendingTransferNotFound;
+        };
+        if !p.flags.contains(TransferFlags::PENDING) {
+            return R::PendingTransferNotPending;
+        }
+        if t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id {
+            return R::PendingTransferHasDifferentDebitAccountId;
+        }
+        if t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id {
+            return R::PendingTransferHasDifferentCreditAccountId;
+        }
+        if t.ledger != 0 && t.ledger != p.ledger {
+            return R::PendingTransferHasDifferentLedger;
+        }
+        if t.code != 0 && t.code != p.code {
+            return R::PendingTransferHasDifferentCode;
+        }
+        if post && t.amount != AMOUNT_MAX && t.amount > p.amount {
+            return R::ExceedsPendingTransferAmount;
+        }
+        if !post && t.amount != 0 && t.amount != p.amount {
+            return R::PendingTransferHasDifferentAmount;
+        }
+        match self.store.pending_state(p.id).expect("a pending transfer has a state") {
+            PendingState::Pending => {}
+            PendingState::Posted => return R::PendingTransferAlreadyPosted,
+            PendingState::Voided => return R::PendingTransferAlreadyVoided,
+            PendingState::Expired => return R::PendingTransferExpired,
+        }
+        let mut dr = self.store.account(p.debit_account_id).expect("pending's debit account");
+        let mut cr = self.store.account(p.credit_account_id).expect("pending's credit account");
+        if t.flags.contains(TransferFlags::IMPORTED) {
+            if let Some(result) = self.imported_transfer_checks(t, &dr, &cr) {
+                return result;
+            }
+        }
+        let resolved = resolve_post_or_void(t, &p, post);
+        if post {
+            if dr.flags.contains(AccountFlags::CLOSED)
+                && !p.flags.contains(TransferFlags::CLOSING_DEBIT)
+            {
+                return R::DebitAccountAlreadyClosed;
+            }
+            if cr.flags.contains(AccountFlags::CLOSED)
+                && !p.flags.contains(TransferFlags::CLOSING_CREDIT)
+            {
+                return R::CreditAccountAlreadyClosed;
+            }
+            if dr.debits_posted.checked_add(resolved.amount).is_none() {
+                return R::OverflowsDebitsPosted;
+            }
+            if cr.credits_posted.checked_add(resolved.amount).is_none() {
+                return R::OverflowsCreditsPosted;
+            }
+        }
+
+        // Every check passed: apply.
+        if p.timeout != 0 {
+            let expires_at = expiry_of(p.timestamp, p.timeout).expect("checked at creation");
+            self.store.remove_expiry(expires_at, p.id);
+        }
+        if post {
+            dr.debits_pending -= p.amount;
+            cr.credits_pending -= p.amount;
+            dr.debits_posted += resolved.amount;
+            cr.credits_posted += resolved.amount;
+            self.store.update_account(&dr);
+            self.store.update_account(&cr);
+            self.store.set_pending_state(p.id, PendingState::Posted);
+            self.record_history(&dr, t.timestamp);
+            self.record_history(&cr, t.timestamp);
+        } else {
+            self.release_pending(&p, PendingState::Voided, Some(t.timestamp));
+        }
+        self.store.insert_transfer(&resolved);
+        R::Ok
+    }
+
+    /// The imported-timestamp checks shared by every kind of transfer.
+    fn imported_transfer_checks(&self, t: &Transfer, dr: &Account, cr: &Account) -> Option<R> {
+        if t.timestamp <= self.store.transfer_timestamp_max()
+            || self.store.account_exists_at(t.timestamp)
+        {
+            return Some(R::ImportedEventTimestampMustNotRegress);
+        }
+        if t.timestamp <= dr.timestamp {
+            return Some(R::ImportedEventTimestampMustPostdateDebitAccount);
+        }
+        if t.timestamp <= cr.timestamp {
+            return Some(R::ImportedEventTimestampMustPostdateCreditAccount);
+        }
+        None
+    }
+
+    /// "Exists": compare a request with the stored transfer of the same id.
+    fn transfer_exists(&self, t: &Transfer, e: &Transfer) -> R {
+        assert_eq!(t.id, e.id);
+        if t.flags != e.flags {
+            return R::ExistsWithDifferentFlags;
+        }
+        if t.pending_id != e.pending_id {
+            return R::ExistsWithDifferentPendingId;
+        }
+        if t.timeout != e.timeout {
+            return R::ExistsWithDifferentTimeout;
+        }
+        let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
+        let void = t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
+        let t = if post || void {
+            let p = self
+                .store
+                .transfer(e.pending_id)
+                .expect("a posted/voided transfer's pending exists");
+            resolve_post_or_void(t, &p, post)
+        } else {
+            *t
+        };
+        if t.debit_account_id != e.debit_account_id {
+            return R::ExistsWithDifferentDebitAccountId;
+        }
+        if t.credit_account_id != e.credit_account_id {
+            return R::ExistsWithDifferentCreditAccountId;
+        }
+        let balancing =
+            t.flags.intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT);
+        if (balancing && t.amount < e.amount) || (!balancing && t.amount != e.amount) {
+            return R::ExistsWithDifferentAmount;
+        }
+        if t.user_data_128 != e.user_data_128 {
+            return R::ExistsWithDifferentUserData128;
+        }
+        if t.user_data_64 != e.user_data_64 {
+            return R::ExistsWithDifferentUserData64;
+        }
+        if t.user_data_32 != e.user_data_32 {
+            return R::ExistsWithDifferentUserData32;
+        }
+        if t.ledger != e.ledger {
+            return R::ExistsWithDifferentLedger;
+        }
+        if t.code != e.code {
+            return R::ExistsWithDifferentCode;
+        }
+        R::Exists
+    }
+}
+
+/// A post/void as it is stored: zero fields take the pending transfer's values, and the
+/// amount is what actually moves (post) or is released (void).
+fn resolve_post_or_void(t: &Transfer, p: &Transfer, post: bool) -> Transfer {
+    let amount = match (post, t.amount) {
+        (true, AMOUNT_MAX) | (false, _) => p.amount,
+        (true, amount) => amount,
+    };
+    Transfer {
+        id: t.id,
+        debit_account_id: p.debit_account_id,
+        credit_account_id: p.credit_account_id,
+        amount,
+        pending_id: t.pending_id,
+        user_data_128: nonzero_or(t.user_data_128, p.user_data_128),
+        user_data_64: nonzero_or(t.user_data_64, p.user_data_64),
+        user_data_32: nonzero_or(t.user_data_32, p.user_data_32),
+        timeout: 0,
+        ledger: p.ledger,
+        code: p.code,
+        flags: t.flags,
+        timestamp: t.timestamp,
+    }
+}
+
+/// The amount a transfer moves: as requested, clamped by `balancing_*` to what keeps the
+/// account within its balance.
+fn balanced_amount(t: &Transfer, dr: &Account, cr: &Account) -> u128 {
+    let mut amount = t.amount;
+    if t.flags.contains(TransferFlags::BALANCING_DEBIT) {
+        let debits = dr.debits_pending.saturating_add(dr.debits_posted);
+        amount = amount.min(dr.credits_posted.saturating_sub(debits));
+    }
+    if t.flags.contains(TransferFlags::BALANCING_CREDIT) {
+        let credits = cr.credits_pending.saturating_add(cr.credits_posted);
+        amount = amount.min(cr.debits_posted.saturating_sub(credits));
+    }
+    amount
+}
+
+fn nonzero_or<T: Default + PartialEq>(value: T, default: T) -> T {
+    if value == T::default() {
+        default
+    } else {
+        value
+    }
+}
+
+fn sum3(a: u128, b: u128, c: u128) -> Option<u128> {
+    a.checked_add(b)?.checked_add(c)
+}
+
+/// When a pending transfer created at `timestamp` with `timeout_s` expires, if that is a
+/// valid timestamp.
+pub(super) fn expiry_of(timestamp: u64, timeout_s: u32) -> Option<u64> {
+    let expires_at = timestamp.checked_add(u64::from(timeout_s).checked_mul(NS_PER_S)?)?;
+    (expires_at <= TIMESTAMP_MAX).then_some(expires_at)
+}

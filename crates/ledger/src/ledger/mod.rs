@@ -1,0 +1,371 @@
+//! The ledger state machine: executes batches of events against a [`Store`].
+//!
+//! - `mod.rs` (this file): [`Ledger`], batch validation and timestamps, linked chains,
+//!   the imported-event checks shared by both create operations, and expiry.
+//! - `create_account.rs`, `create_transfer.rs`: the per-event checks, in the order of
+//!   `SEMANTICS.md`.
+//! - `queries.rs`: read-only queries.
+//! - `cross_shard.rs`: one-sided reserve / post / release, for cross-shard commit.
+//! - `digest.rs`: the deterministic state digest.
+//!
+//! May touch: the store through the [`Store`] trait, nothing else. No IO, no clock, no
+//! randomness: every input comes in through the arguments.
+
+mod create_account;
+mod create_transfer;
+mod cross_shard;
+mod digest;
+mod queries;
+
+pub use cross_shard::{Side, SidePrepared, SideResolution};
+
+use crate::store::{MemStore, PendingState, Store};
+use crate::types::{AccountFlags, Transfer, TransferFlags, BATCH_EVENTS_MAX, TIMESTAMP_MAX};
+
+/// A batch the ledger refuses as a whole, before executing any event. Nothing changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchError {
+    /// More than [`BATCH_EVENTS_MAX`] events.
+    TooManyEvents { count: usize },
+    /// The batch timestamp would give an event a timestamp at or before
+    /// `commit_timestamp`.
+    TimestampRegressed { timestamp: u64, commit_timestamp: u64 },
+    /// The batch timestamp is above [`TIMESTAMP_MAX`].
+    TimestampOutOfRange { timestamp: u64 },
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchError::TooManyEvents { count } => {
+                write!(f, "batch has {count} events; at most {BATCH_EVENTS_MAX} are allowed")
+            }
+            BatchError::TimestampRegressed { timestamp, commit_timestamp } => write!(
+                f,
+                "batch timestamp {timestamp} does not leave room after commit timestamp \
+                 {commit_timestamp}"
+            ),
+            BatchError::TimestampOutOfRange { timestamp } => {
+                write!(f, "batch timestamp {timestamp} is above {TIMESTAMP_MAX}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// The ledger: a deterministic state machine over a [`Store`].
+pub struct Ledger<S: Store = MemStore> {
+    store: S,
+    /// The last timestamp assigned to a batch. Every later event's timestamp is above it.
+    commit_timestamp: u64,
+}
+
+impl Default for Ledger<MemStore> {
+    fn default() -> Self {
+        Ledger::new(MemStore::default())
+    }
+}
+
+/// What the batch driver needs to know of an event, for both create operations.
+trait Event: Copy {
+    fn linked(&self) -> bool;
+    fn imported(&self) -> bool;
+    fn timestamp(&self) -> u64;
+    fn set_timestamp(&mut self, timestamp: u64);
+}
+
+impl Event for crate::types::Account {
+    fn linked(&self) -> bool {
+        self.flags.contains(AccountFlags::LINKED)
+    }
+    fn imported(&self) -> bool {
+        self.flags.contains(AccountFlags::IMPORTED)
+    }
+    fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+    fn set_timestamp(&mut self, timestamp: u64) {
+        self.timestamp = timestamp;
+    }
+}
+
+impl Event for Transfer {
+    fn linked(&self) -> bool {
+        self.flags.contains(TransferFlags::LINKED)
+    }
+    fn imported(&self) -> bool {
+        self.flags.contains(TransferFlags::IMPORTED)
+    }
+    fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+    fn set_timestamp(&mut self, timestamp: u64) {
+        self.timestamp = timestamp;
+    }
+}
+
+/// The results the batch driver itself produces, for both create operations.
+trait BatchResult: Copy + Eq {
+    const OK: Self;
+    const LINKED_EVENT_FAILED: Self;
+    const LINKED_EVENT_CHAIN_OPEN: Self;
+    const IMPORTED_EVENT_EXPECTED: Self;
+    const IMPORTED_EVENT_NOT_EXPECTED: Self;
+    const TIMESTAMP_MUST_BE_ZERO: Self;
+    const IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE: Self;
+    const IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE: Self;
+}
+
+macro_rules! batch_result {
+    ($t:ty) => {
+        impl BatchResult for $t {
+            const OK: Self = <$t>::Ok;
+            const LINKED_EVENT_FAILED: Self = <$t>::LinkedEventFailed;
+            const LINKED_EVENT_CHAIN_OPEN: Self = <$t>::LinkedEventChainOpen;
+            const IMPORTED_EVENT_EXPECTED: Self = <$t>::ImportedEventExpected;
+            const IMPORTED_EVENT_NOT_EXPECTED: Self = <$t>::ImportedEventNotExpected;
+            const TIMESTAMP_MUST_BE_ZERO: Self = <$t>::TimestampMustBeZero;
+            const IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE: Self =
+                <$t>::ImportedEventTimestampOutOfRange;
+            const IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE: Self =
+                <$t>::ImportedEventTimestampMustNotAdvance;
+        }
+    };
+}
+batch_result!(crate::results::CreateAccountResult);
+batch_result!(crate::results::CreateTransferResult);
+
+impl<S: Store> Ledger<S> {
+    /// A ledger over `store`. The store must be empty or hold state this ledger kind
+    /// wrote; `commit_timestamp` is recovered as the newest record's timestamp.
+    pub fn new(store: S) -> Self {
+        let commit_timestamp = store.account_timestamp_max().max(store.transfer_timestamp_max());
+        Ledger { store, commit_timestamp }
+    }
+
+    /// The last timestamp assigned to a batch.
+    pub fn commit_timestamp(&self) -> u64 {
+        self.commit_timestamp
+    }
+
+    /// Raises the commit timestamp to at least `timestamp` (used on recovery, when the
+    /// newest batch may have left no record behind).
+    pub fn observe_timestamp(&mut self, timestamp: u64) {
+        self.commit_timestamp = self.commit_timestamp.max(timestamp);
+    }
+
+    /// A valid timestamp for a batch of `event_count` events, as close to `now_ns` as
+    /// allowed: the wall clock may go backwards, timestamps never do.
+    pub fn next_batch_timestamp(&self, now_ns: u64, event_count: usize) -> u64 {
+        let floor = self.commit_timestamp + event_count.max(1) as u64;
+        now_ns.max(floor)
+    }
+
+    /// The tables, read-only.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Where the pending transfer `id` stands, if it is one.
+    pub fn pending_state(&self, id: u128) -> Option<PendingState> {
+        self.store.pending_state(id)
+    }
+
+    /// Creates accounts. One result per event; see SEMANTICS.md.
+    pub fn create_accounts(
+        &mut self,
+        timestamp: u64,
+        accounts: &[crate::types::Account],
+    ) -> Result<Vec<crate::results::CreateAccountResult>, BatchError> {
+        self.execute(timestamp, accounts, |ledger, account| ledger.create_account(account))
+    }
+
+    /// Creates transfers (including post and void of pending transfers). One result per
+    /// event; see SEMANTICS.md.
+    pub fn create_transfers(
+        &mut self,
+        timestamp: u64,
+        transfers: &[Transfer],
+    ) -> Result<Vec<crate::results::CreateTransferResult>, BatchError> {
+        self.execute(timestamp, transfers, |ledger, transfer| {
+            let result = ledger.create_transfer(transfer);
+            debug_assert!(result != crate::results::CreateTransferResult::LinkedEventFailed);
+            result
+        })
+    }
+
+    /// Expires every pending transfer whose deadline is at or before `timestamp`, as at
+    /// the start of a batch (a "pulse"). Returns how many expired.
+    pub fn expire_pending_transfers(&mut self, timestamp: u64) -> Result<usize, BatchError> {
+        if timestamp > TIMESTAMP_MAX {
+            return Err(BatchError::TimestampOutOfRange { timestamp });
+        }
+        if timestamp < self.commit_timestamp {
+            return Err(BatchError::TimestampRegressed {
+                timestamp,
+                commit_timestamp: self.commit_timestamp,
+            });
+        }
+        Ok(self.expire(timestamp))
+    }
+
+    fn check_batch(&self, timestamp: u64, count: usize) -> Result<(), BatchError> {
+        if count > BATCH_EVENTS_MAX {
+            return Err(BatchError::TooManyEvents { count });
+        }
+        if timestamp > TIMESTAMP_MAX {
+            return Err(BatchError::TimestampOutOfRange { timestamp });
+        }
+        if timestamp < self.commit_timestamp + count as u64 {
+            return Err(BatchError::TimestampRegressed {
+                timestamp,
+                commit_timestamp: self.commit_timestamp,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one create batch: timestamps, expiry, imported checks and linked chains
+    /// around `apply`, which checks and applies one event.
+    fn execute<E: Event, R: BatchResult>(
+        &mut self,
+        timestamp: u64,
+        events: &[E],
+        mut apply: impl FnMut(&mut Self, &E) -> R,
+    ) -> Result<Vec<R>, BatchError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.check_batch(timestamp, events.len())?;
+        self.expire(timestamp);
+
+        let batch_imported = events[0].imported();
+        let first_timestamp = timestamp - events.len() as u64 + 1;
+        let mut results: Vec<R> = Vec::with_capacity(events.len());
+        // Index of the first event of the open chain, and whether it already failed.
+        let mut chain: Option<usize> = None;
+        let mut chain_broken = false;
+
+        for (index, event) in events.iter().enumerate() {
+            let mut event = *event;
+            let last = index == events.len() - 1;
+            if event.linked() && chain.is_none() {
+                chain = Some(index);
+                self.store.scope_open();
+            }
+            let result = if event.linked() && last {
+                R::LINKED_EVENT_CHAIN_OPEN
+            } else if chain_broken {
+                R::LINKED_EVENT_FAILED
+            } else if batch_imported != event.imported() {
+                if event.imported() {
+                    R::IMPORTED_EVENT_NOT_EXPECTED
+                } else {
+                    R::IMPORTED_EVENT_EXPECTED
+                }
+            } else if event.imported() {
+                if event.timestamp() == 0 || event.timestamp() > TIMESTAMP_MAX {
+                    R::IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE
+                } else if event.timestamp() >= timestamp {
+                    R::IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE
+                } else {
+                    apply(self, &event)
+                }
+            } else if event.timestamp() != 0 {
+                R::TIMESTAMP_MUST_BE_ZERO
+            } else {
+                event.set_timestamp(first_timestamp + index as u64);
+                apply(self, &event)
+            };
+
+            if result != R::OK {
+                if let Some(start) = chain {
+                    if !chain_broken {
+                        chain_broken = true;
+                        self.store.scope_close(false);
+                        for earlier in &mut results[start..index] {
+                            *earlier = R::LINKED_EVENT_FAILED;
+                        }
+                    }
+                }
+            }
+            results.push(result);
+
+            // The chain ends at its first unlinked event, or at the batch's end.
+            if chain.is_some() && (!event.linked() || last) {
+                if !chain_broken {
+                    self.store.scope_close(true);
+                }
+                chain = None;
+                chain_broken = false;
+            }
+        }
+        assert!(chain.is_none(), "every chain closes by the end of the batch");
+        assert_eq!(results.len(), events.len());
+        self.commit_timestamp = timestamp;
+        Ok(results)
+    }
+
+    /// Expires pending transfers whose deadline is at or before `timestamp`, oldest
+    /// deadline first. Returns how many expired.
+    fn expire(&mut self, timestamp: u64) -> usize {
+        let mut expired = 0;
+        while let Some((expires_at, id)) = self.store.first_expired(timestamp) {
+            assert!(expires_at <= timestamp);
+            let pending = self.store.transfer(id).expect("an expiring transfer exists");
+            assert_eq!(self.store.pending_state(id), Some(PendingState::Pending));
+            self.store.remove_expiry(expires_at, id);
+            self.release_pending(&pending, PendingState::Expired, None);
+            expired += 1;
+        }
+        expired
+    }
+
+    /// Releases a pending transfer's reservation on both accounts, reopens the accounts
+    /// it closed, and marks it `state` (voided or expired). `history_timestamp`: record
+    /// history entries at this timestamp (voids do, expiry does not).
+    fn release_pending(
+        &mut self,
+        pending: &Transfer,
+        state: PendingState,
+        history_timestamp: Option<u64>,
+    ) {
+        assert!(pending.flags.contains(TransferFlags::PENDING));
+        assert!(matches!(state, PendingState::Voided | PendingState::Expired));
+        let mut dr = self.store.account(pending.debit_account_id).expect("debit account exists");
+        let mut cr = self.store.account(pending.credit_account_id).expect("credit account exists");
+        dr.debits_pending = dr.debits_pending.checked_sub(pending.amount).expect("reserved");
+        cr.credits_pending = cr.credits_pending.checked_sub(pending.amount).expect("reserved");
+        if pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
+            dr.flags.remove(AccountFlags::CLOSED);
+        }
+        if pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
+            cr.flags.remove(AccountFlags::CLOSED);
+        }
+        self.store.update_account(&dr);
+        self.store.update_account(&cr);
+        if let Some(timestamp) = history_timestamp {
+            self.record_history(&dr, timestamp);
+            self.record_history(&cr, timestamp);
+        }
+        self.store.set_pending_state(pending.id, state);
+    }
+
+    /// Appends a balance snapshot for an account with `flags.history`.
+    fn record_history(&mut self, account: &crate::types::Account, timestamp: u64) {
+        if account.flags.contains(AccountFlags::HISTORY) {
+            self.store.append_balance(
+                account.id,
+                crate::types::AccountBalance {
+                    debits_pending: account.debits_pending,
+                    debits_posted: account.debits_posted,
+                    credits_pending: account.credits_pending,
+                    credits_posted: account.credits_posted,
+                    timestamp,
+                    reserved: [0; 56],
+                },
+            );
+        }
+    }
+}
