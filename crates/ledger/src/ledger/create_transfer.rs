@@ -4,7 +4,7 @@
 //! Every function here checks first and mutates only after the last check passed, so a
 //! failing event leaves no trace (except a failed-id record for transient errors).
 
-use super::Ledger;
+use super::{Ledger, Side};
 use crate::results::CreateTransferResult as R;
 use crate::store::{PendingState, Store, TransferId};
 use crate::types::{Account, AccountFlags, Transfer, TransferFlags, AMOUNT_MAX, TIMESTAMP_MAX};
@@ -24,74 +24,13 @@ impl<S: Store> Ledger<S> {
     }
 
     fn create_transfer_checked(&mut self, t: &Transfer) -> R {
-        if t.flags.bits() & !TransferFlags::all().bits() != 0 {
-            return R::ReservedFlag;
+        if let Some(result) = self.event_error(t) {
+            return result;
         }
-        if t.id == 0 {
-            return R::IdMustNotBeZero;
-        }
-        if t.id == u128::MAX {
-            return R::IdMustNotBeIntMax;
-        }
-        match self.store.transfer_id(t.id) {
-            TransferId::Exists(e) => return self.transfer_exists(t, &e),
-            TransferId::Failed => return R::IdAlreadyFailed,
-            TransferId::Free => {}
-        }
-
-        let f = t.flags;
-        let post = f.contains(TransferFlags::POST_PENDING_TRANSFER);
-        let void = f.contains(TransferFlags::VOID_PENDING_TRANSFER);
-        let pending = f.contains(TransferFlags::PENDING);
-        let pv = post || void;
-        let balancing =
-            f.intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT);
-        let closing = f.intersects(TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT);
-        if (pending && pv) || (post && void) || (pv && balancing) || (pv && closing) {
-            return R::FlagsAreMutuallyExclusive;
-        }
-        if !pv && t.debit_account_id == 0 {
-            return R::DebitAccountIdMustNotBeZero;
-        }
-        if t.debit_account_id == u128::MAX {
-            return R::DebitAccountIdMustNotBeIntMax;
-        }
-        if !pv && t.credit_account_id == 0 {
-            return R::CreditAccountIdMustNotBeZero;
-        }
-        if t.credit_account_id == u128::MAX {
-            return R::CreditAccountIdMustNotBeIntMax;
-        }
-        if !pv && t.debit_account_id == t.credit_account_id {
-            return R::AccountsMustBeDifferent;
-        }
-        if pv {
-            if t.pending_id == 0 {
-                return R::PendingIdMustNotBeZero;
-            }
-            if t.pending_id == u128::MAX {
-                return R::PendingIdMustNotBeIntMax;
-            }
-            if t.pending_id == t.id {
-                return R::PendingIdMustBeDifferent;
-            }
-        } else if t.pending_id != 0 {
-            return R::PendingIdMustBeZero;
-        }
-        if !pending && t.timeout != 0 {
-            return R::TimeoutReservedForPendingTransfer;
-        }
-        if closing && !pending {
-            return R::ClosingTransferMustBePending;
-        }
-        if pv {
+        let pending = t.flags.contains(TransferFlags::PENDING);
+        let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
+        if post || t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER) {
             return self.post_or_void(t, post);
-        }
-        if t.ledger == 0 {
-            return R::LedgerMustNotBeZero;
-        }
-        if t.code == 0 {
-            return R::CodeMustNotBeZero;
         }
 
         let Some(mut dr) = self.store.account(t.debit_account_id) else {
@@ -106,69 +45,31 @@ impl<S: Store> Ledger<S> {
         if t.ledger != dr.ledger {
             return R::TransferMustHaveTheSameLedgerAsAccounts;
         }
-        if f.contains(TransferFlags::IMPORTED) {
-            if let Some(result) = self.imported_transfer_checks(t, &dr, &cr) {
-                return result;
-            }
-            if t.timeout != 0 {
-                return R::ImportedEventTimeoutMustBeZero;
-            }
+        let amount = balanced_amount(t, Some(&dr), Some(&cr));
+        // Every remaining check is a pure predicate, so the first failing one in the
+        // documented order is the one of highest precedence among all failing ones.
+        let failure = [
+            self.transfer_global_error(t),
+            side_error(t, Side::Debit, &dr, amount),
+            side_error(t, Side::Credit, &cr, amount),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(result) = failure {
+            return result;
         }
-        if dr.flags.contains(AccountFlags::CLOSED) {
-            return R::DebitAccountAlreadyClosed;
-        }
-        if cr.flags.contains(AccountFlags::CLOSED) {
-            return R::CreditAccountAlreadyClosed;
-        }
-
-        let amount = balanced_amount(t, &dr, &cr);
-        if pending {
-            if dr.debits_pending.checked_add(amount).is_none() {
-                return R::OverflowsDebitsPending;
-            }
-            if cr.credits_pending.checked_add(amount).is_none() {
-                return R::OverflowsCreditsPending;
-            }
-        }
-        if dr.debits_posted.checked_add(amount).is_none() {
-            return R::OverflowsDebitsPosted;
-        }
-        if cr.credits_posted.checked_add(amount).is_none() {
-            return R::OverflowsCreditsPosted;
-        }
-        let Some(dr_debits) = sum3(dr.debits_pending, dr.debits_posted, amount) else {
-            return R::OverflowsDebits;
-        };
-        let Some(cr_credits) = sum3(cr.credits_pending, cr.credits_posted, amount) else {
-            return R::OverflowsCredits;
-        };
-        let expires_at = if pending && t.timeout != 0 {
-            match expiry_of(t.timestamp, t.timeout) {
-                Some(expires_at) => Some(expires_at),
-                None => return R::OverflowsTimeout,
-            }
-        } else {
-            None
-        };
-        if dr.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-            && dr_debits > dr.credits_posted
-        {
-            return R::ExceedsCredits;
-        }
-        if cr.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-            && cr_credits > cr.debits_posted
-        {
-            return R::ExceedsDebits;
-        }
+        let expires_at = (pending && t.timeout != 0)
+            .then(|| expiry_of(t.timestamp, t.timeout).expect("checked: overflows_timeout"));
 
         // Every check passed: apply.
         if pending {
             dr.debits_pending += amount;
             cr.credits_pending += amount;
-            if f.contains(TransferFlags::CLOSING_DEBIT) {
+            if t.flags.contains(TransferFlags::CLOSING_DEBIT) {
                 dr.flags.insert(AccountFlags::CLOSED);
             }
-            if f.contains(TransferFlags::CLOSING_CREDIT) {
+            if t.flags.contains(TransferFlags::CLOSING_CREDIT) {
                 cr.flags.insert(AccountFlags::CLOSED);
             }
             self.store.set_pending_state(t.id, PendingState::Pending);
@@ -185,6 +86,78 @@ impl<S: Store> Ledger<S> {
         self.record_history(&dr, t.timestamp);
         self.record_history(&cr, t.timestamp);
         R::Ok
+    }
+
+    /// Steps 1-14 of SEMANTICS.md: everything decided by the event itself and the ids in
+    /// use, before any account or pending transfer is read.
+    pub(super) fn event_error(&self, t: &Transfer) -> Option<R> {
+        if t.flags.bits() & !TransferFlags::all().bits() != 0 {
+            return Some(R::ReservedFlag);
+        }
+        if t.id == 0 {
+            return Some(R::IdMustNotBeZero);
+        }
+        if t.id == u128::MAX {
+            return Some(R::IdMustNotBeIntMax);
+        }
+        match self.store.transfer_id(t.id) {
+            TransferId::Exists(e) => return Some(self.transfer_exists(t, &e)),
+            TransferId::Failed => return Some(R::IdAlreadyFailed),
+            TransferId::Free => {}
+        }
+
+        let f = t.flags;
+        let post = f.contains(TransferFlags::POST_PENDING_TRANSFER);
+        let void = f.contains(TransferFlags::VOID_PENDING_TRANSFER);
+        let pending = f.contains(TransferFlags::PENDING);
+        let pv = post || void;
+        let balancing =
+            f.intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT);
+        let closing = f.intersects(TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT);
+        if (pending && pv) || (post && void) || (pv && balancing) || (pv && closing) {
+            return Some(R::FlagsAreMutuallyExclusive);
+        }
+        if !pv && t.debit_account_id == 0 {
+            return Some(R::DebitAccountIdMustNotBeZero);
+        }
+        if t.debit_account_id == u128::MAX {
+            return Some(R::DebitAccountIdMustNotBeIntMax);
+        }
+        if !pv && t.credit_account_id == 0 {
+            return Some(R::CreditAccountIdMustNotBeZero);
+        }
+        if t.credit_account_id == u128::MAX {
+            return Some(R::CreditAccountIdMustNotBeIntMax);
+        }
+        if !pv && t.debit_account_id == t.credit_account_id {
+            return Some(R::AccountsMustBeDifferent);
+        }
+        if pv {
+            if t.pending_id == 0 {
+                return Some(R::PendingIdMustNotBeZero);
+            }
+            if t.pending_id == u128::MAX {
+                return Some(R::PendingIdMustNotBeIntMax);
+            }
+            if t.pending_id == t.id {
+                return Some(R::PendingIdMustBeDifferent);
+            }
+        } else if t.pending_id != 0 {
+            return Some(R::PendingIdMustBeZero);
+        }
+        if !pending && t.timeout != 0 {
+            return Some(R::TimeoutReservedForPendingTransfer);
+        }
+        if closing && !pending {
+            return Some(R::ClosingTransferMustBePending);
+        }
+        if !pv && t.ledger == 0 {
+            return Some(R::LedgerMustNotBeZero);
+        }
+        if !pv && t.code == 0 {
+            return Some(R::CodeMustNotBeZero);
+        }
+        None
     }
 
     /// "Post and void": steps after the shared field checks.
@@ -222,7 +195,12 @@ impl<S: Store> Ledger<S> {
         let mut dr = self.store.account(p.debit_account_id).expect("pending's debit account");
         let mut cr = self.store.account(p.credit_account_id).expect("pending's credit account");
         if t.flags.contains(TransferFlags::IMPORTED) {
-            if let Some(result) = self.imported_transfer_checks(t, &dr, &cr) {
+            let failure = [
+                self.transfer_global_error(t),
+                imported_postdate_error(t, Side::Debit, &dr),
+                imported_postdate_error(t, Side::Credit, &cr),
+            ];
+            if let Some(result) = failure.into_iter().flatten().min() {
                 return result;
             }
         }
@@ -268,18 +246,22 @@ impl<S: Store> Ledger<S> {
         R::Ok
     }
 
-    /// The imported-timestamp checks shared by every kind of transfer.
-    fn imported_transfer_checks(&self, t: &Transfer, dr: &Account, cr: &Account) -> Option<R> {
-        if t.timestamp <= self.store.transfer_timestamp_max()
-            || self.store.account_exists_at(t.timestamp)
-        {
-            return Some(R::ImportedEventTimestampMustNotRegress);
+    /// The checks that concern neither account: imported timestamp order, imported
+    /// timeouts, and the expiry overflow of a pending transfer.
+    pub(super) fn transfer_global_error(&self, t: &Transfer) -> Option<R> {
+        let pending = t.flags.contains(TransferFlags::PENDING);
+        if t.flags.contains(TransferFlags::IMPORTED) {
+            if t.timestamp <= self.store.transfer_timestamp_max()
+                || self.store.account_exists_at(t.timestamp)
+            {
+                return Some(R::ImportedEventTimestampMustNotRegress);
+            }
+            if t.timeout != 0 {
+                return Some(R::ImportedEventTimeoutMustBeZero);
+            }
         }
-        if t.timestamp <= dr.timestamp {
-            return Some(R::ImportedEventTimestampMustPostdateDebitAccount);
-        }
-        if t.timestamp <= cr.timestamp {
-            return Some(R::ImportedEventTimestampMustPostdateCreditAccount);
+        if pending && t.timeout != 0 && expiry_of(t.timestamp, t.timeout).is_none() {
+            return Some(R::OverflowsTimeout);
         }
         None
     }
@@ -362,18 +344,84 @@ fn resolve_post_or_void(t: &Transfer, p: &Transfer, post: bool) -> Transfer {
 }
 
 /// The amount a transfer moves: as requested, clamped by `balancing_*` to what keeps the
-/// account within its balance.
-fn balanced_amount(t: &Transfer, dr: &Account, cr: &Account) -> u128 {
+/// account within its balance. A side whose account is not given (it lives on another
+/// shard) does not clamp.
+pub(super) fn balanced_amount(t: &Transfer, dr: Option<&Account>, cr: Option<&Account>) -> u128 {
     let mut amount = t.amount;
-    if t.flags.contains(TransferFlags::BALANCING_DEBIT) {
+    if let Some(dr) = dr.filter(|_| t.flags.contains(TransferFlags::BALANCING_DEBIT)) {
         let debits = dr.debits_pending.saturating_add(dr.debits_posted);
         amount = amount.min(dr.credits_posted.saturating_sub(debits));
     }
-    if t.flags.contains(TransferFlags::BALANCING_CREDIT) {
+    if let Some(cr) = cr.filter(|_| t.flags.contains(TransferFlags::BALANCING_CREDIT)) {
         let credits = cr.credits_pending.saturating_add(cr.credits_posted);
         amount = amount.min(cr.debits_posted.saturating_sub(credits));
     }
     amount
+}
+
+fn imported_postdate_error(t: &Transfer, side: Side, account: &Account) -> Option<R> {
+    let imported = t.flags.contains(TransferFlags::IMPORTED);
+    (imported && t.timestamp <= account.timestamp).then_some(match side {
+        Side::Debit => R::ImportedEventTimestampMustPostdateDebitAccount,
+        Side::Credit => R::ImportedEventTimestampMustPostdateCreditAccount,
+    })
+}
+
+/// The checks of one side of a transfer (not post/void) against that side's account,
+/// which exists and is on the transfer's ledger: the side's first error, if any.
+/// Single-shard transfers run both sides; a cross-shard participant runs its own.
+pub(super) fn side_error(t: &Transfer, side: Side, account: &Account, amount: u128) -> Option<R> {
+    if let Some(result) = imported_postdate_error(t, side, account) {
+        return Some(result);
+    }
+    let pending = t.flags.contains(TransferFlags::PENDING);
+    let (closed, overflows_pending, overflows_posted, overflows_total, exceeds) = match side {
+        Side::Debit => (
+            R::DebitAccountAlreadyClosed,
+            R::OverflowsDebitsPending,
+            R::OverflowsDebitsPosted,
+            R::OverflowsDebits,
+            R::ExceedsCredits,
+        ),
+        Side::Credit => (
+            R::CreditAccountAlreadyClosed,
+            R::OverflowsCreditsPending,
+            R::OverflowsCreditsPosted,
+            R::OverflowsCredits,
+            R::ExceedsDebits,
+        ),
+    };
+    // This side's own balances, and the opposite balance its limit is measured against.
+    let (own_pending, own_posted, opposite_posted, limited) = match side {
+        Side::Debit => (
+            account.debits_pending,
+            account.debits_posted,
+            account.credits_posted,
+            account.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+        ),
+        Side::Credit => (
+            account.credits_pending,
+            account.credits_posted,
+            account.debits_posted,
+            account.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS),
+        ),
+    };
+    if account.flags.contains(AccountFlags::CLOSED) {
+        return Some(closed);
+    }
+    if pending && own_pending.checked_add(amount).is_none() {
+        return Some(overflows_pending);
+    }
+    if own_posted.checked_add(amount).is_none() {
+        return Some(overflows_posted);
+    }
+    let Some(total) = sum3(own_pending, own_posted, amount) else {
+        return Some(overflows_total);
+    };
+    if limited && total > opposite_posted {
+        return Some(exceeds);
+    }
+    None
 }
 
 fn nonzero_or<T: Default + PartialEq>(value: T, default: T) -> T {

@@ -369,3 +369,127 @@ impl<S: Store> Ledger<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{CreateAccountResult, CreateTransferResult as R};
+    use crate::types::{Account, AccountFilter};
+
+    fn account(id: u128, flags: AccountFlags) -> Account {
+        Account { id, ledger: 1, code: 1, flags, ..Default::default() }
+    }
+
+    fn transfer(id: u128, dr: u128, cr: u128, amount: u128, flags: TransferFlags) -> Transfer {
+        Transfer {
+            id,
+            debit_account_id: dr,
+            credit_account_id: cr,
+            amount,
+            ledger: 1,
+            code: 1,
+            flags,
+            ..Default::default()
+        }
+    }
+
+    fn ledger_with_accounts() -> Ledger {
+        let mut ledger = Ledger::default();
+        let accounts = [
+            account(1, AccountFlags::empty()),
+            account(2, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+            account(3, AccountFlags::HISTORY),
+        ];
+        let results = ledger.create_accounts(10, &accounts).unwrap();
+        assert!(results.iter().all(|r| *r == CreateAccountResult::Ok));
+        ledger
+    }
+
+    #[test]
+    fn failed_link_rolls_back_the_whole_chain_and_leaves_later_events_alone() {
+        let mut ledger = ledger_with_accounts();
+        let before = ledger.lookup_accounts(&[1, 2, 3]);
+        let batch = [
+            transfer(10, 1, 3, 5, TransferFlags::LINKED),
+            transfer(11, 3, 1, 2, TransferFlags::LINKED),
+            transfer(12, 2, 1, 1, TransferFlags::empty()), // exceeds_credits: breaks chain
+            transfer(13, 1, 3, 7, TransferFlags::empty()),
+        ];
+        let results = ledger.create_transfers(100, &batch).unwrap();
+        assert_eq!(results, [R::LinkedEventFailed, R::LinkedEventFailed, R::ExceedsCredits, R::Ok]);
+        assert!(ledger.lookup_transfers(&[10, 11, 12]).is_empty());
+        let after = ledger.lookup_accounts(&[1, 2, 3]);
+        assert_eq!(after[0].debits_posted, before[0].debits_posted + 7);
+        assert_eq!(after[2].credits_posted, 7);
+        assert_eq!(after[2].debits_posted, 0);
+        // Only the transfer that survived left a history entry.
+        let history =
+            ledger.get_account_balances(&AccountFilter { account_id: 3, ..Default::default() });
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].timestamp, 100);
+        // The failing event's transient error recorded its id; the rolled-back ones did not.
+        let retry = ledger.create_transfers(200, &[transfer(12, 1, 3, 1, TransferFlags::empty())]);
+        assert_eq!(retry.unwrap(), [R::IdAlreadyFailed]);
+        let retry = ledger.create_transfers(300, &[transfer(10, 1, 3, 5, TransferFlags::empty())]);
+        assert_eq!(retry.unwrap(), [R::Ok]);
+    }
+
+    #[test]
+    fn open_chain_at_batch_end_fails_every_event_of_the_chain() {
+        let mut ledger = ledger_with_accounts();
+        let batch = [
+            transfer(10, 1, 3, 5, TransferFlags::empty()),
+            transfer(11, 1, 3, 5, TransferFlags::LINKED),
+            transfer(12, 1, 3, 5, TransferFlags::LINKED),
+        ];
+        let results = ledger.create_transfers(100, &batch).unwrap();
+        assert_eq!(results, [R::Ok, R::LinkedEventFailed, R::LinkedEventChainOpen]);
+        assert_eq!(ledger.lookup_accounts(&[1])[0].debits_posted, 5);
+    }
+
+    #[test]
+    fn pending_transfers_expire_exactly_once_at_their_deadline() {
+        let mut ledger = ledger_with_accounts();
+        let pending = Transfer { timeout: 1, ..transfer(10, 1, 3, 5, TransferFlags::PENDING) };
+        assert_eq!(ledger.create_transfers(1_000, &[pending]).unwrap(), [R::Ok]);
+        assert_eq!(ledger.lookup_accounts(&[1])[0].debits_pending, 5);
+        // One nanosecond before the deadline nothing expires; at the deadline it does.
+        assert_eq!(ledger.expire_pending_transfers(1_000 + 999_999_999).unwrap(), 0);
+        assert_eq!(ledger.expire_pending_transfers(1_000 + 1_000_000_000).unwrap(), 1);
+        assert_eq!(ledger.expire_pending_transfers(5_000_000_000).unwrap(), 0);
+        assert_eq!(ledger.pending_state(10), Some(PendingState::Expired));
+        assert_eq!(ledger.lookup_accounts(&[1])[0].debits_pending, 0);
+        let post = Transfer {
+            pending_id: 10,
+            amount: crate::types::AMOUNT_MAX,
+            ..transfer(11, 0, 0, 0, TransferFlags::POST_PENDING_TRANSFER)
+        };
+        let post = Transfer { ledger: 0, code: 0, ..post };
+        assert_eq!(
+            ledger.create_transfers(6_000_000_000, &[post]).unwrap(),
+            [R::PendingTransferExpired]
+        );
+    }
+
+    #[test]
+    fn refused_batches_change_nothing() {
+        let mut ledger = ledger_with_accounts();
+        let digest = ledger.digest();
+        let batch = vec![transfer(10, 1, 3, 5, TransferFlags::empty()); BATCH_EVENTS_MAX + 1];
+        assert!(matches!(
+            ledger.create_transfers(1_000_000, &batch),
+            Err(BatchError::TooManyEvents { .. })
+        ));
+        let two = [transfer(10, 1, 3, 5, TransferFlags::empty()); 2];
+        assert!(matches!(
+            ledger.create_transfers(11, &two),
+            Err(BatchError::TimestampRegressed { .. })
+        ));
+        assert!(matches!(
+            ledger.create_transfers(TIMESTAMP_MAX + 1, &two),
+            Err(BatchError::TimestampOutOfRange { .. })
+        ));
+        assert_eq!(ledger.digest(), digest);
+        assert_eq!(ledger.commit_timestamp(), 10);
+    }
+}
