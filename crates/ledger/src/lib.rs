@@ -23,7 +23,9 @@ pub mod results;
 pub mod store;
 pub mod types;
 
-pub use ledger::{BatchError, Ledger};
+pub use ledger::{
+    combine_votes, BatchError, Decision, Ledger, Side, SideError, SideResolution, SideVote,
+};
 pub use results::{CreateAccountResult, CreateTransferResult};
 pub use store::{MemStore, Store};
 pub use types::{

@@ -165,26 +165,8 @@ impl<S: Store> Ledger<S> {
         let Some(p) = self.store.transfer(t.pending_id) else {
             return R::PendingTransferNotFound;
         };
-        if !p.flags.contains(TransferFlags::PENDING) {
-            return R::PendingTransferNotPending;
-        }
-        if t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id {
-            return R::PendingTransferHasDifferentDebitAccountId;
-        }
-        if t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id {
-            return R::PendingTransferHasDifferentCreditAccountId;
-        }
-        if t.ledger != 0 && t.ledger != p.ledger {
-            return R::PendingTransferHasDifferentLedger;
-        }
-        if t.code != 0 && t.code != p.code {
-            return R::PendingTransferHasDifferentCode;
-        }
-        if post && t.amount != AMOUNT_MAX && t.amount > p.amount {
-            return R::ExceedsPendingTransferAmount;
-        }
-        if !post && t.amount != 0 && t.amount != p.amount {
-            return R::PendingTransferHasDifferentAmount;
+        if let Some(result) = pending_mismatch(t, &p, post) {
+            return result;
         }
         match self.store.pending_state(p.id).expect("a pending transfer has a state") {
             PendingState::Pending => {}
@@ -192,8 +174,13 @@ impl<S: Store> Ledger<S> {
             PendingState::Voided => return R::PendingTransferAlreadyVoided,
             PendingState::Expired => return R::PendingTransferExpired,
         }
-        let mut dr = self.store.account(p.debit_account_id).expect("pending's debit account");
-        let mut cr = self.store.account(p.credit_account_id).expect("pending's credit account");
+        // A pending transfer whose other account lives on another shard is resolved
+        // through cross-shard commit only; here it is as good as absent.
+        let (Some(mut dr), Some(mut cr)) =
+            (self.store.account(p.debit_account_id), self.store.account(p.credit_account_id))
+        else {
+            return R::PendingTransferNotFound;
+        };
         if t.flags.contains(TransferFlags::IMPORTED) {
             let failure = [
                 self.transfer_global_error(t),
@@ -319,9 +306,35 @@ impl<S: Store> Ledger<S> {
     }
 }
 
+/// The post/void checks against the pending transfer that do not depend on its state.
+pub(super) fn pending_mismatch(t: &Transfer, p: &Transfer, post: bool) -> Option<R> {
+    if !p.flags.contains(TransferFlags::PENDING) {
+        return Some(R::PendingTransferNotPending);
+    }
+    if t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id {
+        return Some(R::PendingTransferHasDifferentDebitAccountId);
+    }
+    if t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id {
+        return Some(R::PendingTransferHasDifferentCreditAccountId);
+    }
+    if t.ledger != 0 && t.ledger != p.ledger {
+        return Some(R::PendingTransferHasDifferentLedger);
+    }
+    if t.code != 0 && t.code != p.code {
+        return Some(R::PendingTransferHasDifferentCode);
+    }
+    if post && t.amount != AMOUNT_MAX && t.amount > p.amount {
+        return Some(R::ExceedsPendingTransferAmount);
+    }
+    if !post && t.amount != 0 && t.amount != p.amount {
+        return Some(R::PendingTransferHasDifferentAmount);
+    }
+    None
+}
+
 /// A post/void as it is stored: zero fields take the pending transfer's values, and the
 /// amount is what actually moves (post) or is released (void).
-fn resolve_post_or_void(t: &Transfer, p: &Transfer, post: bool) -> Transfer {
+pub(super) fn resolve_post_or_void(t: &Transfer, p: &Transfer, post: bool) -> Transfer {
     let amount = match (post, t.amount) {
         (true, AMOUNT_MAX) | (false, _) => p.amount,
         (true, amount) => amount,

@@ -1,22 +1,428 @@
-//! One-sided reserve / post / release, for transfers whose accounts live on different
-//! shards. Filled in below.
+//! One-sided prepare / commit / abort, for transfers whose two accounts live on
+//! different shards. The commit protocols (2PC, 3PC, Paxos Commit) are built on these.
+//!
+//! Each shard holds one side: the debit account's shard the debit side, the credit
+//! account's shard the credit side.
+//!
+//! - [`Ledger::prepare_side`] validates the transfer exactly as a single-shard
+//!   `create_transfers` would (the same event checks and the same per-side checks, see
+//!   `create_transfer.rs`) as far as this side can see, and *reserves*: a single-phase or
+//!   pending transfer adds its amount to this side's `debits_pending`/`credits_pending`
+//!   (so balance limits hold while the decision is pending, also against concurrent
+//!   transfers); a post/void locks its pending transfer so nothing else resolves it.
+//! - [`Ledger::commit_side`] applies the reservation: it posts the amount (or leaves it
+//!   pending for a pending transfer, or posts/voids the pending one), and stores this
+//!   side's copy of the transfer. [`Ledger::abort_side`] releases it.
+//! - [`combine_votes`] turns the two sides' votes into the decision, and into the same
+//!   result a single shard holding both accounts would have returned.
+//!
+//! Every hook is idempotent and exactly-once: a second prepare returns the first vote, a
+//! second commit or abort returns how the side ended and changes nothing. An abort that
+//! arrives before its prepare is remembered, and the late prepare is refused. So an id
+//! whose cross-shard transfer aborted cannot be used again (`id_already_failed`), even
+//! when the failure was not transient: unlike a single shard, a participant cannot tell
+//! a retry from a late duplicate of the aborted attempt.
+//!
+//! Each hook runs as a one-event batch at this shard's own `timestamp` (expiry runs
+//! first, the commit timestamp advances), so shards keep their own timestamp order;
+//! this side's copy of the transfer carries the commit's timestamp.
+//!
+//! Limits, documented for the cross-shard issue: `flags.linked` must be clear (chains
+//! across shards are the coordinator's job; a linked event gets `linked_event_chain_open`);
+//! a cross-shard pending transfer does not expire by itself at either side (its
+//! coordinator voids it when its timeout passes, so both sides agree); with
+//! `balancing_*`, each side clamps by its own account and the coordinator commits the
+//! smaller amount, but limit checks ran against each side's own clamped amount.
+
+use super::create_transfer::{balanced_amount, pending_mismatch, resolve_post_or_void, side_error};
+use super::Ledger;
+use crate::results::CreateTransferResult as R;
+use crate::store::{PendingState, Reservation, ReservationState, Store};
+use crate::types::{AccountFlags, Transfer, TransferFlags};
+
+use super::BatchError;
 
 /// Which account of a transfer a shard holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {
     Debit,
     Credit,
 }
 
-/// A side's successful prepare.
+/// A side's answer to a prepare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SidePrepared {
-    pub amount: u128,
+pub enum SideVote {
+    /// Validated and reserved. `amount`: what this side reserved (after its own
+    /// balancing clamp; for post/void, the resolved amount).
+    Prepared { amount: u128, account_ledger: u32 },
+    /// Refused with this side's first error. `account_ledger` is known when this side's
+    /// account exists (the coordinator needs both to report
+    /// `accounts_must_have_the_same_ledger`).
+    Rejected { result: R, account_ledger: Option<u32> },
+    /// The pending transfer is held by another prepared post/void: retry later.
+    Busy,
+    /// This side was already aborted (possibly before the prepare arrived).
+    Aborted,
 }
 
-/// How a prepared side ended.
+/// How a side ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SideResolution {
     Committed,
     Aborted,
+}
+
+/// A commit or abort the ledger cannot carry out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideError {
+    /// Commit of a side that was never prepared.
+    NotPrepared,
+    /// Commit of a side that was aborted, or abort of one that was committed: the
+    /// coordinator contradicts itself.
+    Conflict {
+        state: ReservationState,
+    },
+    /// Commit with more than the prepared amount.
+    AmountAboveReservation {
+        reserved: u128,
+        requested: u128,
+    },
+    Batch(BatchError),
+}
+
+impl From<BatchError> for SideError {
+    fn from(error: BatchError) -> Self {
+        SideError::Batch(error)
+    }
+}
+
+/// The coordinator's decision from both votes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Commit both sides with this amount.
+    Commit { amount: u128 },
+    /// Abort both sides; the client's result is `result`.
+    Abort { result: R },
+    /// Abort and try again later: a side was busy.
+    Retry,
+}
+
+/// The decision for two votes, with the result a single shard would have returned.
+pub fn combine_votes(debit: SideVote, credit: SideVote) -> Decision {
+    let ledger_of = |vote: SideVote| match vote {
+        SideVote::Prepared { account_ledger, .. } => Some(account_ledger),
+        SideVote::Rejected { account_ledger, .. } => account_ledger,
+        SideVote::Busy | SideVote::Aborted => None,
+    };
+    let mut failure = [debit, credit]
+        .into_iter()
+        .filter_map(|vote| match vote {
+            SideVote::Rejected { result, .. } => Some(result),
+            _ => None,
+        })
+        .min();
+    if let (Some(dr_ledger), Some(cr_ledger)) = (ledger_of(debit), ledger_of(credit)) {
+        if dr_ledger != cr_ledger {
+            let mismatch = R::AccountsMustHaveTheSameLedger;
+            failure = Some(failure.map_or(mismatch, |result| result.min(mismatch)));
+        }
+    }
+    if let Some(result) = failure {
+        return Decision::Abort { result };
+    }
+    match (debit, credit) {
+        // An aborted id stays aborted, so that a late duplicate prepare can never
+        // reserve funds nobody will release: like a transient failure, it burns the id.
+        (SideVote::Aborted, _) | (_, SideVote::Aborted) => {
+            Decision::Abort { result: R::IdAlreadyFailed }
+        }
+        (SideVote::Busy, _) | (_, SideVote::Busy) => Decision::Retry,
+        (SideVote::Prepared { amount: a, .. }, SideVote::Prepared { amount: b, .. }) => {
+            Decision::Commit { amount: a.min(b) }
+        }
+        _ => unreachable!("rejections were handled above"),
+    }
+}
+
+impl<S: Store> Ledger<S> {
+    /// Validates `transfer` for this shard's `side` and reserves. See the module docs.
+    pub fn prepare_side(
+        &mut self,
+        timestamp: u64,
+        transfer: &Transfer,
+        side: Side,
+    ) -> Result<SideVote, BatchError> {
+        if let Some(existing) = self.store.reservation(transfer.id, side) {
+            if let Some(vote) = self.replay_vote(&existing) {
+                return Ok(vote);
+            }
+        }
+        let mut vote = SideVote::Aborted;
+        self.execute(timestamp, std::slice::from_ref(transfer), |ledger, t| {
+            vote = ledger.prepare_event(t, side);
+            match vote {
+                SideVote::Rejected { result, .. } => result,
+                _ => R::Ok,
+            }
+        })
+        .map(|results| match results[0] {
+            // The batch driver refused the event before it reached this side's checks.
+            result if result != R::Ok && !matches!(vote, SideVote::Rejected { .. }) => {
+                SideVote::Rejected { result, account_ledger: None }
+            }
+            _ => vote,
+        })
+    }
+
+    /// The vote an earlier prepare gave, if this side already holds one.
+    fn replay_vote(&self, existing: &Reservation) -> Option<SideVote> {
+        match existing.state {
+            ReservationState::Aborted => Some(SideVote::Aborted),
+            // Committed: the transfer exists, so a fresh prepare reports `exists`.
+            ReservationState::Committed => None,
+            ReservationState::Prepared => {
+                let account_id = side_account(&existing.transfer, existing.side);
+                let account = self.store.account(account_id).expect("reserved account exists");
+                Some(SideVote::Prepared {
+                    amount: existing.transfer.amount,
+                    account_ledger: account.ledger,
+                })
+            }
+        }
+    }
+
+    fn prepare_event(&mut self, t: &Transfer, side: Side) -> SideVote {
+        if let Some(result) = self.event_error(t) {
+            return SideVote::Rejected { result, account_ledger: None };
+        }
+        let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
+        if post || t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER) {
+            return self.prepare_post_or_void(t, side, post);
+        }
+        let Some(mut account) = self.store.account(side_account(t, side)) else {
+            let result = match side {
+                Side::Debit => R::DebitAccountNotFound,
+                Side::Credit => R::CreditAccountNotFound,
+            };
+            return SideVote::Rejected { result, account_ledger: None };
+        };
+        let account_ledger = Some(account.ledger);
+        if account.ledger != t.ledger {
+            return SideVote::Rejected {
+                result: R::TransferMustHaveTheSameLedgerAsAccounts,
+                account_ledger,
+            };
+        }
+        let amount = match side {
+            Side::Debit => balanced_amount(t, Some(&account), None),
+            Side::Credit => balanced_amount(t, None, Some(&account)),
+        };
+        let failure = [self.transfer_global_error(t), side_error(t, side, &account, amount)];
+        if let Some(result) = failure.into_iter().flatten().min() {
+            return SideVote::Rejected { result, account_ledger };
+        }
+        *pending_balance(&mut account, side) += amount;
+        self.store.update_account(&account);
+        self.store.set_reservation(Reservation {
+            transfer: Transfer { amount, ..*t },
+            side,
+            state: ReservationState::Prepared,
+        });
+        SideVote::Prepared { amount, account_ledger: account.ledger }
+    }
+
+    fn prepare_post_or_void(&mut self, t: &Transfer, side: Side, post: bool) -> SideVote {
+        let reject = |result| SideVote::Rejected { result, account_ledger: None };
+        let Some(p) = self.store.transfer(t.pending_id) else {
+            return reject(R::PendingTransferNotFound);
+        };
+        if let Some(result) = pending_mismatch(t, &p, post) {
+            return reject(result);
+        }
+        match self.store.pending_state(p.id).expect("a pending transfer has a state") {
+            PendingState::Pending => {}
+            PendingState::Posted => return reject(R::PendingTransferAlreadyPosted),
+            PendingState::Voided => return reject(R::PendingTransferAlreadyVoided),
+            PendingState::Expired => return reject(R::PendingTransferExpired),
+        }
+        let Some(account) = self.store.account(side_account(&p, side)) else {
+            // This shard holds a pending transfer but not this side's account: the
+            // coordinator sent the side to the wrong shard.
+            return reject(match side {
+                Side::Debit => R::DebitAccountNotFound,
+                Side::Credit => R::CreditAccountNotFound,
+            });
+        };
+        if self.store.pending_locked_by(p.id).is_some_and(|holder| holder != t.id) {
+            return SideVote::Busy;
+        }
+        let resolved = resolve_post_or_void(t, &p, post);
+        let closing = match side {
+            Side::Debit => TransferFlags::CLOSING_DEBIT,
+            Side::Credit => TransferFlags::CLOSING_CREDIT,
+        };
+        let mut failure = self.transfer_global_error(t);
+        if post {
+            if account.flags.contains(AccountFlags::CLOSED) && !p.flags.contains(closing) {
+                failure = failure.or(Some(match side {
+                    Side::Debit => R::DebitAccountAlreadyClosed,
+                    Side::Credit => R::CreditAccountAlreadyClosed,
+                }));
+            }
+            if posted_balance(&account, side).checked_add(resolved.amount).is_none() {
+                failure = failure.or(Some(match side {
+                    Side::Debit => R::OverflowsDebitsPosted,
+                    Side::Credit => R::OverflowsCreditsPosted,
+                }));
+            }
+        }
+        if let Some(result) = failure {
+            return SideVote::Rejected { result, account_ledger: Some(account.ledger) };
+        }
+        self.store.set_reservation(Reservation {
+            transfer: resolved,
+            side,
+            state: ReservationState::Prepared,
+        });
+        SideVote::Prepared { amount: resolved.amount, account_ledger: account.ledger }
+    }
+
+    /// Applies a prepared side with the decided `amount` (at most the reserved amount;
+    /// the rest of the reservation is released).
+    pub fn commit_side(
+        &mut self,
+        timestamp: u64,
+        id: u128,
+        side: Side,
+        amount: u128,
+    ) -> Result<SideResolution, SideError> {
+        let reservation = self.store.reservation(id, side).ok_or(SideError::NotPrepared)?;
+        match reservation.state {
+            ReservationState::Prepared => {}
+            ReservationState::Committed => return Ok(SideResolution::Committed),
+            state @ ReservationState::Aborted => return Err(SideError::Conflict { state }),
+        }
+        let reserved = reservation.transfer.amount;
+        if amount > reserved {
+            return Err(SideError::AmountAboveReservation { reserved, requested: amount });
+        }
+        self.check_batch(timestamp, 1)?;
+        self.expire(timestamp);
+
+        let t = Transfer { amount, timestamp, ..reservation.transfer };
+        let pv = t.flags.intersects(
+            TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER,
+        );
+        let mut account =
+            self.store.account(side_account(&t, side)).expect("a prepared side's account exists");
+        if pv {
+            let p = self.store.transfer(t.pending_id).expect("a locked pending transfer exists");
+            *pending_balance(&mut account, side) -= p.amount;
+            if t.flags.contains(TransferFlags::POST_PENDING_TRANSFER) {
+                *posted_balance_mut(&mut account, side) += amount;
+                self.store.set_pending_state(p.id, PendingState::Posted);
+            } else {
+                let closing = match side {
+                    Side::Debit => TransferFlags::CLOSING_DEBIT,
+                    Side::Credit => TransferFlags::CLOSING_CREDIT,
+                };
+                if p.flags.contains(closing) {
+                    account.flags.remove(AccountFlags::CLOSED);
+                }
+                self.store.set_pending_state(p.id, PendingState::Voided);
+            }
+        } else if t.flags.contains(TransferFlags::PENDING) {
+            // The reservation becomes the pending transfer's reservation.
+            *pending_balance(&mut account, side) -= reserved - amount;
+            let closing = match side {
+                Side::Debit => TransferFlags::CLOSING_DEBIT,
+                Side::Credit => TransferFlags::CLOSING_CREDIT,
+            };
+            if t.flags.contains(closing) {
+                account.flags.insert(AccountFlags::CLOSED);
+            }
+            self.store.set_pending_state(t.id, PendingState::Pending);
+        } else {
+            *pending_balance(&mut account, side) -= reserved;
+            *posted_balance_mut(&mut account, side) += amount;
+        }
+        self.store.update_account(&account);
+        self.store.insert_transfer(&t);
+        self.record_history(&account, timestamp);
+        self.store
+            .set_reservation(Reservation { state: ReservationState::Committed, ..reservation });
+        self.commit_timestamp = timestamp;
+        Ok(SideResolution::Committed)
+    }
+
+    /// Releases a side. `record_failed`: the coordinator's result was transient, so the
+    /// id is burned here as it would be on a single shard. Aborting a side that was
+    /// never prepared records the abort, so that a late prepare is refused.
+    pub fn abort_side(
+        &mut self,
+        timestamp: u64,
+        transfer: &Transfer,
+        side: Side,
+        record_failed: bool,
+    ) -> Result<SideResolution, SideError> {
+        let existing = self.store.reservation(transfer.id, side);
+        if let Some(reservation) = existing {
+            match reservation.state {
+                ReservationState::Prepared => {}
+                ReservationState::Aborted => return Ok(SideResolution::Aborted),
+                state @ ReservationState::Committed => return Err(SideError::Conflict { state }),
+            }
+        }
+        self.check_batch(timestamp, 1)?;
+        self.expire(timestamp);
+        let reservation = match existing {
+            Some(reservation) => {
+                let pv = reservation.transfer.pending_id != 0;
+                if !pv {
+                    let account_id = side_account(&reservation.transfer, side);
+                    let mut account = self.store.account(account_id).expect("reserved account");
+                    *pending_balance(&mut account, side) -= reservation.transfer.amount;
+                    self.store.update_account(&account);
+                }
+                reservation
+            }
+            None => Reservation { transfer: *transfer, side, state: ReservationState::Aborted },
+        };
+        self.store.set_reservation(Reservation { state: ReservationState::Aborted, ..reservation });
+        if record_failed
+            && matches!(self.store.transfer_id(transfer.id), crate::store::TransferId::Free)
+        {
+            self.store.record_failed_id(transfer.id);
+        }
+        self.commit_timestamp = timestamp;
+        Ok(SideResolution::Aborted)
+    }
+}
+
+fn side_account(t: &Transfer, side: Side) -> u128 {
+    match side {
+        Side::Debit => t.debit_account_id,
+        Side::Credit => t.credit_account_id,
+    }
+}
+
+fn pending_balance(account: &mut crate::types::Account, side: Side) -> &mut u128 {
+    match side {
+        Side::Debit => &mut account.debits_pending,
+        Side::Credit => &mut account.credits_pending,
+    }
+}
+
+fn posted_balance(account: &crate::types::Account, side: Side) -> u128 {
+    match side {
+        Side::Debit => account.debits_posted,
+        Side::Credit => account.credits_posted,
+    }
+}
+
+fn posted_balance_mut(account: &mut crate::types::Account, side: Side) -> &mut u128 {
+    match side {
+        Side::Debit => &mut account.debits_posted,
+        Side::Credit => &mut account.credits_posted,
+    }
 }

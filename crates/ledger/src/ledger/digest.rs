@@ -2,8 +2,8 @@
 //! Two ledgers that executed the same batches have byte-identical digests; replicas
 //! compare digests to prove they converged.
 
-use super::Ledger;
-use crate::store::{PendingState, Range, Store};
+use super::{Ledger, Side};
+use crate::store::{PendingState, Range, ReservationState, Store};
 use crate::types::AccountFlags;
 
 const EVERYTHING: Range = Range { min: 0, max: u64::MAX, reversed: false };
@@ -11,7 +11,8 @@ const EVERYTHING: Range = Range { min: 0, max: u64::MAX, reversed: false };
 impl<S: Store> Ledger<S> {
     /// Hash of: commit timestamp; every account (with balances and flags) in timestamp
     /// order and, for history accounts, its balance snapshots; every transfer in
-    /// timestamp order with its pending state; every failed id, ascending.
+    /// timestamp order with its pending state; every failed id, ascending; every
+    /// cross-shard reservation by (id, side).
     pub fn digest(&self) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"settle-ledger-digest-v1");
@@ -39,6 +40,19 @@ impl<S: Store> Ledger<S> {
         }
         for id in self.store.failed_ids() {
             hasher.update(&id.to_le_bytes());
+        }
+        for reservation in self.store.reservations() {
+            hasher.update(&reservation.transfer.to_bytes());
+            let side = match reservation.side {
+                Side::Debit => 0u8,
+                Side::Credit => 1,
+            };
+            let state = match reservation.state {
+                ReservationState::Prepared => 0u8,
+                ReservationState::Committed => 1,
+                ReservationState::Aborted => 2,
+            };
+            hasher.update(&[side, state]);
         }
         *hasher.finalize().as_bytes()
     }

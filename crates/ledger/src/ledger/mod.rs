@@ -17,7 +17,7 @@ mod cross_shard;
 mod digest;
 mod queries;
 
-pub use cross_shard::{Side, SidePrepared, SideResolution};
+pub use cross_shard::{combine_votes, Decision, Side, SideError, SideResolution, SideVote};
 
 use crate::store::{MemStore, PendingState, Store};
 use crate::types::{AccountFlags, Transfer, TransferFlags, BATCH_EVENTS_MAX, TIMESTAMP_MAX};

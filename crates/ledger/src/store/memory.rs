@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::{PendingState, Range, Store, TransferId};
+use super::{PendingState, Range, Reservation, ReservationState, Store, TransferId};
+use crate::ledger::Side;
 use crate::types::{Account, AccountBalance, Transfer};
 
 #[derive(Default)]
@@ -23,6 +24,9 @@ pub struct MemStore {
     pending: FxHashMap<u128, PendingState>,
     /// (expires_at, pending transfer id), in expiry order.
     expiry: BTreeSet<(u64, u128)>,
+    reservations: FxHashMap<(u128, Side), Reservation>,
+    /// pending id -> id of the prepared post/void holding it (derived from reservations).
+    pending_locks: FxHashMap<u128, u128>,
     /// Present while a scope is open.
     undo: Option<Vec<Undo>>,
 }
@@ -44,9 +48,25 @@ enum Undo {
     ExpiryInserted { expires_at: u64, id: u128 },
     ExpiryRemoved { expires_at: u64, id: u128 },
     BalanceAppended { position: u32 },
+    ReservationSet { id: u128, side: Side, old: Option<Reservation> },
 }
 
 impl MemStore {
+    /// A prepared post/void holds its pending transfer until it commits or aborts.
+    fn lock(&mut self, reservation: &Reservation) {
+        if reservation.state == ReservationState::Prepared && reservation.transfer.pending_id != 0 {
+            let previous =
+                self.pending_locks.insert(reservation.transfer.pending_id, reservation.transfer.id);
+            assert!(previous.is_none_or(|id| id == reservation.transfer.id));
+        }
+    }
+
+    fn unlock(&mut self, reservation: &Reservation) {
+        if reservation.state == ReservationState::Prepared && reservation.transfer.pending_id != 0 {
+            self.pending_locks.remove(&reservation.transfer.pending_id);
+        }
+    }
+
     fn log(&mut self, undo: Undo) {
         if let Some(log) = &mut self.undo {
             log.push(undo);
@@ -77,8 +97,17 @@ impl MemStore {
                 let position = self.transfers.len() as u32;
                 self.transfer_index.remove(&transfer.id);
                 for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
-                    let row = self.row_position(account_id);
-                    assert_eq!(self.accounts[row].transfers.pop(), Some(position));
+                    if let Some(&row) = self.account_index.get(&account_id) {
+                        assert_eq!(self.accounts[row as usize].transfers.pop(), Some(position));
+                    }
+                }
+            }
+            Undo::ReservationSet { id, side, old } => {
+                let current = self.reservations.remove(&(id, side)).expect("set reservation");
+                self.unlock(&current);
+                if let Some(old) = old {
+                    self.lock(&old);
+                    self.reservations.insert((id, side), old);
                 }
             }
             Undo::PendingSet { id, old } => match old {
@@ -185,8 +214,9 @@ impl Store for MemStore {
         assert!(previous.is_none(), "transfer ids are unique");
         self.transfers.push(*transfer);
         for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
-            let row = self.row_position(account_id);
-            self.accounts[row].transfers.push(position);
+            if let Some(&row) = self.account_index.get(&account_id) {
+                self.accounts[row as usize].transfers.push(position);
+            }
         }
         self.log(Undo::TransferInserted);
     }
@@ -276,6 +306,30 @@ impl Store for MemStore {
         let mut ids: Vec<u128> = self.failed_ids.iter().copied().collect();
         ids.sort_unstable();
         ids
+    }
+
+    fn reservation(&self, id: u128, side: Side) -> Option<Reservation> {
+        self.reservations.get(&(id, side)).copied()
+    }
+
+    fn set_reservation(&mut self, reservation: Reservation) {
+        let key = (reservation.transfer.id, reservation.side);
+        let old = self.reservations.insert(key, reservation);
+        if let Some(old) = &old {
+            self.unlock(old);
+        }
+        self.lock(&reservation);
+        self.log(Undo::ReservationSet { id: key.0, side: key.1, old });
+    }
+
+    fn pending_locked_by(&self, pending_id: u128) -> Option<u128> {
+        self.pending_locks.get(&pending_id).copied()
+    }
+
+    fn reservations(&self) -> Vec<Reservation> {
+        let mut all: Vec<Reservation> = self.reservations.values().copied().collect();
+        all.sort_unstable_by_key(|r| (r.transfer.id, r.side == Side::Credit));
+        all
     }
 
     fn scope_open(&mut self) {

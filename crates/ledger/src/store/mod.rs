@@ -15,6 +15,7 @@ mod memory;
 
 pub use memory::MemStore;
 
+use crate::ledger::Side;
 use crate::types::{Account, AccountBalance, Transfer};
 
 /// Where a pending transfer stands. Stored per pending transfer id.
@@ -24,6 +25,25 @@ pub enum PendingState {
     Posted,
     Voided,
     Expired,
+}
+
+/// Where one side of a cross-shard transfer stands at this shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReservationState {
+    /// Validated and reserved; waiting for the decision.
+    Prepared,
+    Committed,
+    Aborted,
+}
+
+/// One side of a cross-shard transfer at this shard (see `ledger/cross_shard.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// The transfer as prepared: its amount is what this side reserved; for post/void
+    /// it is already resolved against the pending transfer.
+    pub transfer: Transfer,
+    pub side: Side,
+    pub state: ReservationState,
 }
 
 /// What an id means among transfers.
@@ -65,7 +85,7 @@ pub trait Store {
         }
     }
     /// Inserts a new transfer (timestamp above every transfer's) and indexes it under
-    /// both of its accounts.
+    /// each of its accounts that this store holds (a cross-shard transfer has one here).
     fn insert_transfer(&mut self, transfer: &Transfer);
     /// Records that `id` failed with a transient error. Survives scope rollback.
     fn record_failed_id(&mut self, id: u128);
@@ -94,6 +114,15 @@ pub trait Store {
     fn transfers(&self, range: Range) -> Box<dyn Iterator<Item = Transfer> + '_>;
     /// Every failed id, ascending.
     fn failed_ids(&self) -> Vec<u128>;
+
+    // Cross-shard reservations, by (transfer id, side).
+    fn reservation(&self, id: u128, side: Side) -> Option<Reservation>;
+    /// Inserts or overwrites the reservation of `(reservation.transfer.id, side)`.
+    fn set_reservation(&mut self, reservation: Reservation);
+    /// The id of the prepared post/void that holds the pending transfer `pending_id`.
+    fn pending_locked_by(&self, pending_id: u128) -> Option<u128>;
+    /// Every reservation, ordered by (id, side).
+    fn reservations(&self) -> Vec<Reservation>;
 
     // Linked chains.
     fn scope_open(&mut self);
