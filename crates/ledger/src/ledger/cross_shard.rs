@@ -108,6 +108,12 @@ pub enum Decision {
 }
 
 /// The decision for two votes, with the result a single shard would have returned.
+///
+/// On `Commit`, commit both sides with the amount. On `Abort`, send `abort_side` to every
+/// side that voted `Prepared` (or did not answer: presumed abort), and, when the result
+/// is transient, to every side with `record_failed` so the id is burned everywhere. A
+/// side that voted `Rejected` with an `exists*` result holds the earlier committed
+/// transfer and answers an abort with `SideError::Conflict`.
 pub fn combine_votes(debit: SideVote, credit: SideVote) -> Decision {
     let ledger_of = |vote: SideVote| match vote {
         SideVote::Prepared { account_ledger, .. } => Some(account_ledger),

@@ -1,0 +1,357 @@
+//! The cross-shard hooks give the same results and the same state as one shard.
+//!
+//! One ledger holds every account ("single"); two ledgers hold half each (odd ids on
+//! shard 0, even ids on shard 1). Every random transfer runs on the single ledger and,
+//! split, either on the one shard holding both accounts or through prepare_side /
+//! combine_votes / commit_side / abort_side on both. After every transfer: the same
+//! result, the same balances and flags, the same stored transfers (but for their
+//! timestamps) and pending states; while both sides are prepared, no balance limit is
+//! violated on either shard.
+//!
+//! Deliberately outside the generator (documented differences, see
+//! `ledger/cross_shard.rs`): balancing transfers, reuse of an id whose cross-shard
+//! transfer aborted, expiring timeouts, linked chains and imported events.
+//!
+//! Seed: `SETTLE_SEED` (default fixed); the seed is printed on failure.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed, TestRunner};
+use settle_ledger::store::PendingState;
+use settle_ledger::*;
+
+const ACCOUNTS: u128 = 8;
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// A new transfer between two account ids (ids above ACCOUNTS do not exist).
+    Transfer { dr: u128, cr: u128, amount: u128, pending: bool, closing: u8, ledger: u32 },
+    /// Post or void an earlier transfer (by index among the transfers created so far).
+    Resolve { target: usize, post: bool, amount: u128, user_data_64: u64 },
+    /// Resubmit an earlier transfer unchanged.
+    Retry { target: usize },
+}
+
+fn amount() -> impl Strategy<Value = u128> {
+    prop_oneof![6 => 0u128..40, 1 => Just(AMOUNT_MAX), 1 => (u128::MAX - 50)..u128::MAX]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let account = 1..=ACCOUNTS + 1;
+    prop_oneof![
+        5 => (account.clone(), account, amount(), any::<bool>(), 0u8..6, prop_oneof![9 => Just(1u32), 1 => Just(2u32)])
+            .prop_map(|(dr, cr, amount, pending, closing, ledger)| Op::Transfer { dr, cr, amount, pending, closing, ledger }),
+        3 => (any::<usize>(), any::<bool>(), amount(), 0u64..2)
+            .prop_map(|(target, post, amount, user_data_64)| Op::Resolve { target, post, amount, user_data_64 }),
+        1 => any::<usize>().prop_map(|target| Op::Retry { target }),
+    ]
+}
+
+fn account_flags() -> impl Strategy<Value = AccountFlags> {
+    prop_oneof![
+        3 => Just(AccountFlags::empty()),
+        2 => Just(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+        2 => Just(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS),
+        1 => Just(AccountFlags::HISTORY),
+    ]
+}
+
+struct World {
+    single: Ledger,
+    shards: [Ledger; 2],
+    /// Every transfer event submitted so far (for Resolve/Retry targets).
+    submitted: Vec<Transfer>,
+    next_id: u128,
+    now: u64,
+}
+
+fn shard_of(account_id: u128) -> usize {
+    (account_id % 2 == 0) as usize
+}
+
+impl World {
+    fn new(flags: &[AccountFlags]) -> World {
+        let accounts: Vec<Account> = (1..=ACCOUNTS)
+            .map(|id| Account {
+                id,
+                ledger: if id == ACCOUNTS { 2 } else { 1 },
+                code: 1,
+                flags: flags[id as usize - 1],
+                ..Default::default()
+            })
+            .collect();
+        let mut world = World {
+            single: Ledger::default(),
+            shards: [Ledger::default(), Ledger::default()],
+            submitted: Vec::new(),
+            next_id: 1000,
+            now: 1_000,
+        };
+        assert!(world
+            .single
+            .create_accounts(world.now, &accounts)
+            .unwrap()
+            .iter()
+            .all(|r| r.is_success()));
+        for (index, shard) in world.shards.iter_mut().enumerate() {
+            let mine: Vec<Account> =
+                accounts.iter().copied().filter(|a| shard_of(a.id) == index).collect();
+            assert!(shard
+                .create_accounts(world.now, &mine)
+                .unwrap()
+                .iter()
+                .all(|r| r.is_success()));
+        }
+        // Fund every account both ways, so limited accounts have room.
+        let mut funding = Vec::new();
+        for id in 1..ACCOUNTS - 1 {
+            for (dr, cr) in [(id, id + 1), (id + 1, id)] {
+                funding.push(Transfer {
+                    id: world.next_id,
+                    debit_account_id: dr,
+                    credit_account_id: cr,
+                    amount: 50,
+                    ledger: 1,
+                    code: 1,
+                    ..Default::default()
+                });
+                world.next_id += 1;
+            }
+        }
+        for transfer in funding {
+            world.run(transfer);
+        }
+        world
+    }
+
+    fn event(&mut self, op: &Op) -> Transfer {
+        let id = self.next_id;
+        self.next_id += 1;
+        match *op {
+            Op::Transfer { dr, cr, amount, pending, closing, ledger } => {
+                let mut flags = TransferFlags::empty();
+                flags.set(TransferFlags::PENDING, pending);
+                flags.set(TransferFlags::CLOSING_DEBIT, closing == 0);
+                flags.set(TransferFlags::CLOSING_CREDIT, closing == 1);
+                Transfer {
+                    id,
+                    debit_account_id: dr,
+                    credit_account_id: cr,
+                    amount,
+                    ledger,
+                    code: 1,
+                    flags,
+                    ..Default::default()
+                }
+            }
+            Op::Resolve { target, post, amount, user_data_64 } => {
+                let pending_id = match self.submitted.len() {
+                    0 => 1,
+                    n => self.submitted[target % n].id,
+                };
+                let flags = if post {
+                    TransferFlags::POST_PENDING_TRANSFER
+                } else {
+                    TransferFlags::VOID_PENDING_TRANSFER
+                };
+                Transfer { id, pending_id, amount, user_data_64, flags, ..Default::default() }
+            }
+            Op::Retry { target } => match self.submitted.len() {
+                0 => Transfer { id, ..Default::default() },
+                n => {
+                    self.next_id -= 1;
+                    self.submitted[target % n]
+                }
+            },
+        }
+    }
+
+    /// The two account ids a transfer touches: its own, or its pending transfer's.
+    fn accounts_of(&self, t: &Transfer) -> (u128, u128) {
+        let pv = t.flags.intersects(
+            TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER,
+        );
+        if pv {
+            if let Some(p) = self.single.lookup_transfers(&[t.pending_id]).first() {
+                return (p.debit_account_id, p.credit_account_id);
+            }
+            return (1, 1); // no such pending transfer: any one shard answers the same
+        }
+        (t.debit_account_id, t.credit_account_id)
+    }
+
+    /// Runs `t` on the single ledger and split; returns both results.
+    fn run(&mut self, t: Transfer) -> (CreateTransferResult, CreateTransferResult) {
+        self.now += 10;
+        let now = self.now;
+        let single = self.single.create_transfers(now, &[t]).unwrap()[0];
+        let (dr, cr) = self.accounts_of(&t);
+        let (dr_shard, cr_shard) = (shard_of(dr), shard_of(cr));
+        let split = if dr_shard == cr_shard {
+            self.shards[dr_shard].create_transfers(now, &[t]).unwrap()[0]
+        } else {
+            let debit = self.shards[dr_shard].prepare_side(now - 5, &t, Side::Debit).unwrap();
+            let credit = self.shards[cr_shard].prepare_side(now - 5, &t, Side::Credit).unwrap();
+            // Reservations count against limits while the decision is pending.
+            self.check_limits();
+            match combine_votes(debit, credit) {
+                Decision::Commit { amount } => {
+                    for (shard, side) in [(dr_shard, Side::Debit), (cr_shard, Side::Credit)] {
+                        let resolution =
+                            self.shards[shard].commit_side(now, t.id, side, amount).unwrap();
+                        assert_eq!(resolution, SideResolution::Committed);
+                        // Exactly once: a duplicate commit changes nothing.
+                        let digest = self.shards[shard].digest();
+                        let again = self.shards[shard].commit_side(now + 1, t.id, side, amount);
+                        assert_eq!(again, Ok(SideResolution::Committed));
+                        assert_eq!(self.shards[shard].digest(), digest);
+                    }
+                    CreateTransferResult::Ok
+                }
+                Decision::Abort { result } => {
+                    let votes = [(dr_shard, Side::Debit, debit), (cr_shard, Side::Credit, credit)];
+                    for (shard, side, vote) in votes {
+                        let reserved = matches!(vote, SideVote::Prepared { .. });
+                        if reserved || result.is_transient() {
+                            let resolution = self.shards[shard]
+                                .abort_side(now, &t, side, result.is_transient())
+                                .unwrap();
+                            assert_eq!(resolution, SideResolution::Aborted);
+                        }
+                    }
+                    result
+                }
+                Decision::Retry => panic!("no side can be busy: transfers run one at a time"),
+            }
+        };
+        if single == CreateTransferResult::Ok {
+            self.submitted.push(t);
+        }
+        (single, split)
+    }
+
+    fn check_limits(&self) {
+        for shard in &self.shards {
+            for a in shard.lookup_accounts(&(1..=ACCOUNTS).collect::<Vec<_>>()) {
+                let limited_debits = a.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS);
+                let limited_credits =
+                    a.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS);
+                assert!(!limited_debits || a.debits_pending + a.debits_posted <= a.credits_posted);
+                assert!(
+                    !limited_credits || a.credits_pending + a.credits_posted <= a.debits_posted
+                );
+            }
+        }
+    }
+
+    fn check_same_state(&self) {
+        let ids: Vec<u128> = (1..=ACCOUNTS).collect();
+        for single in self.single.lookup_accounts(&ids) {
+            let split = self.shards[shard_of(single.id)].lookup_accounts(&[single.id])[0];
+            assert_eq!(Account { timestamp: 0, ..split }, Account { timestamp: 0, ..single });
+        }
+        for t in &self.submitted {
+            let single = self.single.lookup_transfers(&[t.id])[0];
+            let (dr, cr) = (single.debit_account_id, single.credit_account_id);
+            for shard in [shard_of(dr), shard_of(cr)] {
+                let split = self.shards[shard].lookup_transfers(&[t.id]);
+                assert_eq!(split.len(), 1, "transfer {} on shard {shard}", t.id);
+                assert_eq!(
+                    Transfer { timestamp: 0, ..split[0] },
+                    Transfer { timestamp: 0, ..single }
+                );
+                let state: Option<PendingState> = self.single.pending_state(t.id);
+                assert_eq!(self.shards[shard].pending_state(t.id), state);
+            }
+        }
+        // Conservation holds over the union of the shards.
+        for ledger in [1, 2] {
+            let all: Vec<Account> = self
+                .shards
+                .iter()
+                .flat_map(|s| s.lookup_accounts(&ids))
+                .filter(|a| a.ledger == ledger)
+                .collect();
+            let sum = |f: fn(&Account) -> u128| {
+                all.iter().map(f).fold(0u128, |acc, x| acc.wrapping_add(x))
+            };
+            assert_eq!(sum(|a| a.debits_posted), sum(|a| a.credits_posted));
+            assert_eq!(sum(|a| a.debits_pending), sum(|a| a.credits_pending));
+        }
+    }
+}
+
+#[test]
+fn split_shards_behave_like_one_shard() {
+    let seed: u64 = std::env::var("SETTLE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+    let cases: u32 =
+        std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let config = Config {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let strategy = (
+        proptest::collection::vec(account_flags(), ACCOUNTS as usize),
+        proptest::collection::vec(op(), 1..120),
+    );
+    let mut runner = TestRunner::new(config);
+    let cross_shard_commits = std::cell::Cell::new(0usize);
+    let result = runner.run(&strategy, |(flags, ops)| {
+        let mut world = World::new(&flags);
+        for (index, op) in ops.iter().enumerate() {
+            let t = world.event(op);
+            let (single, split) = world.run(t);
+            prop_assert_eq!(single, split, "op {} {:?} -> {:?}", index, op, t);
+            world.check_same_state();
+            let (dr, cr) = world.accounts_of(&t);
+            if single == CreateTransferResult::Ok && shard_of(dr) != shard_of(cr) {
+                cross_shard_commits.set(cross_shard_commits.get() + 1);
+            }
+        }
+        Ok(())
+    });
+    if let Err(error) = result {
+        panic!("SETTLE_SEED={seed}: {error}");
+    }
+    let commits = cross_shard_commits.get();
+    assert!(commits > 100, "the generator must commit across shards: {commits}");
+}
+
+#[test]
+fn abort_before_prepare_refuses_the_late_prepare_and_prepare_is_idempotent() {
+    let mut shard = Ledger::default();
+    let account = Account { id: 1, ledger: 1, code: 1, ..Default::default() };
+    shard.create_accounts(10, &[account]).unwrap();
+    let t = Transfer {
+        id: 7,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 5,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    };
+    // Presumed abort: the decision arrives first.
+    assert_eq!(shard.abort_side(20, &t, Side::Debit, false), Ok(SideResolution::Aborted));
+    assert_eq!(shard.prepare_side(30, &t, Side::Debit), Ok(SideVote::Aborted));
+    assert_eq!(shard.lookup_accounts(&[1])[0].debits_pending, 0);
+
+    let t = Transfer { id: 8, ..t };
+    let vote = shard.prepare_side(40, &t, Side::Debit).unwrap();
+    assert_eq!(vote, SideVote::Prepared { amount: 5, account_ledger: 1 });
+    assert_eq!(shard.prepare_side(50, &t, Side::Debit), Ok(vote));
+    assert_eq!(shard.lookup_accounts(&[1])[0].debits_pending, 5, "reserved once");
+    assert_eq!(
+        shard.commit_side(60, 8, Side::Debit, 6),
+        Err(SideError::AmountAboveReservation { reserved: 5, requested: 5 + 1 })
+    );
+    assert_eq!(shard.commit_side(60, 8, Side::Debit, 5), Ok(SideResolution::Committed));
+    assert_eq!(
+        shard.abort_side(70, &t, Side::Debit, false),
+        Err(SideError::Conflict { state: settle_ledger::store::ReservationState::Committed })
+    );
+    let account = shard.lookup_accounts(&[1])[0];
+    assert_eq!((account.debits_pending, account.debits_posted), (0, 5));
+    assert_eq!(shard.commit_side(80, 9, Side::Debit, 5), Err(SideError::NotPrepared));
+}
