@@ -65,7 +65,7 @@ struct World {
 }
 
 fn shard_of(account_id: u128) -> usize {
-    (account_id % 2 == 0) as usize
+    account_id.is_multiple_of(2) as usize
 }
 
 impl World {

@@ -332,25 +332,27 @@ pub(super) fn pending_mismatch(t: &Transfer, p: &Transfer, post: bool) -> Option
     None
 }
 
-/// A post/void as it is stored: zero fields take the pending transfer's values, and the
-/// amount is what actually moves (post) or is released (void).
+/// A post/void with its zero fields taken from the pending transfer: the form in which
+/// it is stored, and in which a resubmission is compared with the stored one. Amount
+/// `AMOUNT_MAX` on a post and 0 on a void stand for the pending amount. (Once
+/// `pending_mismatch` passed, every non-zero field already equals the pending's.)
 pub(super) fn resolve_post_or_void(t: &Transfer, p: &Transfer, post: bool) -> Transfer {
     let amount = match (post, t.amount) {
-        (true, AMOUNT_MAX) | (false, _) => p.amount,
-        (true, amount) => amount,
+        (true, AMOUNT_MAX) | (false, 0) => p.amount,
+        (_, amount) => amount,
     };
     Transfer {
         id: t.id,
-        debit_account_id: p.debit_account_id,
-        credit_account_id: p.credit_account_id,
+        debit_account_id: nonzero_or(t.debit_account_id, p.debit_account_id),
+        credit_account_id: nonzero_or(t.credit_account_id, p.credit_account_id),
         amount,
         pending_id: t.pending_id,
         user_data_128: nonzero_or(t.user_data_128, p.user_data_128),
         user_data_64: nonzero_or(t.user_data_64, p.user_data_64),
         user_data_32: nonzero_or(t.user_data_32, p.user_data_32),
         timeout: 0,
-        ledger: p.ledger,
-        code: p.code,
+        ledger: nonzero_or(t.ledger, p.ledger),
+        code: nonzero_or(t.code, p.code),
         flags: t.flags,
         timestamp: t.timestamp,
     }

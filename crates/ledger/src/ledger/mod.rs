@@ -207,7 +207,9 @@ impl<S: Store> Ledger<S> {
                 commit_timestamp: self.commit_timestamp,
             });
         }
-        Ok(self.expire(timestamp))
+        let expired = self.expire(timestamp);
+        self.commit_timestamp = timestamp;
+        Ok(expired)
     }
 
     fn check_batch(&self, timestamp: u64, count: usize) -> Result<(), BatchError> {

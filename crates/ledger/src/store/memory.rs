@@ -1,11 +1,16 @@
 //! [`MemStore`]: the tables in memory.
 //!
 //! Accounts and transfers live in vectors in timestamp order (the ledger only ever
-//! appends newer timestamps), with hash indexes by id. Each account row keeps the
-//! positions of its transfers and its balance history, both in timestamp order, so
-//! per-account queries are binary searches. Linked chains are undone with an undo log
-//! that exists only while a scope is open.
+//! appends newer timestamps), with hash indexes by id. Layout is chosen for the hot
+//! path, which is memory-bound: an account row is exactly its 128-byte record; an
+//! account's transfers form a chain, newest first, threaded through `transfer_links`
+//! (each transfer records the previous transfer of its debit and of its credit
+//! account), so indexing a new transfer writes only memory the transfer already touched
+//! instead of one of 10,000 scattered per-account vectors. Per-account scans walk the
+//! chain. Linked chains are undone with an undo log that exists only while a scope is
+//! open.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -16,9 +21,16 @@ use crate::types::{Account, AccountBalance, Transfer};
 
 #[derive(Default)]
 pub struct MemStore {
-    accounts: Vec<AccountRow>,
+    accounts: Vec<Account>,
     account_index: FxHashMap<u128, u32>,
+    /// Per account (same position as `accounts`): its newest transfer, or `NONE`.
+    account_heads: Vec<u32>,
+    /// Balance snapshots by account position, in timestamp order (`flags.history`).
+    history: FxHashMap<u32, Vec<AccountBalance>>,
     transfers: Vec<Transfer>,
+    /// Per transfer (same position as `transfers`): the previous transfer of its debit
+    /// account and of its credit account, or `NONE`.
+    transfer_links: Vec<[u32; 2]>,
     transfer_index: FxHashMap<u128, u32>,
     failed_ids: FxHashSet<u128>,
     pending: FxHashMap<u128, PendingState>,
@@ -29,15 +41,14 @@ pub struct MemStore {
     pending_locks: FxHashMap<u128, u128>,
     /// Present while a scope is open.
     undo: Option<Vec<Undo>>,
+    /// The (id, position) of the last two accounts read: a transfer reads both of its
+    /// accounts, then updates them and indexes itself under them, so this saves four
+    /// of six index lookups on the hot path. Cleared when positions can change.
+    recent_accounts: Cell<[(u128, u32); 2]>,
 }
 
-struct AccountRow {
-    account: Account,
-    /// Positions in `MemStore::transfers`, ascending (so in timestamp order).
-    transfers: Vec<u32>,
-    /// Balance snapshots, in timestamp order (accounts with `flags.history` only).
-    history: Vec<AccountBalance>,
-}
+/// "No transfer" in the account chains.
+const NONE: u32 = u32::MAX;
 
 /// One change to undo when a scope is discarded.
 enum Undo {
@@ -52,6 +63,27 @@ enum Undo {
 }
 
 impl MemStore {
+    /// Tables preallocated for this many accounts and transfers, so that the hot path
+    /// never stops to grow (rehash, copy) a table or to fault in a fresh page: the
+    /// record vectors are written once here, at startup (static allocation, as in
+    /// TigerBeetle). Both are hints, not limits: past them the tables grow.
+    pub fn with_capacity(accounts: usize, transfers: usize) -> Self {
+        let mut store = MemStore {
+            accounts: Vec::with_capacity(accounts),
+            account_index: FxHashMap::with_capacity_and_hasher(accounts, Default::default()),
+            account_heads: Vec::with_capacity(accounts),
+            transfers: Vec::with_capacity(transfers),
+            transfer_links: Vec::with_capacity(transfers),
+            transfer_index: FxHashMap::with_capacity_and_hasher(transfers, Default::default()),
+            ..MemStore::default()
+        };
+        prefault(&mut store.accounts);
+        prefault(&mut store.account_heads);
+        prefault(&mut store.transfers);
+        prefault(&mut store.transfer_links);
+        store
+    }
+
     /// A prepared post/void holds its pending transfer until it commits or aborts.
     fn lock(&mut self, reservation: &Reservation) {
         if reservation.state == ReservationState::Prepared && reservation.transfer.pending_id != 0 {
@@ -73,32 +105,79 @@ impl MemStore {
         }
     }
 
-    fn row(&self, account_id: u128) -> Option<&AccountRow> {
+    /// The position of an account's row, if this store holds it.
+    fn position(&self, account_id: u128) -> Option<usize> {
+        let recent = self.recent_accounts.get();
+        // Id 0 is never an account, so the empty cache entries never match.
+        if let Some(&(_, position)) = recent.iter().find(|(id, _)| *id == account_id && *id != 0) {
+            debug_assert_eq!(self.accounts[position as usize].id, account_id);
+            return Some(position as usize);
+        }
         let position = *self.account_index.get(&account_id)?;
-        Some(&self.accounts[position as usize])
+        self.recent_accounts.set([recent[1], (account_id, position)]);
+        Some(position as usize)
+    }
+
+    /// Positions of `account_id`'s transfers in `range`, in the range's direction.
+    fn chain(&self, account_id: u128, range: Range) -> Vec<u32> {
+        let Some(row) = self.position(account_id) else {
+            return Vec::new();
+        };
+        let mut positions = Vec::new();
+        let mut next = self.account_heads[row];
+        while next != NONE {
+            let transfer = &self.transfers[next as usize];
+            if transfer.timestamp < range.min {
+                break;
+            }
+            if transfer.timestamp <= range.max {
+                positions.push(next);
+            }
+            next = self.transfer_links[next as usize][self.link_side(next, account_id)];
+        }
+        if !range.reversed {
+            positions.reverse();
+        }
+        positions
+    }
+
+    /// Which of a transfer's two links continues `account_id`'s chain.
+    fn link_side(&self, position: u32, account_id: u128) -> usize {
+        let transfer = &self.transfers[position as usize];
+        if transfer.debit_account_id == account_id {
+            0
+        } else {
+            assert_eq!(transfer.credit_account_id, account_id);
+            1
+        }
     }
 
     fn row_position(&self, account_id: u128) -> usize {
-        *self.account_index.get(&account_id).expect("account exists") as usize
+        self.position(account_id).expect("account exists")
     }
 
     fn undo(&mut self, undo: Undo) {
         match undo {
             Undo::AccountInserted => {
-                let row = self.accounts.pop().expect("inserted account");
-                assert!(row.transfers.is_empty() && row.history.is_empty());
-                self.account_index.remove(&row.account.id);
+                self.recent_accounts.set([(0, 0); 2]);
+                let account = self.accounts.pop().expect("inserted account");
+                assert_eq!(self.account_heads.pop(), Some(NONE), "no transfers yet");
+                assert!(!self.history.contains_key(&(self.accounts.len() as u32)));
+                self.account_index.remove(&account.id);
             }
             Undo::AccountUpdated { position, old } => {
-                self.accounts[position as usize].account = old;
+                self.accounts[position as usize] = old;
             }
             Undo::TransferInserted => {
                 let transfer = self.transfers.pop().expect("inserted transfer");
+                let links = self.transfer_links.pop().expect("links of inserted transfer");
                 let position = self.transfers.len() as u32;
                 self.transfer_index.remove(&transfer.id);
-                for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
-                    if let Some(&row) = self.account_index.get(&account_id) {
-                        assert_eq!(self.accounts[row as usize].transfers.pop(), Some(position));
+                let accounts = [transfer.debit_account_id, transfer.credit_account_id];
+                for (account_id, previous) in accounts.into_iter().zip(links) {
+                    if let Some(row) = self.position(account_id) {
+                        assert_eq!(self.account_heads[row], position);
+                        self.account_heads[row] = previous;
                     }
                 }
             }
@@ -125,10 +204,18 @@ impl MemStore {
                 assert!(self.expiry.insert((expires_at, id)));
             }
             Undo::BalanceAppended { position } => {
-                assert!(self.accounts[position as usize].history.pop().is_some());
+                let history = self.history.get_mut(&position).expect("appended history");
+                assert!(history.pop().is_some());
             }
         }
     }
+}
+
+/// Touches every page of `vec`'s spare capacity so the kernel maps it now.
+fn prefault<T: Copy + Default>(vec: &mut Vec<T>) {
+    assert!(vec.is_empty());
+    vec.resize(vec.capacity(), T::default());
+    vec.clear();
 }
 
 /// The slice bounds of the items whose timestamps fall in `range`, for a slice in
@@ -164,7 +251,7 @@ fn directed<'a, T: 'a>(
 
 impl Store for MemStore {
     fn account(&self, id: u128) -> Option<Account> {
-        self.row(id).map(|row| row.account)
+        Some(self.accounts[self.position(id)?])
     }
 
     fn insert_account(&mut self, account: Account) {
@@ -172,27 +259,26 @@ impl Store for MemStore {
         let position = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");
         let previous = self.account_index.insert(account.id, position);
         assert!(previous.is_none(), "account ids are unique");
-        self.accounts.push(AccountRow { account, transfers: Vec::new(), history: Vec::new() });
+        self.accounts.push(account);
+        self.account_heads.push(NONE);
         self.log(Undo::AccountInserted);
     }
 
     fn update_account(&mut self, account: &Account) {
         let position = self.row_position(account.id);
-        let row = &mut self.accounts[position];
-        let old = row.account;
+        let old = std::mem::replace(&mut self.accounts[position], *account);
         assert_eq!(old.timestamp, account.timestamp, "only balances and flags change");
-        row.account = *account;
         self.log(Undo::AccountUpdated { position: position as u32, old });
     }
 
     fn account_timestamp_max(&self) -> u64 {
-        self.accounts.last().map_or(0, |row| row.account.timestamp)
+        self.accounts.last().map_or(0, |account| account.timestamp)
     }
 
     fn account_exists_at(&self, timestamp: u64) -> bool {
         let (start, end) = bounds(
             self.accounts.len(),
-            |i| self.accounts[i].account.timestamp,
+            |i| self.accounts[i].timestamp,
             Range { min: timestamp, max: timestamp, reversed: false },
         );
         start < end
@@ -213,11 +299,15 @@ impl Store for MemStore {
         let previous = self.transfer_index.insert(transfer.id, position);
         assert!(previous.is_none(), "transfer ids are unique");
         self.transfers.push(*transfer);
-        for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
-            if let Some(&row) = self.account_index.get(&account_id) {
-                self.accounts[row as usize].transfers.push(position);
+        let mut links = [NONE; 2];
+        for (link, account_id) in
+            [transfer.debit_account_id, transfer.credit_account_id].iter().enumerate()
+        {
+            if let Some(row) = self.position(*account_id) {
+                links[link] = std::mem::replace(&mut self.account_heads[row], position);
             }
         }
+        self.transfer_links.push(links);
         self.log(Undo::TransferInserted);
     }
 
@@ -264,7 +354,7 @@ impl Store for MemStore {
 
     fn append_balance(&mut self, account_id: u128, balance: AccountBalance) {
         let position = self.row_position(account_id);
-        let history = &mut self.accounts[position].history;
+        let history = self.history.entry(position as u32).or_default();
         // A transfer touches an account once, so snapshots have distinct timestamps.
         assert!(history.last().is_none_or(|last| last.timestamp < balance.timestamp));
         history.push(balance);
@@ -272,7 +362,7 @@ impl Store for MemStore {
     }
 
     fn balance_at(&self, account_id: u128, timestamp: u64) -> Option<AccountBalance> {
-        let history = &self.row(account_id)?.history;
+        let history = self.history.get(&(self.position(account_id)? as u32))?;
         let index = history.binary_search_by_key(&timestamp, |b| b.timestamp).ok()?;
         Some(history[index])
     }
@@ -282,19 +372,12 @@ impl Store for MemStore {
         account_id: u128,
         range: Range,
     ) -> Box<dyn Iterator<Item = Transfer> + '_> {
-        let Some(row) = self.row(account_id) else {
-            return Box::new(std::iter::empty());
-        };
-        let positions = &row.transfers;
-        let (start, end) =
-            bounds(positions.len(), |i| self.transfers[positions[i] as usize].timestamp, range);
-        directed(positions[start..end].iter().map(|&p| self.transfers[p as usize]), range.reversed)
+        Box::new(self.chain(account_id, range).into_iter().map(|p| self.transfers[p as usize]))
     }
 
     fn accounts(&self, range: Range) -> Box<dyn Iterator<Item = Account> + '_> {
-        let (start, end) =
-            bounds(self.accounts.len(), |i| self.accounts[i].account.timestamp, range);
-        directed(self.accounts[start..end].iter().map(|row| row.account), range.reversed)
+        let (start, end) = bounds(self.accounts.len(), |i| self.accounts[i].timestamp, range);
+        directed(self.accounts[start..end].iter().copied(), range.reversed)
     }
 
     fn transfers(&self, range: Range) -> Box<dyn Iterator<Item = Transfer> + '_> {
