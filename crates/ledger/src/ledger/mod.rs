@@ -136,7 +136,31 @@ macro_rules! batch_result {
 batch_result!(crate::results::CreateAccountResult);
 batch_result!(crate::results::CreateTransferResult);
 
+impl Ledger<MemStore> {
+    /// Writes the whole state as a checksummed snapshot (see `MemStore::write_snapshot`).
+    pub fn write_snapshot<W: std::io::Write>(&self, out: W) -> std::io::Result<()> {
+        self.store.write_snapshot(self.commit_timestamp, out)
+    }
+
+    /// The ledger a snapshot of `len` bytes holds; `open` is called once per pass.
+    pub fn read_snapshot<R: std::io::Read>(
+        len: u64,
+        open: impl FnMut() -> std::io::Result<R>,
+    ) -> Result<Self, crate::store::SnapshotError> {
+        let (store, commit_timestamp) = MemStore::read_snapshot(len, open)?;
+        let mut ledger = Ledger::new(store);
+        ledger.observe_timestamp(commit_timestamp);
+        Ok(ledger)
+    }
+}
+
 impl<S: Store> Ledger<S> {
+    /// The earliest deadline of a pending transfer, if any: when a pulse
+    /// (`expire_pending_transfers`) will have something to do.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.store.first_expired(u64::MAX).map(|(expires_at, _)| expires_at)
+    }
+
     /// A ledger over `store`. The store must be empty or hold state this ledger kind
     /// wrote; `commit_timestamp` is recovered as the newest record's timestamp.
     pub fn new(store: S) -> Self {

@@ -10,6 +10,10 @@
 //! chain. Linked chains are undone with an undo log that exists only while a scope is
 //! open.
 
+mod snapshot;
+
+pub use snapshot::SnapshotError;
+
 use std::cell::Cell;
 use std::collections::BTreeSet;
 

@@ -13,7 +13,7 @@
 
 mod memory;
 
-pub use memory::MemStore;
+pub use memory::{MemStore, SnapshotError};
 
 use crate::ledger::Side;
 use crate::types::{Account, AccountBalance, Transfer};
