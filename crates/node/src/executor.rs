@@ -1,0 +1,313 @@
+//! The executor: the one thread that owns the ledger and the log, and the syncer thread
+//! behind it. This is the node's IO shell around the pure ledger.
+//!
+//! Pipeline (group commit):
+//! 1. The executor takes every request waiting (up to [`GROUP_MAX`]), and for each one
+//!    that changes state: picks the batch timestamp from the wall clock (never below
+//!    the last one), executes it on the ledger, appends it to the log (written to the
+//!    OS, not yet durable). Queries execute on the current state.
+//! 2. It hands the group's replies to the syncer with the segment(s) to sync, and goes
+//!    on to the next group at once: batch N+1 executes while batch N is being fsynced.
+//! 3. The syncer fsyncs (one fdatasync covers every record of the group, and of any
+//!    group queued behind it) and only then sends the replies.
+//!
+//! Every reply, queries included, leaves only after the fsync that covers everything
+//! executed before it, so no client ever observes an effect that a crash could undo.
+//! The syncer queue is bounded ([`SYNC_QUEUE_MAX`]): when the disk is slow the executor
+//! waits instead of piling up unacknowledged work.
+//!
+//! A failed fsync is fatal: the page cache can no longer be trusted to reach the disk
+//! (as PostgreSQL learned), so every waiting request gets an error, the node stops, and
+//! a restart recovers from what is on disk.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::thread;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use settle_ledger::{
+    Account, AccountBalance, AccountFilter, CreateAccountResult, CreateTransferResult, Ledger,
+    QueryFilter, Transfer, RECORD_SIZE,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::storage::checkpoint;
+use crate::storage::wal::{Operation, SyncHandle, Wal};
+use crate::NodeError;
+
+/// Most requests executed as one group (one fsync).
+pub const GROUP_MAX: usize = 64;
+/// Most groups waiting for the syncer.
+pub const SYNC_QUEUE_MAX: usize = 2;
+
+/// What a client asked for.
+pub enum Command {
+    CreateAccounts(Vec<Account>),
+    CreateTransfers(Vec<Transfer>),
+    /// Expire pending transfers whose deadline has passed (sent by the node's timer).
+    Pulse,
+    LookupAccounts(Vec<u128>),
+    LookupTransfers(Vec<u128>),
+    GetAccountTransfers(AccountFilter),
+    GetAccountBalances(AccountFilter),
+    QueryAccounts(QueryFilter),
+    QueryTransfers(QueryFilter),
+}
+
+/// The answer to a [`Command`].
+#[derive(Debug)]
+pub enum Reply {
+    AccountResults(Vec<CreateAccountResult>),
+    TransferResults(Vec<CreateTransferResult>),
+    Accounts(Vec<Account>),
+    Transfers(Vec<Transfer>),
+    Balances(Vec<AccountBalance>),
+    Pulsed { expired: usize },
+}
+
+pub struct Request {
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<Reply, NodeError>>,
+}
+
+/// Settings the executor needs.
+pub struct ExecutorConfig {
+    pub data_dir: PathBuf,
+    pub fsync: bool,
+    /// Write a checkpoint once the log has grown this much since the last one.
+    pub checkpoint_bytes: u64,
+}
+
+/// Shared with the rest of the node.
+pub struct ExecutorState {
+    /// Earliest pending-transfer deadline (ns), `u64::MAX` if none: the pulse timer reads it.
+    pub next_expiry: AtomicU64,
+    /// Set when an fsync or a log write failed: the node must stop.
+    pub failed: AtomicBool,
+}
+
+struct SyncJob {
+    /// Segments to sync, oldest first (more than one when the log rotated).
+    segments: Vec<SyncHandle>,
+    replies: Vec<(oneshot::Sender<Result<Reply, NodeError>>, Reply)>,
+}
+
+struct Executor {
+    ledger: Ledger,
+    wal: Wal,
+    segment: SyncHandle,
+    config: ExecutorConfig,
+    state: Arc<ExecutorState>,
+    log_bytes_since_checkpoint: u64,
+    /// Scratch for encoding request bodies.
+    body: Vec<u8>,
+}
+
+/// The running executor: where to send requests, what it shares, its thread.
+pub struct Spawned {
+    pub requests: mpsc::Sender<Request>,
+    pub state: Arc<ExecutorState>,
+    pub thread: thread::JoinHandle<Result<(), NodeError>>,
+}
+
+/// Starts the executor and syncer threads. The executor stops when every sender of the
+/// returned channel is dropped, after the last group is durable and answered.
+pub fn spawn(ledger: Ledger, wal: Wal, config: ExecutorConfig) -> Result<Spawned, NodeError> {
+    let (sender, receiver) = mpsc::channel(GROUP_MAX);
+    let state = Arc::new(ExecutorState {
+        next_expiry: AtomicU64::new(ledger.next_expiry().unwrap_or(u64::MAX)),
+        failed: AtomicBool::new(false),
+    });
+    let segment = wal.sync_handle()?;
+    let executor = Executor {
+        ledger,
+        wal,
+        segment,
+        config,
+        state: state.clone(),
+        log_bytes_since_checkpoint: 0,
+        body: Vec::new(),
+    };
+    let thread = thread::Builder::new()
+        .name("settle-executor".into())
+        .spawn(move || executor.run(receiver))
+        .map_err(NodeError::Thread)?;
+    Ok(Spawned { requests: sender, state, thread })
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Executor {
+    fn run(mut self, mut receiver: mpsc::Receiver<Request>) -> Result<(), NodeError> {
+        let (sync_sender, sync_receiver) = std_mpsc::sync_channel::<SyncJob>(SYNC_QUEUE_MAX);
+        let fsync = self.config.fsync;
+        let state = self.state.clone();
+        let syncer = thread::Builder::new()
+            .name("settle-syncer".into())
+            .spawn(move || syncer(sync_receiver, fsync, &state))
+            .map_err(NodeError::Thread)?;
+
+        let mut outcome = Ok(());
+        while let Some(first) = receiver.blocking_recv() {
+            if self.state.failed.load(Ordering::SeqCst) {
+                let _ = first.reply.send(Err(NodeError::Stopped));
+                break;
+            }
+            let mut job = SyncJob { segments: Vec::new(), replies: Vec::with_capacity(GROUP_MAX) };
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match self.execute(request.command, &mut job.segments) {
+                    Ok(reply) => job.replies.push((request.reply, reply)),
+                    Err(error) => {
+                        // A log write failed: nothing after it can be made durable.
+                        self.state.failed.store(true, Ordering::SeqCst);
+                        let _ = request.reply.send(Err(NodeError::Stopped));
+                        outcome = Err(error);
+                        break;
+                    }
+                }
+                if job.replies.len() < GROUP_MAX {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            job.segments.push(self.segment.clone());
+            self.state
+                .next_expiry
+                .store(self.ledger.next_expiry().unwrap_or(u64::MAX), Ordering::SeqCst);
+            if sync_sender.send(job).is_err() || outcome.is_err() {
+                break;
+            }
+            if self.log_bytes_since_checkpoint >= self.config.checkpoint_bytes {
+                if let Err(error) = self.checkpoint() {
+                    self.state.failed.store(true, Ordering::SeqCst);
+                    outcome = Err(error);
+                    break;
+                }
+            }
+        }
+        // Refuse whatever is still queued, then let the syncer finish the last group.
+        receiver.close();
+        if outcome.is_ok() && self.log_bytes_since_checkpoint > 0 {
+            // A clean stop leaves a checkpoint, so the next start replays nothing.
+            outcome = self.checkpoint();
+        }
+        while let Ok(request) = receiver.try_recv() {
+            let _ = request.reply.send(Err(NodeError::Stopped));
+        }
+        drop(sync_sender);
+        let synced = syncer.join().map_err(|_| NodeError::ThreadPanicked("syncer"))?;
+        outcome.and(synced)
+    }
+
+    /// Executes one command; state-changing ones are appended to the log.
+    fn execute(
+        &mut self,
+        command: Command,
+        segments: &mut Vec<SyncHandle>,
+    ) -> Result<Reply, NodeError> {
+        let ledger = &mut self.ledger;
+        let reply = match command {
+            Command::CreateAccounts(accounts) => {
+                let timestamp = ledger.next_batch_timestamp(now_ns(), accounts.len());
+                let results = ledger.create_accounts(timestamp, &accounts)?;
+                self.body.clear();
+                accounts.iter().for_each(|a| self.body.extend_from_slice(&a.to_bytes()));
+                self.log(Operation::CreateAccounts, timestamp, segments)?;
+                Reply::AccountResults(results)
+            }
+            Command::CreateTransfers(transfers) => {
+                let timestamp = ledger.next_batch_timestamp(now_ns(), transfers.len());
+                let results = ledger.create_transfers(timestamp, &transfers)?;
+                self.body.clear();
+                self.body.reserve(transfers.len() * RECORD_SIZE);
+                transfers.iter().for_each(|t| self.body.extend_from_slice(&t.to_bytes()));
+                self.log(Operation::CreateTransfers, timestamp, segments)?;
+                Reply::TransferResults(results)
+            }
+            Command::Pulse => {
+                let timestamp = ledger.next_batch_timestamp(now_ns(), 0);
+                let due = ledger.next_expiry().is_some_and(|deadline| deadline <= timestamp);
+                let mut expired = 0;
+                if due {
+                    expired = ledger.expire_pending_transfers(timestamp)?;
+                    self.body.clear();
+                    self.log(Operation::Pulse, timestamp, segments)?;
+                }
+                Reply::Pulsed { expired }
+            }
+            Command::LookupAccounts(ids) => Reply::Accounts(ledger.lookup_accounts(&ids)),
+            Command::LookupTransfers(ids) => Reply::Transfers(ledger.lookup_transfers(&ids)),
+            Command::GetAccountTransfers(filter) => {
+                Reply::Transfers(ledger.get_account_transfers(&filter))
+            }
+            Command::GetAccountBalances(filter) => {
+                Reply::Balances(ledger.get_account_balances(&filter))
+            }
+            Command::QueryAccounts(filter) => Reply::Accounts(ledger.query_accounts(&filter)),
+            Command::QueryTransfers(filter) => Reply::Transfers(ledger.query_transfers(&filter)),
+        };
+        Ok(reply)
+    }
+
+    fn log(
+        &mut self,
+        operation: Operation,
+        timestamp: u64,
+        segments: &mut Vec<SyncHandle>,
+    ) -> Result<(), NodeError> {
+        let (_, closed) = self.wal.append(operation, timestamp, &self.body)?;
+        if let Some(closed) = closed {
+            // The log rotated: the closed segment is synced first, in the same job.
+            segments.push(closed);
+            self.segment = self.wal.sync_handle()?;
+        }
+        self.log_bytes_since_checkpoint +=
+            (crate::storage::wal::HEADER_SIZE + self.body.len()) as u64;
+        Ok(())
+    }
+
+    /// Makes the log durable through the current op, writes a checkpoint of that op, and
+    /// drops the log segments it covers.
+    fn checkpoint(&mut self) -> Result<(), NodeError> {
+        let op = self.wal.next_op() - 1;
+        if self.config.fsync {
+            self.segment.sync()?;
+        }
+        checkpoint::write(&self.config.data_dir, op, &self.ledger)?;
+        self.segment = self.wal.rotate()?;
+        let removed = self.wal.remove_through(op)?;
+        self.log_bytes_since_checkpoint = 0;
+        tracing::info!(op, removed_segments = removed, "checkpoint written");
+        Ok(())
+    }
+}
+
+/// The syncer: fsync, then answer. Stops when the executor hangs up.
+fn syncer(
+    jobs: std_mpsc::Receiver<SyncJob>,
+    fsync: bool,
+    state: &ExecutorState,
+) -> Result<(), NodeError> {
+    let mut outcome = Ok(());
+    for job in jobs {
+        let synced = if fsync && outcome.is_ok() {
+            job.segments.iter().try_for_each(SyncHandle::sync).map_err(NodeError::from)
+        } else {
+            Ok(())
+        };
+        if let Err(error) = synced {
+            tracing::error!(%error, "fsync failed: stopping the node");
+            state.failed.store(true, Ordering::SeqCst);
+            outcome = Err(error);
+        }
+        for (reply, value) in job.replies {
+            let answer = if outcome.is_ok() { Ok(value) } else { Err(NodeError::Stopped) };
+            // The client may have gone away; its request is durable regardless.
+            let _ = reply.send(answer);
+        }
+    }
+    outcome
+}

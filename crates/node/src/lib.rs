@@ -1,0 +1,225 @@
+//! # settle-node
+//!
+//! One durable settle node: the ledger served over gRPC, every change on disk before
+//! it is acknowledged.
+//!
+//! Layout, top-down:
+//! - this file: [`Config`], [`Node`] (start, address, shutdown) and [`NodeError`];
+//! - `server.rs`: the gRPC service — converts and checks requests, refuses bad input;
+//! - `executor.rs`: the thread that owns the ledger and the log, and its syncer thread
+//!   (group commit: execute the next batch while the previous one is fsynced; reply
+//!   only after the fsync that covers a request);
+//! - `storage/`: the write-ahead log, checkpoints and recovery.
+//!
+//! Lifecycle. `Node::start` takes the data directory's lock, recovers (checkpoint +
+//! log replay, torn tail truncated, corruption refused), starts the executor, binds the
+//! listener and serves. `Node::shutdown` is the designed way down: stop accepting, let
+//! in-flight requests finish, let the executor drain and the syncer make the last
+//! group durable and answer it, write a checkpoint, release the lock.
+
+mod executor;
+mod server;
+pub mod storage;
+
+use std::fs::{self, File};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use settle_proto::pb::ledger_server::LedgerServer;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use executor::{Command, ExecutorConfig, ExecutorState, Reply, Request};
+use storage::checkpoint::CheckpointError;
+use storage::wal::WalError;
+
+/// Largest gRPC message the node accepts: a full batch in its most verbose encoding.
+const MESSAGE_BYTES_MAX: usize = 16 << 20;
+/// How often the node checks whether a pending transfer's deadline has passed.
+const PULSE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// fsync before acknowledging. Only experiments turn this off.
+    pub fsync: bool,
+    /// Write a checkpoint each time the log grows by this much.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("settle-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            fsync: true,
+            checkpoint_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the ledger refused a batch: {0}")]
+    Batch(#[from] settle_ledger::BatchError),
+    #[error("log record {op} cannot be replayed: {reason}")]
+    Replay { op: u64, reason: String },
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error("data directory {path} is in use by another settle node")]
+    Locked { path: PathBuf },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot start a thread: {0}")]
+    Thread(io::Error),
+    #[error("the {0} thread panicked")]
+    ThreadPanicked(&'static str),
+    #[error("gRPC server failed: {0}")]
+    Server(String),
+    #[error("the node is stopping or has stopped")]
+    Stopped,
+}
+
+/// A running node.
+pub struct Node {
+    local_addr: SocketAddr,
+    stop_server: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    pulse: JoinHandle<()>,
+    executor: std::thread::JoinHandle<Result<(), NodeError>>,
+    /// Held for the node's lifetime: the data directory's lock.
+    _lock: File,
+}
+
+/// What recovery found, for the operator's log.
+#[derive(Clone, Copy, Debug)]
+pub struct RecoveryReport {
+    pub checkpoint_op: u64,
+    pub replayed: usize,
+    pub truncated_bytes: u64,
+}
+
+fn lock(data_dir: &Path) -> Result<File, NodeError> {
+    let dir_error = |source| NodeError::DataDir { path: data_dir.to_path_buf(), source };
+    fs::create_dir_all(data_dir).map_err(dir_error)?;
+    let path = data_dir.join("LOCK");
+    let file = File::create(&path).map_err(dir_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => {
+            Err(NodeError::Locked { path: data_dir.to_path_buf() })
+        }
+        Err(fs::TryLockError::Error(source)) => Err(dir_error(source)),
+    }
+}
+
+impl Node {
+    /// Recovers `config.data_dir` (created if missing) and starts serving.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let lock = lock(&config.data_dir)?;
+        let data_dir = config.data_dir.clone();
+        let recovered = tokio::task::spawn_blocking(move || storage::recover(&data_dir))
+            .await
+            .map_err(|_| NodeError::ThreadPanicked("recovery"))??;
+        let report = RecoveryReport {
+            checkpoint_op: recovered.checkpoint_op,
+            replayed: recovered.replayed,
+            truncated_bytes: recovered.truncated_bytes,
+        };
+        tracing::info!(?report, data_dir = %config.data_dir.display(), "recovered");
+        if !config.fsync {
+            tracing::warn!("fsync is OFF: acknowledged requests can be lost on a crash");
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+
+        let executor::Spawned { requests, state, thread: executor } = executor::spawn(
+            recovered.ledger,
+            recovered.wal,
+            ExecutorConfig {
+                data_dir: config.data_dir.clone(),
+                fsync: config.fsync,
+                checkpoint_bytes: config.checkpoint_bytes,
+            },
+        )?;
+        let pulse = tokio::spawn(pulse(requests.clone(), state));
+        let service = LedgerServer::new(server::Service { requests })
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+                incoming,
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+        );
+        tracing::info!(%local_addr, "serving");
+        Ok(Node { local_addr, stop_server, server, pulse, executor, _lock: lock })
+    }
+
+    /// The address the node listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the node: no new requests, in-flight ones finish durably, then the
+    /// executor and syncer stop. Returns the first error the node met, if any.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.stop_server.send(());
+        let served = self.server.await;
+        // The pulse task holds a request sender; the executor stops once every sender
+        // (the service's and this one) is gone.
+        self.pulse.abort();
+        let _ = self.pulse.await;
+        let executor = self.executor;
+        let executed = tokio::task::spawn_blocking(move || executor.join())
+            .await
+            .map_err(|_| NodeError::ThreadPanicked("shutdown"))?
+            .map_err(|_| NodeError::ThreadPanicked("executor"))?;
+        executed?;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(NodeError::Server(error.to_string())),
+            Err(_) => Err(NodeError::ThreadPanicked("server")),
+        }
+    }
+}
+
+/// Asks the executor to expire pending transfers once the earliest deadline passed.
+async fn pulse(requests: mpsc::Sender<Request>, state: Arc<ExecutorState>) {
+    let mut ticks = tokio::time::interval(PULSE_INTERVAL);
+    loop {
+        ticks.tick().await;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        if state.next_expiry.load(Ordering::SeqCst) > now {
+            continue;
+        }
+        let (reply, answer) = oneshot::channel();
+        if requests.send(Request { command: Command::Pulse, reply }).await.is_err() {
+            return;
+        }
+        if let Ok(Ok(Reply::Pulsed { expired })) = answer.await {
+            if expired > 0 {
+                tracing::debug!(expired, "pending transfers expired");
+            }
+        }
+    }
+}

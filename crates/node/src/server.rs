@@ -1,0 +1,156 @@
+//! The gRPC service: converts and checks each request, hands it to the executor, and
+//! converts the answer. Bad input is refused here with INVALID_ARGUMENT and never
+//! reaches the ledger or the log.
+
+use settle_ledger::BATCH_EVENTS_MAX;
+use settle_proto::convert::{self, ConvertError};
+use settle_proto::pb;
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request as GrpcRequest, Response, Status};
+
+use crate::executor::{Command, Reply, Request};
+
+pub struct Service {
+    pub requests: mpsc::Sender<Request>,
+}
+
+fn invalid(error: ConvertError) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+fn check_count(what: &str, count: usize) -> Result<(), Status> {
+    if count > BATCH_EVENTS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "{count} {what} in one request; at most {BATCH_EVENTS_MAX} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+impl Service {
+    async fn call(&self, command: Command) -> Result<Reply, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { command, reply })
+            .await
+            .map_err(|_| Status::unavailable("the node is shutting down"))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the node stopped"))?
+            .map_err(|error| Status::unavailable(error.to_string()))
+    }
+}
+
+fn unexpected(reply: Reply) -> Status {
+    Status::internal(format!("executor answered with the wrong kind of reply: {reply:?}"))
+}
+
+#[tonic::async_trait]
+impl pb::ledger_server::Ledger for Service {
+    async fn create_accounts(
+        &self,
+        request: GrpcRequest<pb::CreateAccountsRequest>,
+    ) -> Result<Response<pb::CreateAccountsReply>, Status> {
+        let accounts = convert::request_accounts(request.get_ref()).map_err(invalid)?;
+        check_count("accounts", accounts.len())?;
+        if accounts.is_empty() {
+            return Ok(Response::new(pb::CreateAccountsReply { results: Vec::new() }));
+        }
+        match self.call(Command::CreateAccounts(accounts)).await? {
+            Reply::AccountResults(results) => Ok(Response::new(pb::CreateAccountsReply {
+                results: convert::account_results_to_pb(&results),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn create_transfers(
+        &self,
+        request: GrpcRequest<pb::CreateTransfersRequest>,
+    ) -> Result<Response<pb::CreateTransfersReply>, Status> {
+        let transfers = convert::request_transfers(request.get_ref()).map_err(invalid)?;
+        check_count("transfers", transfers.len())?;
+        if transfers.is_empty() {
+            return Ok(Response::new(pb::CreateTransfersReply { results: Vec::new() }));
+        }
+        match self.call(Command::CreateTransfers(transfers)).await? {
+            Reply::TransferResults(results) => Ok(Response::new(pb::CreateTransfersReply {
+                results: convert::transfer_results_to_pb(&results),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn lookup_accounts(
+        &self,
+        request: GrpcRequest<pb::LookupRequest>,
+    ) -> Result<Response<pb::AccountsReply>, Status> {
+        let ids = convert::ids_from_pb(&request.get_ref().ids);
+        check_count("ids", ids.len())?;
+        accounts_reply(self.call(Command::LookupAccounts(ids)).await?)
+    }
+
+    async fn lookup_transfers(
+        &self,
+        request: GrpcRequest<pb::LookupRequest>,
+    ) -> Result<Response<pb::TransfersReply>, Status> {
+        let ids = convert::ids_from_pb(&request.get_ref().ids);
+        check_count("ids", ids.len())?;
+        transfers_reply(self.call(Command::LookupTransfers(ids)).await?)
+    }
+
+    async fn get_account_transfers(
+        &self,
+        request: GrpcRequest<pb::AccountFilter>,
+    ) -> Result<Response<pb::TransfersReply>, Status> {
+        let filter = request.get_ref().try_into().map_err(invalid)?;
+        transfers_reply(self.call(Command::GetAccountTransfers(filter)).await?)
+    }
+
+    async fn get_account_balances(
+        &self,
+        request: GrpcRequest<pb::AccountFilter>,
+    ) -> Result<Response<pb::AccountBalancesReply>, Status> {
+        let filter = request.get_ref().try_into().map_err(invalid)?;
+        match self.call(Command::GetAccountBalances(filter)).await? {
+            Reply::Balances(balances) => Ok(Response::new(pb::AccountBalancesReply {
+                balances: balances.iter().map(pb::AccountBalance::from).collect(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn query_accounts(
+        &self,
+        request: GrpcRequest<pb::QueryFilter>,
+    ) -> Result<Response<pb::AccountsReply>, Status> {
+        let filter = request.get_ref().try_into().map_err(invalid)?;
+        accounts_reply(self.call(Command::QueryAccounts(filter)).await?)
+    }
+
+    async fn query_transfers(
+        &self,
+        request: GrpcRequest<pb::QueryFilter>,
+    ) -> Result<Response<pb::TransfersReply>, Status> {
+        let filter = request.get_ref().try_into().map_err(invalid)?;
+        transfers_reply(self.call(Command::QueryTransfers(filter)).await?)
+    }
+}
+
+fn accounts_reply(reply: Reply) -> Result<Response<pb::AccountsReply>, Status> {
+    match reply {
+        Reply::Accounts(accounts) => Ok(Response::new(pb::AccountsReply {
+            accounts: accounts.iter().map(pb::Account::from).collect(),
+        })),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn transfers_reply(reply: Reply) -> Result<Response<pb::TransfersReply>, Status> {
+    match reply {
+        Reply::Transfers(transfers) => Ok(Response::new(pb::TransfersReply {
+            transfers: transfers.iter().map(pb::Transfer::from).collect(),
+        })),
+        other => Err(unexpected(other)),
+    }
+}

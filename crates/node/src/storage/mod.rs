@@ -1,0 +1,62 @@
+//! Durable storage: the write-ahead log (`wal`) and checkpoints (`checkpoint`), and
+//! recovery from both. No thread or socket lives here; `executor.rs` drives it.
+
+pub mod checkpoint;
+pub mod wal;
+
+use std::path::Path;
+
+use settle_ledger::{Account, Ledger, Transfer, RECORD_SIZE};
+
+use crate::NodeError;
+use wal::{Operation, Record, Wal};
+
+/// The data directory's log, relative to it.
+pub const WAL_DIR: &str = "wal";
+
+/// What recovery rebuilt.
+pub struct Recovered {
+    pub ledger: Ledger,
+    pub wal: Wal,
+    /// The checkpoint's op (0 without one) and how many records were replayed after it.
+    pub checkpoint_op: u64,
+    pub replayed: usize,
+    pub truncated_bytes: u64,
+}
+
+/// Loads the checkpoint, replays the log after it, truncates a torn tail. Refuses
+/// (changing nothing on disk but the torn tail) on corruption it cannot safely repair.
+pub fn recover(data_dir: &Path) -> Result<Recovered, NodeError> {
+    let (checkpoint_op, mut ledger) = match checkpoint::load(data_dir)? {
+        Some((op, ledger)) => (op, ledger),
+        None => (0, Ledger::default()),
+    };
+    let recovered = wal::recover(&data_dir.join(WAL_DIR), checkpoint_op)?;
+    for record in &recovered.records {
+        replay(&mut ledger, record)?;
+    }
+    Ok(Recovered {
+        ledger,
+        wal: recovered.wal,
+        checkpoint_op,
+        replayed: recovered.records.len(),
+        truncated_bytes: recovered.truncated_bytes,
+    })
+}
+
+/// Re-executes one logged batch exactly as it first ran.
+fn replay(ledger: &mut Ledger, record: &Record) -> Result<(), NodeError> {
+    let events = record.body.chunks_exact(RECORD_SIZE).map(|chunk| chunk.try_into().expect("128"));
+    let outcome = match record.operation {
+        Operation::CreateAccounts => {
+            let accounts: Vec<Account> = events.map(Account::from_bytes).collect();
+            ledger.create_accounts(record.timestamp, &accounts).map(drop)
+        }
+        Operation::CreateTransfers => {
+            let transfers: Vec<Transfer> = events.map(Transfer::from_bytes).collect();
+            ledger.create_transfers(record.timestamp, &transfers).map(drop)
+        }
+        Operation::Pulse => ledger.expire_pending_transfers(record.timestamp).map(drop),
+    };
+    outcome.map_err(|error| NodeError::Replay { op: record.op, reason: error.to_string() })
+}

@@ -1,0 +1,564 @@
+//! The write-ahead log: every request batch that changes state, in execution order.
+//!
+//! The log is a directory of segment files named by the op number of their first
+//! record (`00000000000000000001.wal`); a new segment starts past
+//! [`SEGMENT_BYTES_MAX`]. A record is a 48-byte header and a body of 128-byte events:
+//!
+//! | bytes  | field                                                      |
+//! |--------|------------------------------------------------------------|
+//! | 0..4   | magic `SWAL`                                               |
+//! | 4..6   | format version (1)                                         |
+//! | 6      | operation (1 create_accounts, 2 create_transfers, 3 pulse) |
+//! | 7      | reserved (0)                                               |
+//! | 8..12  | body length in bytes (= 128 × event count)                 |
+//! | 12..16 | reserved (0)                                               |
+//! | 16..24 | op: sequence number, the previous record's + 1             |
+//! | 24..32 | timestamp handed to the ledger for this batch              |
+//! | 32..48 | checksum: BLAKE3 of header (this field zeroed) and body, first 16 bytes |
+//!
+//! Replaying the records through the ledger, in order, with their timestamps, rebuilds
+//! the state exactly (the ledger is deterministic), so results need not be logged.
+//!
+//! Recovery ([`recover`]) reads every segment after the checkpoint. A record that fails
+//! its checks at the very end of the log is a torn write (the process died mid-write,
+//! before the fsync that would have acknowledged it): the tail is truncated. A bad
+//! record followed by any valid record, or a bad record in a segment that is not the
+//! last, is corruption of data that may have been acknowledged: recovery refuses with
+//! an error naming the file and offset, and changes nothing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use settle_ledger::RECORD_SIZE;
+
+pub const HEADER_SIZE: usize = 48;
+const MAGIC: &[u8; 4] = b"SWAL";
+const VERSION: u16 = 1;
+/// A segment is closed once it grows past this size.
+pub const SEGMENT_BYTES_MAX: u64 = 256 << 20;
+/// Largest body a record may have: one full batch.
+pub const BODY_BYTES_MAX: usize = settle_ledger::BATCH_EVENTS_MAX * RECORD_SIZE;
+
+/// What a record asks the ledger to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    CreateAccounts = 1,
+    CreateTransfers = 2,
+    /// Expire pending transfers at the record's timestamp (no events).
+    Pulse = 3,
+}
+
+impl Operation {
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Operation::CreateAccounts),
+            2 => Some(Operation::CreateTransfers),
+            3 => Some(Operation::Pulse),
+            _ => None,
+        }
+    }
+}
+
+/// One logged batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub op: u64,
+    pub timestamp: u64,
+    pub operation: Operation,
+    /// Events in their 128-byte encoding, concatenated.
+    pub body: Vec<u8>,
+}
+
+/// Why the log cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("write-ahead log I/O error at {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "write-ahead log is corrupt at {path} offset {offset}: {reason}; valid records follow, \
+         so acknowledged data may be damaged. Refusing to start: restore the data directory \
+         from a replica or backup"
+    )]
+    CorruptMiddle { path: PathBuf, offset: u64, reason: &'static str },
+    #[error("write-ahead log has a gap: expected op {expected}, found op {found} in {path}")]
+    Gap { path: PathBuf, expected: u64, found: u64 },
+    #[error("unexpected file in the write-ahead log directory: {path}")]
+    StrayFile { path: PathBuf },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
+    move |source| WalError::Io { path: path.to_path_buf(), source }
+}
+
+/// Encodes a record (header, then `body`) onto `out`.
+pub fn encode(operation: Operation, op: u64, timestamp: u64, body: &[u8], out: &mut Vec<u8>) {
+    assert!(body.len().is_multiple_of(RECORD_SIZE) && body.len() <= BODY_BYTES_MAX);
+    assert!(operation != Operation::Pulse || body.is_empty());
+    let start = out.len();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.push(operation as u8);
+    out.push(0);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&op.to_le_bytes());
+    out.extend_from_slice(&timestamp.to_le_bytes());
+    out.extend_from_slice(&[0; 16]);
+    out.extend_from_slice(body);
+    let checksum = checksum(&out[start..start + HEADER_SIZE], body);
+    out[start + 32..start + HEADER_SIZE].copy_from_slice(&checksum);
+}
+
+/// BLAKE3 over the header (checksum field as zeros) and the body, truncated to 128 bits.
+fn checksum(header: &[u8], body: &[u8]) -> [u8; 16] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&header[..32]);
+    hasher.update(&[0; 16]);
+    hasher.update(body);
+    hasher.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+}
+
+/// A header that passed its own checks; the body is still to be verified.
+struct Header {
+    operation: Operation,
+    body_len: usize,
+    op: u64,
+    timestamp: u64,
+    checksum: [u8; 16],
+}
+
+fn parse_header(bytes: &[u8; HEADER_SIZE]) -> Result<Header, &'static str> {
+    if &bytes[0..4] != MAGIC {
+        return Err("bad magic");
+    }
+    if u16::from_le_bytes([bytes[4], bytes[5]]) != VERSION {
+        return Err("unknown version");
+    }
+    let operation = Operation::from_byte(bytes[6]).ok_or("unknown operation")?;
+    let body_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4")) as usize;
+    if bytes[7] != 0 || bytes[12..16] != [0; 4] {
+        return Err("reserved bytes set");
+    }
+    if !body_len.is_multiple_of(RECORD_SIZE) || body_len > BODY_BYTES_MAX {
+        return Err("bad body length");
+    }
+    if operation == Operation::Pulse && body_len != 0 {
+        return Err("pulse with a body");
+    }
+    Ok(Header {
+        operation,
+        body_len,
+        op: u64::from_le_bytes(bytes[16..24].try_into().expect("8")),
+        timestamp: u64::from_le_bytes(bytes[24..32].try_into().expect("8")),
+        checksum: bytes[32..48].try_into().expect("16"),
+    })
+}
+
+/// Reads the record at the reader's position: `Ok(None)` at a clean end of file,
+/// `Err(reason)` for anything that is not a whole, valid record.
+fn read_record(reader: &mut impl Read) -> Result<Option<Record>, &'static str> {
+    let mut header = [0u8; HEADER_SIZE];
+    match read_full(reader, &mut header) {
+        0 => return Ok(None),
+        HEADER_SIZE => {}
+        _ => return Err("truncated header"),
+    }
+    let parsed = parse_header(&header)?;
+    let mut body = vec![0u8; parsed.body_len];
+    if read_full(reader, &mut body) != parsed.body_len {
+        return Err("truncated body");
+    }
+    if checksum(&header, &body) != parsed.checksum {
+        return Err("checksum mismatch");
+    }
+    Ok(Some(Record {
+        op: parsed.op,
+        timestamp: parsed.timestamp,
+        operation: parsed.operation,
+        body,
+    }))
+}
+
+/// Reads until `buffer` is full or the input ends; returns how much was read. I/O
+/// errors count as the end: recovery then treats what follows as unreadable.
+fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> usize {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    filled
+}
+
+/// Whether a valid record starts anywhere in `bytes` (at a multiple of 16, the
+/// alignment of every record boundary, since headers and events are multiples of 16).
+fn valid_record_follows(bytes: &[u8]) -> bool {
+    (0..bytes.len()).step_by(16).any(|at| {
+        let mut reader = &bytes[at..];
+        matches!(read_record(&mut reader), Ok(Some(_)))
+    })
+}
+
+fn segment_name(first_op: u64) -> String {
+    format!("{first_op:020}.wal")
+}
+
+/// The log's segments, by first op, ascending.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        match name.strip_suffix(".wal").and_then(|stem| stem.parse::<u64>().ok()) {
+            Some(first_op) if name.len() == 24 => segments.push((first_op, path)),
+            _ => return Err(WalError::StrayFile { path }),
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// What recovery found: the records after `after_op`, and the log ready to append.
+pub struct Recovered {
+    pub records: Vec<Record>,
+    pub wal: Wal,
+    /// Bytes cut from the end of the log (a torn write).
+    pub truncated_bytes: u64,
+}
+
+/// Reads the log in `dir`, keeping records with op > `after_op` (the checkpoint's), and
+/// opens it for appending. See the module docs for torn tails versus corruption.
+pub fn recover(dir: &Path, after_op: u64) -> Result<Recovered, WalError> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let segments = segments(dir)?;
+    let mut records = Vec::new();
+    let mut last_op = after_op;
+    let mut expected: Option<u64> = None;
+    let mut truncated_bytes = 0;
+    let mut tail: Option<(PathBuf, u64)> = None; // last segment and its valid length
+    for (index, (first_op, path)) in segments.iter().enumerate() {
+        let is_last = index + 1 == segments.len();
+        let bytes = fs::read(path).map_err(io_error(path))?;
+        let mut reader = &bytes[..];
+        let mut valid_len = 0u64;
+        let mut op_in_segment = *first_op;
+        loop {
+            match read_record(&mut reader) {
+                Ok(None) => break,
+                Ok(Some(record)) => {
+                    if record.op != op_in_segment {
+                        return Err(WalError::Gap {
+                            path: path.clone(),
+                            expected: op_in_segment,
+                            found: record.op,
+                        });
+                    }
+                    if let Some(expected) = expected {
+                        if record.op != expected {
+                            return Err(WalError::Gap {
+                                path: path.clone(),
+                                expected,
+                                found: record.op,
+                            });
+                        }
+                    }
+                    expected = Some(record.op + 1);
+                    op_in_segment += 1;
+                    valid_len = (bytes.len() - reader.len()) as u64;
+                    if record.op > after_op {
+                        last_op = record.op;
+                        records.push(record);
+                    }
+                }
+                Err(reason) => {
+                    let rest = &bytes[valid_len as usize..];
+                    if !is_last || valid_record_follows(&rest[16.min(rest.len())..]) {
+                        return Err(WalError::CorruptMiddle {
+                            path: path.clone(),
+                            offset: valid_len,
+                            reason,
+                        });
+                    }
+                    truncated_bytes = rest.len() as u64;
+                    break;
+                }
+            }
+        }
+        if is_last {
+            tail = Some((path.clone(), valid_len));
+        }
+    }
+    // Records before the checkpoint may be gone (their segments deleted); records after
+    // it must continue it without a gap.
+    if let Some(first) = records.first() {
+        if first.op != after_op + 1 {
+            let path = segments.first().map(|(_, p)| p.clone()).unwrap_or_default();
+            return Err(WalError::Gap { path, expected: after_op + 1, found: first.op });
+        }
+    }
+    let tail_next_op = expected.unwrap_or(0);
+    let wal = match tail {
+        // The tail segment continues exactly where the state is: append to it.
+        Some((path, valid_len)) if tail_next_op == last_op + 1 || valid_len == 0 => {
+            let file = OpenOptions::new().write(true).open(&path).map_err(io_error(&path))?;
+            if truncated_bytes > 0 {
+                file.set_len(valid_len).map_err(io_error(&path))?;
+                file.sync_all().map_err(io_error(&path))?;
+            }
+            if valid_len == 0 && tail_next_op != last_op + 1 {
+                // An empty segment named for an op the state has passed: replace it.
+                drop(file);
+                fs::remove_file(&path).map_err(io_error(&path))?;
+                Wal::create_segment(dir, last_op + 1)?
+            } else {
+                Wal::open_segment(dir, path, file, valid_len, last_op + 1)?
+            }
+        }
+        // The checkpoint reaches past the log's end (its records were durable through
+        // the checkpoint, so this only follows a lost tail): continue in a new segment
+        // so that ops stay contiguous within every segment.
+        _ => Wal::create_segment(dir, last_op + 1)?,
+    };
+    Ok(Recovered { records, wal, truncated_bytes })
+}
+
+/// The log, open for appending. Writes go to the OS at once; durability comes from
+/// [`SyncHandle::sync`], which the node runs on its syncer thread.
+pub struct Wal {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    len: u64,
+    next_op: u64,
+    buffer: Vec<u8>,
+}
+
+/// A handle that makes everything written to one segment so far durable.
+#[derive(Clone)]
+pub struct SyncHandle {
+    path: PathBuf,
+    file: std::sync::Arc<File>,
+}
+
+impl SyncHandle {
+    /// fdatasync: returns once every byte written to this segment before the call is on
+    /// stable storage.
+    pub fn sync(&self) -> Result<(), WalError> {
+        self.file.sync_data().map_err(io_error(&self.path))
+    }
+}
+
+impl Wal {
+    fn open_segment(
+        dir: &Path,
+        path: PathBuf,
+        mut file: File,
+        len: u64,
+        next_op: u64,
+    ) -> Result<Wal, WalError> {
+        file.seek(SeekFrom::Start(len)).map_err(io_error(&path))?;
+        Ok(Wal { dir: dir.to_path_buf(), path, file, len, next_op, buffer: Vec::new() })
+    }
+
+    fn create_segment(dir: &Path, first_op: u64) -> Result<Wal, WalError> {
+        let path = dir.join(segment_name(first_op));
+        let file =
+            OpenOptions::new().create_new(true).write(true).open(&path).map_err(io_error(&path))?;
+        sync_dir(dir)?;
+        Wal::open_segment(dir, path, file, 0, first_op)
+    }
+
+    /// The op number the next record gets.
+    pub fn next_op(&self) -> u64 {
+        self.next_op
+    }
+
+    /// Appends a record (written to the OS, not yet durable). Returns its op. When the
+    /// segment is full, returns the closed segment's handle: the caller must sync it
+    /// before acknowledging anything written to it.
+    pub fn append(
+        &mut self,
+        operation: Operation,
+        timestamp: u64,
+        body: &[u8],
+    ) -> Result<(u64, Option<SyncHandle>), WalError> {
+        let op = self.next_op;
+        let mut closed = None;
+        if self.len >= SEGMENT_BYTES_MAX {
+            closed = Some(self.sync_handle()?);
+            *self = Wal::create_segment(&self.dir, op)?;
+        }
+        self.buffer.clear();
+        encode(operation, op, timestamp, body, &mut self.buffer);
+        self.file.write_all(&self.buffer).map_err(io_error(&self.path))?;
+        self.len += self.buffer.len() as u64;
+        self.next_op += 1;
+        Ok((op, closed))
+    }
+
+    /// Starts a new segment at the next op (after a checkpoint, so that older segments
+    /// can be deleted whole). Returns the new segment's sync handle.
+    pub fn rotate(&mut self) -> Result<SyncHandle, WalError> {
+        if self.len > 0 {
+            *self = Wal::create_segment(&self.dir, self.next_op)?;
+        }
+        self.sync_handle()
+    }
+
+    /// A handle to sync the current segment from another thread.
+    pub fn sync_handle(&self) -> Result<SyncHandle, WalError> {
+        let file = self.file.try_clone().map_err(io_error(&self.path))?;
+        Ok(SyncHandle { path: self.path.clone(), file: std::sync::Arc::new(file) })
+    }
+
+    /// Deletes every segment whose records all have op <= `op` (covered by a durable
+    /// checkpoint). The current segment is never deleted.
+    pub fn remove_through(&self, op: u64) -> Result<usize, WalError> {
+        let segments = segments(&self.dir)?;
+        let mut removed = 0;
+        for window in segments.windows(2) {
+            let ((_, path), (next_first_op, _)) = (&window[0], &window[1]);
+            if *next_first_op <= op + 1 && *path != self.path {
+                fs::remove_file(path).map_err(io_error(path))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+}
+
+/// fsync a directory, so that file creations, renames and deletions in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(events: usize, seed: u8) -> Vec<u8> {
+        (0..events * RECORD_SIZE).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    /// A log with `count` records of 1..=3 events each; returns the segment's path.
+    fn write_log(dir: &Path, count: u64) -> PathBuf {
+        let mut wal = recover(dir, 0).unwrap().wal;
+        for op in 1..=count {
+            let (logged, closed) = wal
+                .append(Operation::CreateTransfers, op * 10, &body(op as usize % 3 + 1, op as u8))
+                .unwrap();
+            assert_eq!((logged, closed.is_none()), (op, true));
+        }
+        wal.sync_handle().unwrap().sync().unwrap();
+        dir.join(segment_name(1))
+    }
+
+    #[test]
+    fn records_come_back_in_order_with_their_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 5);
+        let recovered = recover(dir.path(), 2).unwrap();
+        let ops: Vec<u64> = recovered.records.iter().map(|r| r.op).collect();
+        assert_eq!(ops, [3, 4, 5]);
+        assert_eq!(recovered.records[0].body, body(1, 3));
+        assert_eq!(recovered.records[0].timestamp, 30);
+        assert_eq!(recovered.wal.next_op(), 6);
+        assert_eq!(recovered.truncated_bytes, 0);
+    }
+
+    #[test]
+    fn a_torn_tail_is_truncated_at_every_cut_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_log(dir.path(), 3);
+        let full = fs::read(&path).unwrap();
+        let last_start = {
+            let mut reader = &full[..];
+            for _ in 0..2 {
+                read_record(&mut reader).unwrap().unwrap();
+            }
+            full.len() - reader.len()
+        };
+        for cut in last_start..full.len() {
+            fs::write(&path, &full[..cut]).unwrap();
+            let recovered = recover(dir.path(), 0).unwrap();
+            assert_eq!(recovered.records.len(), 2, "cut at {cut}");
+            assert_eq!(recovered.truncated_bytes, (cut - last_start) as u64);
+            assert_eq!(fs::metadata(&path).unwrap().len(), last_start as u64);
+            // The log continues after the surviving records.
+            assert_eq!(recovered.wal.next_op(), 3);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_record_followed_by_valid_ones_is_refused_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_log(dir.path(), 4);
+        let mut bytes = fs::read(&path).unwrap();
+        // Flip one byte inside the second record's body.
+        let second = HEADER_SIZE + 2 * RECORD_SIZE + HEADER_SIZE + 5;
+        bytes[second] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        match recover(dir.path(), 0) {
+            Err(WalError::CorruptMiddle { offset, .. }) => {
+                assert_eq!(offset, (HEADER_SIZE + 2 * RECORD_SIZE) as u64)
+            }
+            other => panic!("expected CorruptMiddle, got {:?}", other.map(|r| r.records.len())),
+        }
+        assert_eq!(fs::read(&path).unwrap(), bytes, "refusal must not modify the log");
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_either_refused_or_cut_as_a_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_log(dir.path(), 3);
+        let clean = fs::read(&path).unwrap();
+        for index in 0..clean.len() {
+            let mut bytes = clean.clone();
+            bytes[index] ^= 0x10;
+            fs::write(&path, &bytes).unwrap();
+            match recover(dir.path(), 0) {
+                // A flip in the last record looks like a torn write: it is cut, and
+                // only whole, verified records before it survive.
+                Ok(recovered) => {
+                    assert_eq!(recovered.records.len(), 2, "flip at {index}");
+                    assert!(recovered.truncated_bytes > 0);
+                }
+                Err(WalError::CorruptMiddle { .. }) => {}
+                Err(other) => panic!("flip at {index}: unexpected {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_gap_after_the_checkpoint_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 3);
+        // A checkpoint inside the log: replay continues after it.
+        assert_eq!(recover(dir.path(), 1).unwrap().records.len(), 2);
+        // A checkpoint past the log's end: nothing to replay, a new segment continues it.
+        let recovered = recover(dir.path(), 5).unwrap();
+        assert!(recovered.records.is_empty());
+        assert_eq!(recovered.wal.next_op(), 6);
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create_segment(dir2.path(), 7).unwrap();
+        wal.append(Operation::Pulse, 1, &[]).unwrap();
+        assert!(matches!(
+            recover(dir2.path(), 3),
+            Err(WalError::Gap { expected: 4, found: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn stray_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 1);
+        fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
+        assert!(matches!(recover(dir.path(), 0), Err(WalError::StrayFile { .. })));
+    }
+}
