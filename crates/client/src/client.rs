@@ -11,6 +11,9 @@ use settle_proto::pb;
 use settle_proto::pb::ledger_client::LedgerClient;
 use tonic::transport::{Channel, Endpoint};
 
+/// HTTP/2 flow-control window per stream and per connection: several full batches.
+const HTTP2_WINDOW_BYTES: u32 = 16 << 20;
+
 use crate::batch::{plan_batches, run_batches};
 use crate::error::error_chain;
 use crate::retry::with_retries;
@@ -72,7 +75,13 @@ impl Client {
                     continue;
                 }
             };
-            let endpoint = endpoint.connect_timeout(options.request_timeout).tcp_nodelay(true);
+            // A full batch is about 1 MiB: with HTTP/2's default 64 KiB windows it would
+            // crawl through many window-update round trips, so open the windows wide.
+            let endpoint = endpoint
+                .connect_timeout(options.request_timeout)
+                .tcp_nodelay(true)
+                .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+                .initial_connection_window_size(HTTP2_WINDOW_BYTES);
             match endpoint.connect().await {
                 Ok(channel) => {
                     tracing::debug!(address = %address, "connected");

@@ -39,6 +39,8 @@ use storage::wal::WalError;
 
 /// Largest gRPC message the node accepts: a full batch in its most verbose encoding.
 const MESSAGE_BYTES_MAX: usize = 16 << 20;
+/// HTTP/2 flow-control window per stream and per connection: several full batches.
+const HTTP2_WINDOW_BYTES: u32 = 16 << 20;
 /// How often the node checks whether a pending transfer's deadline has passed.
 const PULSE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -162,14 +164,20 @@ impl Node {
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX);
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Replies are small: without TCP_NODELAY, Nagle's algorithm holds them back until
+        // the client's delayed ACK (about 40 ms on Linux), for every request.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(
-            tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
-                incoming,
-                async {
+            tonic::transport::Server::builder()
+                // A full batch is about 1 MiB: HTTP/2's default 64 KiB windows would make
+                // it crawl through window-update round trips.
+                .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+                .initial_connection_window_size(HTTP2_WINDOW_BYTES)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
-                },
-            ),
+                }),
         );
         tracing::info!(%local_addr, "serving");
         Ok(Node { local_addr, stop_server, server, pulse, executor, _lock: lock })
