@@ -142,12 +142,14 @@ impl Ledger<MemStore> {
         self.store.write_snapshot(self.commit_timestamp, out)
     }
 
-    /// The ledger a snapshot of `len` bytes holds; `open` is called once per pass.
+    /// The ledger a snapshot of `len` bytes holds, read into `store` (empty); `open` is
+    /// called once per pass.
     pub fn read_snapshot<R: std::io::Read>(
+        store: MemStore,
         len: u64,
         open: impl FnMut() -> std::io::Result<R>,
     ) -> Result<Self, crate::store::SnapshotError> {
-        let (store, commit_timestamp) = MemStore::read_snapshot(len, open)?;
+        let (store, commit_timestamp) = MemStore::read_snapshot(store, len, open)?;
         let mut ledger = Ledger::new(store);
         ledger.observe_timestamp(commit_timestamp);
         Ok(ledger)

@@ -11,6 +11,7 @@
 //! open.
 
 mod snapshot;
+mod table;
 
 pub use snapshot::SnapshotError;
 
@@ -31,11 +32,11 @@ pub struct MemStore {
     account_heads: Vec<u32>,
     /// Balance snapshots by account position, in timestamp order (`flags.history`).
     history: FxHashMap<u32, Vec<AccountBalance>>,
-    transfers: Vec<Transfer>,
+    /// The transfer records, in timestamp order, and their id index.
+    transfers: table::TransferTable,
     /// Per transfer (same position as `transfers`): the previous transfer of its debit
     /// account and of its credit account, or `NONE`.
     transfer_links: Vec<[u32; 2]>,
-    transfer_index: FxHashMap<u128, u32>,
     failed_ids: FxHashSet<u128>,
     pending: FxHashMap<u128, PendingState>,
     /// (expires_at, pending transfer id), in expiry order.
@@ -68,24 +69,28 @@ enum Undo {
 
 impl MemStore {
     /// Tables preallocated for this many accounts and transfers, so that the hot path
-    /// never stops to grow (rehash, copy) a table or to fault in a fresh page: the
-    /// record vectors are written once here, at startup (static allocation, as in
-    /// TigerBeetle). Both are hints, not limits: past them the tables grow.
+    /// never stops to grow (rehash, copy) a table. Both are hints, not limits.
     pub fn with_capacity(accounts: usize, transfers: usize) -> Self {
-        let mut store = MemStore {
+        MemStore {
             accounts: Vec::with_capacity(accounts),
             account_index: FxHashMap::with_capacity_and_hasher(accounts, Default::default()),
             account_heads: Vec::with_capacity(accounts),
-            transfers: Vec::with_capacity(transfers),
+            transfers: table::TransferTable::in_memory(transfers),
             transfer_links: Vec::with_capacity(transfers),
-            transfer_index: FxHashMap::with_capacity_and_hasher(transfers, Default::default()),
             ..MemStore::default()
-        };
-        prefault(&mut store.accounts);
-        prefault(&mut store.account_heads);
-        prefault(&mut store.transfers);
-        prefault(&mut store.transfer_links);
-        store
+        }
+    }
+
+    /// A store whose transfer records live in the file at `path` (created, or emptied:
+    /// it is rebuilt from a snapshot and the log); everything else stays in memory. See
+    /// `table.rs`.
+    pub fn with_transfer_file(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(MemStore { transfers: table::TransferTable::in_file(path)?, ..MemStore::default() })
+    }
+
+    /// Whether nothing was stored yet.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty() && self.transfers.len() == 0 && self.failed_ids.is_empty()
     }
 
     /// A prepared post/void holds its pending transfer until it commits or aborts.
@@ -130,7 +135,7 @@ impl MemStore {
         let mut positions = Vec::new();
         let mut next = self.account_heads[row];
         while next != NONE {
-            let transfer = &self.transfers[next as usize];
+            let transfer = self.transfers.get(next);
             if transfer.timestamp < range.min {
                 break;
             }
@@ -147,7 +152,7 @@ impl MemStore {
 
     /// Which of a transfer's two links continues `account_id`'s chain.
     fn link_side(&self, position: u32, account_id: u128) -> usize {
-        let transfer = &self.transfers[position as usize];
+        let transfer = self.transfers.get(position);
         if transfer.debit_account_id == account_id {
             0
         } else {
@@ -173,10 +178,9 @@ impl MemStore {
                 self.accounts[position as usize] = old;
             }
             Undo::TransferInserted => {
-                let transfer = self.transfers.pop().expect("inserted transfer");
+                let transfer = self.transfers.pop();
                 let links = self.transfer_links.pop().expect("links of inserted transfer");
                 let position = self.transfers.len() as u32;
-                self.transfer_index.remove(&transfer.id);
                 let accounts = [transfer.debit_account_id, transfer.credit_account_id];
                 for (account_id, previous) in accounts.into_iter().zip(links) {
                     if let Some(row) = self.position(account_id) {
@@ -213,13 +217,6 @@ impl MemStore {
             }
         }
     }
-}
-
-/// Touches every page of `vec`'s spare capacity so the kernel maps it now.
-fn prefault<T: Copy + Default>(vec: &mut Vec<T>) {
-    assert!(vec.is_empty());
-    vec.resize(vec.capacity(), T::default());
-    vec.clear();
 }
 
 /// The slice bounds of the items whose timestamps fall in `range`, for a slice in
@@ -289,8 +286,8 @@ impl Store for MemStore {
     }
 
     fn transfer_id(&self, id: u128) -> TransferId {
-        match self.transfer_index.get(&id) {
-            Some(&position) => TransferId::Exists(self.transfers[position as usize]),
+        match self.transfers.find(id) {
+            Some((_, transfer)) => TransferId::Exists(transfer),
             None if self.failed_ids.contains(&id) => TransferId::Failed,
             None => TransferId::Free,
         }
@@ -299,10 +296,7 @@ impl Store for MemStore {
     fn insert_transfer(&mut self, transfer: &Transfer) {
         assert!(transfer.timestamp > self.transfer_timestamp_max());
         assert!(!self.failed_ids.contains(&transfer.id));
-        let position = u32::try_from(self.transfers.len()).expect("fewer than 2^32 transfers");
-        let previous = self.transfer_index.insert(transfer.id, position);
-        assert!(previous.is_none(), "transfer ids are unique");
-        self.transfers.push(*transfer);
+        let position = self.transfers.push(transfer);
         let mut links = [NONE; 2];
         for (link, account_id) in
             [transfer.debit_account_id, transfer.credit_account_id].iter().enumerate()
@@ -316,18 +310,18 @@ impl Store for MemStore {
     }
 
     fn record_failed_id(&mut self, id: u128) {
-        assert!(!self.transfer_index.contains_key(&id));
+        debug_assert!(self.transfers.find(id).is_none());
         self.failed_ids.insert(id);
     }
 
     fn transfer_timestamp_max(&self) -> u64 {
-        self.transfers.last().map_or(0, |transfer| transfer.timestamp)
+        self.transfers.last_timestamp()
     }
 
     fn transfer_exists_at(&self, timestamp: u64) -> bool {
         let (start, end) = bounds(
             self.transfers.len(),
-            |i| self.transfers[i].timestamp,
+            |i| self.transfers.get(i as u32).timestamp,
             Range { min: timestamp, max: timestamp, reversed: false },
         );
         start < end
@@ -376,7 +370,7 @@ impl Store for MemStore {
         account_id: u128,
         range: Range,
     ) -> Box<dyn Iterator<Item = Transfer> + '_> {
-        Box::new(self.chain(account_id, range).into_iter().map(|p| self.transfers[p as usize]))
+        Box::new(self.chain(account_id, range).into_iter().map(|p| self.transfers.get(p)))
     }
 
     fn accounts(&self, range: Range) -> Box<dyn Iterator<Item = Account> + '_> {
@@ -385,8 +379,9 @@ impl Store for MemStore {
     }
 
     fn transfers(&self, range: Range) -> Box<dyn Iterator<Item = Transfer> + '_> {
-        let (start, end) = bounds(self.transfers.len(), |i| self.transfers[i].timestamp, range);
-        directed(self.transfers[start..end].iter().copied(), range.reversed)
+        let (start, end) =
+            bounds(self.transfers.len(), |i| self.transfers.get(i as u32).timestamp, range);
+        directed(self.transfers.range(start..end), range.reversed)
     }
 
     fn failed_ids(&self) -> Vec<u128> {

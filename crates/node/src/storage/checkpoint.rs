@@ -15,7 +15,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use settle_ledger::store::SnapshotError;
-use settle_ledger::Ledger;
+use settle_ledger::{Ledger, MemStore};
 
 use super::wal::sync_dir;
 
@@ -62,8 +62,9 @@ pub fn write(dir: &Path, op: u64, ledger: &Ledger) -> Result<(), CheckpointError
         .map_err(|e| CheckpointError::Io { path: dir.to_path_buf(), source: io::Error::other(e) })
 }
 
-/// The latest checkpoint, if any: its op and the ledger it holds.
-pub fn load(dir: &Path) -> Result<Option<(u64, Ledger)>, CheckpointError> {
+/// The latest checkpoint, if any: its op and the ledger it holds, read into `store`
+/// (empty).
+pub fn load(dir: &Path, store: MemStore) -> Result<Option<(u64, Ledger)>, CheckpointError> {
     let path = dir.join(FILE);
     let corrupt = |reason: String| CheckpointError::Corrupt { path: path.clone(), reason };
     let mut file = match File::open(&path) {
@@ -85,7 +86,7 @@ pub fn load(dir: &Path) -> Result<Option<(u64, Ledger)>, CheckpointError> {
         file.seek(SeekFrom::Start(HEADER_SIZE))?;
         Ok(BufReader::with_capacity(1 << 20, file))
     };
-    match Ledger::read_snapshot(len - HEADER_SIZE, open) {
+    match Ledger::read_snapshot(store, len - HEADER_SIZE, open) {
         Ok(ledger) => Ok(Some((op, ledger))),
         Err(SnapshotError::Io(source)) => Err(io_error(&path)(source)),
         Err(error) => Err(corrupt(error.to_string())),

@@ -6,13 +6,16 @@ pub mod wal;
 
 use std::path::Path;
 
-use settle_ledger::{Account, Ledger, Transfer, RECORD_SIZE};
+use settle_ledger::{Account, Ledger, MemStore, Transfer, RECORD_SIZE};
 
 use crate::NodeError;
 use wal::{Operation, Record, Wal};
 
 /// The data directory's log, relative to it.
 pub const WAL_DIR: &str = "wal";
+/// The transfer records, relative to the data directory: rebuilt at every start from
+/// the checkpoint and the log, so that only indexes stay in memory.
+pub const TRANSFERS_FILE: &str = "transfers.dat";
 
 /// What recovery rebuilt.
 pub struct Recovered {
@@ -27,9 +30,14 @@ pub struct Recovered {
 /// Loads the checkpoint, replays the log after it, truncates a torn tail. Refuses
 /// (changing nothing on disk but the torn tail) on corruption it cannot safely repair.
 pub fn recover(data_dir: &Path) -> Result<Recovered, NodeError> {
-    let (checkpoint_op, mut ledger) = match checkpoint::load(data_dir)? {
+    let transfers = data_dir.join(TRANSFERS_FILE);
+    let store = || {
+        MemStore::with_transfer_file(&transfers)
+            .map_err(|source| NodeError::DataDir { path: transfers.clone(), source })
+    };
+    let (checkpoint_op, mut ledger) = match checkpoint::load(data_dir, store()?)? {
         Some((op, ledger)) => (op, ledger),
-        None => (0, Ledger::default()),
+        None => (0, Ledger::new(store()?)),
     };
     let recovered = wal::recover(&data_dir.join(WAL_DIR), checkpoint_op)?;
     for record in &recovered.records {

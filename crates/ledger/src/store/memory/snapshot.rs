@@ -97,9 +97,13 @@ impl MemStore {
             w.put(&account.to_bytes())?;
         }
         w.put(&(self.transfers.len() as u64).to_le_bytes())?;
-        for transfer in &self.transfers {
-            w.put(&transfer.to_bytes())?;
-        }
+        let mut written = Ok(());
+        self.transfers.for_each(|transfer| {
+            if written.is_ok() {
+                written = w.put(&transfer.to_bytes());
+            }
+        });
+        written?;
         let mut pending: Vec<(u128, PendingState)> =
             self.pending.iter().map(|(id, state)| (*id, *state)).collect();
         pending.sort_unstable_by_key(|(id, _)| *id);
@@ -148,12 +152,15 @@ impl MemStore {
         w.inner.flush()
     }
 
-    /// Reads a snapshot of `len` bytes written by [`MemStore::write_snapshot`].
+    /// Reads a snapshot of `len` bytes written by [`MemStore::write_snapshot`] into
+    /// `store`, which must be empty (it decides where transfer records live).
     /// `open` is called twice: once to verify the checksum, once to parse.
     pub fn read_snapshot<R: Read>(
+        store: MemStore,
         len: u64,
         mut open: impl FnMut() -> io::Result<R>,
     ) -> Result<(MemStore, u64), SnapshotError> {
+        assert!(store.is_empty(), "a snapshot is read into an empty store");
         if len < (MAGIC.len() + 4 + 8 + HASH_SIZE) as u64 {
             return Err(SnapshotError::Truncated);
         }
@@ -172,7 +179,7 @@ impl MemStore {
         }
         // Pass 2: parse and validate.
         let mut parser = Parser { inner: open()?.take(body_len), remaining: body_len };
-        let result = parser.parse()?;
+        let result = parser.parse(store)?;
         if parser.remaining != 0 {
             return Err(SnapshotError::Invalid("trailing bytes"));
         }
@@ -213,7 +220,7 @@ impl<R: Read> Parser<R> {
         Ok(count)
     }
 
-    fn parse(&mut self) -> Result<(MemStore, u64), SnapshotError> {
+    fn parse(&mut self, mut store: MemStore) -> Result<(MemStore, u64), SnapshotError> {
         use SnapshotError::Invalid;
         if &self.bytes::<8>()? != MAGIC {
             return Err(Invalid("bad magic"));
@@ -223,7 +230,6 @@ impl<R: Read> Parser<R> {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let commit_timestamp = self.u64()?;
-        let mut store = MemStore::default();
 
         for _ in 0..self.count(RECORD_SIZE as u64)? {
             let account = Account::from_bytes(&self.record()?);
@@ -371,7 +377,7 @@ mod tests {
     }
 
     fn round_trip(bytes: &[u8]) -> Result<(MemStore, u64), SnapshotError> {
-        MemStore::read_snapshot(bytes.len() as u64, || Ok(bytes))
+        MemStore::read_snapshot(MemStore::default(), bytes.len() as u64, || Ok(bytes))
     }
 
     #[test]

@@ -1,0 +1,326 @@
+//! The transfers table of a [`super::MemStore`]: the records, in timestamp order, and
+//! the index from id to position.
+//!
+//! Records live either in memory or in a file (`TransferTable::in_file`): then only a
+//! tail of recent records, the index and a 32-bit checksum per record stay in memory,
+//! so that ten million transfers fit a node in well under 1 GiB. Reads of older records
+//! are `pread`s, served by the page cache (which is not the process's memory), and are
+//! checked against the in-memory checksum: a record that changed on disk stops the
+//! process rather than feed the ledger wrong data. The file holds no state of its own:
+//! it is rebuilt from the checkpoint and the log at every start, so it is never fsynced.
+//!
+//! The index maps a 64-bit fingerprint of the id to the position (16 bytes an entry
+//! instead of 32 for the full id). A fingerprint is only a hint: the record at the
+//! position is read to confirm the id, and the rare second id with a taken fingerprint
+//! goes to a small overflow map keyed by the full id.
+
+use std::fs::{File, OpenOptions};
+use std::hash::Hasher;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rustc_hash::{FxHashMap, FxHasher};
+
+use crate::types::{Transfer, RECORD_SIZE};
+
+/// Records kept in memory before they are written to the file, in one write.
+const TAIL_RECORDS_MAX: usize = 8192;
+
+pub(super) struct TransferTable {
+    storage: Storage,
+    len: u32,
+    last_timestamp: u64,
+    index: FxHashMap<u64, u32>,
+    overflow: FxHashMap<u128, u32>,
+}
+
+enum Storage {
+    Memory(Vec<Transfer>),
+    File(FileRecords),
+}
+
+struct FileRecords {
+    file: File,
+    path: PathBuf,
+    /// Records `0..flushed` are in the file; the rest are in `tail`.
+    flushed: u32,
+    tail: Vec<Transfer>,
+    /// A checksum of every record, to verify what is read back.
+    checksums: Vec<u32>,
+}
+
+fn fingerprint(id: u128) -> u64 {
+    let mut hasher = FxHasher::default();
+    hasher.write_u128(id);
+    // FxHash's last step is a multiply: fold the high bits down so that ids differing
+    // only in high bits still spread.
+    let hash = hasher.finish();
+    hash ^ (hash >> 29)
+}
+
+fn checksum(record: &[u8; RECORD_SIZE]) -> u32 {
+    let mut hasher = FxHasher::default();
+    hasher.write(record);
+    let hash = hasher.finish();
+    (hash ^ (hash >> 32)) as u32
+}
+
+impl Default for TransferTable {
+    fn default() -> Self {
+        TransferTable::in_memory(0)
+    }
+}
+
+impl TransferTable {
+    pub fn in_memory(capacity: usize) -> Self {
+        TransferTable {
+            storage: Storage::Memory(Vec::with_capacity(capacity)),
+            len: 0,
+            last_timestamp: 0,
+            index: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+            overflow: FxHashMap::default(),
+        }
+    }
+
+    /// A table whose records live in `path` (created, or emptied if it exists).
+    pub fn in_file(path: &Path) -> std::io::Result<Self> {
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        Ok(TransferTable {
+            storage: Storage::File(FileRecords {
+                file,
+                path: path.to_path_buf(),
+                flushed: 0,
+                tail: Vec::with_capacity(TAIL_RECORDS_MAX),
+                checksums: Vec::new(),
+            }),
+            ..TransferTable::in_memory(0)
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn last_timestamp(&self) -> u64 {
+        self.last_timestamp
+    }
+
+    pub fn get(&self, position: u32) -> Transfer {
+        assert!(position < self.len, "position {position} of {}", self.len);
+        match &self.storage {
+            Storage::Memory(records) => records[position as usize],
+            Storage::File(file) => file.get(position),
+        }
+    }
+
+    /// The position and record of the transfer with this id.
+    pub fn find(&self, id: u128) -> Option<(u32, Transfer)> {
+        let position = *self.index.get(&fingerprint(id))?;
+        let record = self.get(position);
+        if record.id == id {
+            return Some((position, record));
+        }
+        let position = *self.overflow.get(&id)?;
+        Some((position, self.get(position)))
+    }
+
+    /// Appends a transfer whose id is new and whose timestamp is above every other.
+    pub fn push(&mut self, transfer: &Transfer) -> u32 {
+        assert!(transfer.timestamp > self.last_timestamp);
+        let position = self.len;
+        self.len = self.len.checked_add(1).expect("fewer than 2^32 transfers");
+        match self.index.entry(fingerprint(transfer.id)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(position);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                let previous = self.overflow.insert(transfer.id, position);
+                assert!(previous.is_none(), "transfer ids are unique");
+            }
+        }
+        match &mut self.storage {
+            Storage::Memory(records) => records.push(*transfer),
+            Storage::File(file) => file.push(transfer),
+        }
+        self.last_timestamp = transfer.timestamp;
+        position
+    }
+
+    /// Removes the newest transfer (undo of a rolled-back chain).
+    pub fn pop(&mut self) -> Transfer {
+        assert!(self.len > 0);
+        let transfer = self.get(self.len - 1);
+        self.len -= 1;
+        match &mut self.storage {
+            Storage::Memory(records) => {
+                records.pop();
+            }
+            Storage::File(file) => file.pop(),
+        }
+        if self.overflow.remove(&transfer.id).is_none() {
+            let removed = self.index.remove(&fingerprint(transfer.id));
+            assert_eq!(removed, Some(self.len));
+        }
+        self.last_timestamp = if self.len == 0 { 0 } else { self.get(self.len - 1).timestamp };
+        transfer
+    }
+
+    /// The records at `range`, in order, read in large sequential chunks.
+    pub fn range(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> Box<dyn DoubleEndedIterator<Item = Transfer> + '_> {
+        match &self.storage {
+            Storage::Memory(records) => Box::new(records[range].iter().copied()),
+            Storage::File(_) => Box::new(range.map(move |position| self.get(position as u32))),
+        }
+    }
+
+    /// Calls `visit` on every record in order, reading the file in large chunks.
+    pub fn for_each(&self, mut visit: impl FnMut(&Transfer)) {
+        match &self.storage {
+            Storage::Memory(records) => records.iter().for_each(visit),
+            Storage::File(file) => {
+                let mut buffer = vec![0u8; TAIL_RECORDS_MAX * RECORD_SIZE];
+                let mut position = 0u32;
+                while position < file.flushed {
+                    let count = (file.flushed - position).min(TAIL_RECORDS_MAX as u32);
+                    let bytes = &mut buffer[..count as usize * RECORD_SIZE];
+                    file.read_at(position, bytes);
+                    for (offset, chunk) in bytes.chunks_exact(RECORD_SIZE).enumerate() {
+                        let record: &[u8; RECORD_SIZE] = chunk.try_into().expect("128 bytes");
+                        file.verify(position + offset as u32, record);
+                        visit(&Transfer::from_bytes(record));
+                    }
+                    position += count;
+                }
+                file.tail.iter().for_each(visit);
+            }
+        }
+    }
+}
+
+impl FileRecords {
+    fn read_at(&self, position: u32, bytes: &mut [u8]) {
+        let offset = u64::from(position) * RECORD_SIZE as u64;
+        if let Err(error) = self.file.read_exact_at(bytes, offset) {
+            panic!(
+                "cannot read the transfers file {} at record {position}: {error}",
+                self.path.display()
+            );
+        }
+    }
+
+    fn verify(&self, position: u32, record: &[u8; RECORD_SIZE]) {
+        assert_eq!(
+            checksum(record),
+            self.checksums[position as usize],
+            "the transfers file {} changed under the node at record {position}: refusing to \
+             use it (a restart rebuilds it from the checkpoint and the log)",
+            self.path.display()
+        );
+    }
+
+    fn get(&self, position: u32) -> Transfer {
+        if position >= self.flushed {
+            return self.tail[(position - self.flushed) as usize];
+        }
+        let mut record = [0u8; RECORD_SIZE];
+        self.read_at(position, &mut record);
+        self.verify(position, &record);
+        Transfer::from_bytes(&record)
+    }
+
+    fn push(&mut self, transfer: &Transfer) {
+        self.checksums.push(checksum(&transfer.to_bytes()));
+        self.tail.push(*transfer);
+        if self.tail.len() >= TAIL_RECORDS_MAX {
+            let mut bytes = Vec::with_capacity(self.tail.len() * RECORD_SIZE);
+            self.tail.iter().for_each(|t| bytes.extend_from_slice(&t.to_bytes()));
+            let offset = u64::from(self.flushed) * RECORD_SIZE as u64;
+            if let Err(error) = self.file.write_all_at(&bytes, offset) {
+                panic!("cannot write the transfers file {}: {error}", self.path.display());
+            }
+            self.flushed += self.tail.len() as u32;
+            self.tail.clear();
+        }
+    }
+
+    fn pop(&mut self) {
+        self.checksums.pop();
+        if self.tail.pop().is_none() {
+            // The newest record was already written out: forget it; the next write at
+            // that position overwrites it.
+            self.flushed -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(id: u128, timestamp: u64) -> Transfer {
+        Transfer { id, timestamp, amount: id * 3, ..Default::default() }
+    }
+
+    #[test]
+    fn file_and_memory_tables_agree_across_flushes_and_pops() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut memory = TransferTable::in_memory(0);
+        let mut file = TransferTable::in_file(&dir.path().join("transfers.dat")).unwrap();
+        let mut timestamp = 0;
+        // Push past two flushes, pop back across a flush boundary, push again.
+        for round in 0..3u128 {
+            for i in 0..(TAIL_RECORDS_MAX as u128 + 100) {
+                timestamp += 1;
+                let t = transfer(round << 64 | (i + 1), timestamp);
+                assert_eq!(memory.push(&t), file.push(&t));
+            }
+            for _ in 0..200 {
+                assert_eq!(memory.pop(), file.pop());
+            }
+            timestamp = memory.last_timestamp();
+        }
+        assert_eq!(memory.len(), file.len());
+        for position in (0..memory.len() as u32).step_by(97) {
+            let t = memory.get(position);
+            assert_eq!(file.get(position), t);
+            assert_eq!(file.find(t.id), Some((position, t)));
+        }
+        assert_eq!(file.find(u128::MAX), None);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        memory.for_each(|t| a.push(*t));
+        file.for_each(|t| b.push(*t));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn colliding_fingerprints_go_to_the_overflow_map() {
+        let mut table = TransferTable::in_memory(0);
+        table.push(&transfer(1, 1));
+        // Force a collision by planting id 2's fingerprint as taken.
+        table.index.insert(fingerprint(2), 0);
+        table.push(&transfer(2, 2));
+        assert_eq!(table.find(2).map(|(p, _)| p), Some(1));
+        assert_eq!(table.find(1).map(|(p, _)| p), Some(0));
+        assert_eq!(table.pop().id, 2);
+        assert!(table.overflow.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "changed under the node")]
+    fn a_record_changed_on_disk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("transfers.dat");
+        let mut table = TransferTable::in_file(&path).unwrap();
+        for i in 1..=TAIL_RECORDS_MAX as u128 {
+            table.push(&transfer(i, i as u64));
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[RECORD_SIZE * 5 + 50] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        table.get(5);
+    }
+}

@@ -1,0 +1,124 @@
+//! # settle — the binary
+//!
+//! One executable for everything a user runs: the node, a client CLI and the benchmark.
+//!
+//! ```text
+//! settle start --data-dir D --listen ADDR     run a node until SIGINT/SIGTERM
+//! settle dev                                   a node with first-run defaults
+//! settle account create|lookup|transfers|balances ...
+//! settle transfer create|post|void|lookup ...
+//! settle bench                                 the workload of record
+//! ```
+//!
+//! Layout (in the style of mini-redis: this file only parses and dispatches):
+//! - `main.rs`: the clap command tree, logging set-up, and the mapping from a
+//!   command's outcome to the process exit code (0 success, 1 failure, 2 bad usage,
+//!   which clap produces itself).
+//! - `commands/`: one module per command group. `start.rs` and `dev.rs` run a node in
+//!   this process; `account.rs` and `transfer.rs` are thin clients over
+//!   `settle-client`; `bench.rs` drives the workload of record against a node it starts
+//!   as a child process (or one given with `--addresses`). `commands/mod.rs` holds what
+//!   the client commands share: `--addresses`/`--json`, connecting, and the error type.
+//! - `parse.rs`: value parsers for clap (ids in decimal or 0x-hex, flag names).
+//! - `output.rs`: how records and results are printed, as aligned tables or as JSON.
+//! - `workload.rs`: the bench's seeded xorshift RNG and its zipfian sampler.
+//!
+//! Everything a command prints for people goes to stdout; logs and progress go to
+//! stderr, so `--json` output and the `listening on ADDR` line stay machine-readable.
+
+mod commands;
+mod output;
+mod parse;
+mod workload;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::{account, bench, dev, start, transfer};
+
+/// settle: a distributed payment ledger.
+#[derive(Parser, Debug)]
+#[command(name = "settle", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node until SIGINT or SIGTERM.
+    Start(start::Args),
+    /// Run a node with first-run defaults (./settle-dev-data, 127.0.0.1:3000).
+    Dev(dev::Args),
+    /// Create and inspect accounts.
+    #[command(subcommand)]
+    Account(account::Command),
+    /// Create, post, void and look up transfers.
+    #[command(subcommand)]
+    Transfer(transfer::Command),
+    /// Run the workload of record and print throughput, latency and memory.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Nodes log at info by default; client commands only say something when it matters.
+    let default_level = match cli.command {
+        Command::Start(_) | Command::Dev(_) => "info",
+        _ => "warn",
+    };
+    init_logging(default_level);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Start(args) => start::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Account(command) => account::run(command).await,
+            Command::Transfer(command) => transfer::run(command).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {}", describe(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, leaving out causes its message already
+/// includes (e.g. "transport error: Connection refused (os error 111)").
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = error.source();
+    }
+    message
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+fn init_logging(default_level: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
