@@ -24,7 +24,8 @@ fn file_backed_transfers_behave_like_in_memory_ones() {
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
     let mut memory = Ledger::default();
-    let mut file = Ledger::new(MemStore::with_transfer_file(&dir.path().join("t.dat")).unwrap());
+    let mut file =
+        Ledger::new(MemStore::with_transfer_file(&dir.path().join("t.dat"), 1000).unwrap());
     let accounts: Vec<Account> = (1..=20)
         .map(|id| Account {
             id,

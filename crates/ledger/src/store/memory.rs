@@ -82,10 +82,18 @@ impl MemStore {
     }
 
     /// A store whose transfer records live in the file at `path` (created, or emptied:
-    /// it is rebuilt from a snapshot and the log); everything else stays in memory. See
+    /// it is rebuilt from a snapshot and the log); everything else stays in memory.
+    /// Indexes are sized for `transfers_capacity` up front (a hint, not a limit). See
     /// `table.rs`.
-    pub fn with_transfer_file(path: &std::path::Path) -> std::io::Result<Self> {
-        Ok(MemStore { transfers: table::TransferTable::in_file(path)?, ..MemStore::default() })
+    pub fn with_transfer_file(
+        path: &std::path::Path,
+        transfers_capacity: usize,
+    ) -> std::io::Result<Self> {
+        Ok(MemStore {
+            transfers: table::TransferTable::in_file(path, transfers_capacity)?,
+            transfer_links: Vec::with_capacity(transfers_capacity),
+            ..MemStore::default()
+        })
     }
 
     /// Whether nothing was stored yet.

@@ -82,8 +82,11 @@ impl TransferTable {
         }
     }
 
-    /// A table whose records live in `path` (created, or emptied if it exists).
-    pub fn in_file(path: &Path) -> std::io::Result<Self> {
+    /// A table whose records live in `path` (created, or emptied if it exists), with
+    /// its index and checksums sized for `capacity` transfers up front: growing them
+    /// later would stop the node to copy hundreds of megabytes. Capacity that is never
+    /// used costs address space, not memory (the pages are never touched).
+    pub fn in_file(path: &Path, capacity: usize) -> std::io::Result<Self> {
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
         Ok(TransferTable {
@@ -92,8 +95,9 @@ impl TransferTable {
                 path: path.to_path_buf(),
                 flushed: 0,
                 tail: Vec::with_capacity(TAIL_RECORDS_MAX),
-                checksums: Vec::new(),
+                checksums: Vec::with_capacity(capacity),
             }),
+            index: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
             ..TransferTable::in_memory(0)
         })
     }
@@ -269,7 +273,7 @@ mod tests {
     fn file_and_memory_tables_agree_across_flushes_and_pops() {
         let dir = tempfile::tempdir().unwrap();
         let mut memory = TransferTable::in_memory(0);
-        let mut file = TransferTable::in_file(&dir.path().join("transfers.dat")).unwrap();
+        let mut file = TransferTable::in_file(&dir.path().join("transfers.dat"), 0).unwrap();
         let mut timestamp = 0;
         // Push past two flushes, pop back across a flush boundary, push again.
         for round in 0..3u128 {
@@ -314,7 +318,7 @@ mod tests {
     fn a_record_changed_on_disk_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("transfers.dat");
-        let mut table = TransferTable::in_file(&path).unwrap();
+        let mut table = TransferTable::in_file(&path, 0).unwrap();
         for i in 1..=TAIL_RECORDS_MAX as u128 {
             table.push(&transfer(i, i as u64));
         }
