@@ -164,3 +164,28 @@ async fn a_second_node_cannot_take_the_same_data_directory() {
     }
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_unknown_operation_gets_unimplemented_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path(), 1 << 30)).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.local_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/settle.v1.Ledger/Teleport");
+    let codec = tonic_prost::ProstCodec::<pb::LookupRequest, pb::AccountsReply>::default();
+    let status = grpc
+        .unary(tonic::Request::new(pb::LookupRequest { ids: Vec::new() }), path, codec)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status}");
+
+    let mut client = connect(&node).await;
+    assert!(lookup_accounts(&mut client, &[1]).await.is_empty());
+    drop(client);
+    node.shutdown().await.unwrap();
+}
