@@ -77,3 +77,54 @@ fn file_backed_transfers_behave_like_in_memory_ones() {
     assert_eq!(memory.query_transfers(&query), file.query_transfers(&query));
     assert!(memory.query_transfers(&query).len() > 1000, "the workload must create transfers");
 }
+
+#[test]
+fn a_captured_snapshot_is_the_state_at_capture_even_if_written_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger =
+        Ledger::new(MemStore::with_transfer_file(&dir.path().join("t.dat"), 0).unwrap());
+    let accounts: Vec<Account> =
+        (1..=4).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+    ledger.create_accounts(10, &accounts).unwrap();
+    let batch = |first: u128, n: u128, linked_failure: bool| -> Vec<Transfer> {
+        (0..n)
+            .map(|i| Transfer {
+                id: first + i,
+                debit_account_id: 1 + i % 4,
+                credit_account_id: 1 + (i + 1) % 4,
+                // The last event of a failing chain names a missing account.
+                amount: 1,
+                ledger: 1,
+                code: 1,
+                flags: if linked_failure && i + 1 < n {
+                    TransferFlags::LINKED
+                } else {
+                    TransferFlags::empty()
+                },
+                ..Default::default()
+            })
+            .map(|t| {
+                if linked_failure && t.id == first + n - 1 {
+                    Transfer { credit_account_id: 99, ..t }
+                } else {
+                    t
+                }
+            })
+            .collect()
+    };
+    ledger.create_transfers(20_000, &batch(1, 8000, false)).unwrap();
+    let source = ledger.snapshot_source().unwrap();
+    let digest_at_capture = ledger.digest();
+    // Move on: more records (flushing the tail), and a long chain that rolls back across
+    // a flush of the file.
+    ledger.create_transfers(40_000, &batch(10_000, 5000, false)).unwrap();
+    let results = ledger.create_transfers(60_000, &batch(20_000, 6000, true)).unwrap();
+    assert_eq!(results.last(), Some(&CreateTransferResult::CreditAccountNotFound));
+    assert_ne!(ledger.digest(), digest_at_capture);
+
+    let mut bytes = Vec::new();
+    source.write(&mut bytes).unwrap();
+    let restored =
+        Ledger::read_snapshot(MemStore::default(), bytes.len() as u64, || Ok(&bytes[..])).unwrap();
+    assert_eq!(restored.digest(), digest_at_capture);
+}

@@ -100,6 +100,8 @@ struct Executor {
     config: ExecutorConfig,
     state: Arc<ExecutorState>,
     log_bytes_since_checkpoint: u64,
+    /// The checkpoint being written in the background, if any (at most one).
+    checkpointing: Option<thread::JoinHandle<Result<(), NodeError>>>,
     /// Scratch for encoding request bodies.
     body: Vec<u8>,
 }
@@ -127,6 +129,7 @@ pub fn spawn(ledger: Ledger, wal: Wal, config: ExecutorConfig) -> Result<Spawned
         config,
         state: state.clone(),
         log_bytes_since_checkpoint: 0,
+        checkpointing: None,
         body: Vec::new(),
     };
     let thread = thread::Builder::new()
@@ -181,7 +184,7 @@ impl Executor {
                 break;
             }
             if self.log_bytes_since_checkpoint >= self.config.checkpoint_bytes {
-                if let Err(error) = self.checkpoint() {
+                if let Err(error) = self.start_checkpoint() {
                     self.state.failed.store(true, Ordering::SeqCst);
                     outcome = Err(error);
                     break;
@@ -190,9 +193,12 @@ impl Executor {
         }
         // Refuse whatever is still queued, then let the syncer finish the last group.
         receiver.close();
+        // A clean stop leaves a checkpoint, so the next start replays nothing.
+        let finished = self.finish_checkpoint();
         if outcome.is_ok() && self.log_bytes_since_checkpoint > 0 {
-            // A clean stop leaves a checkpoint, so the next start replays nothing.
-            outcome = self.checkpoint();
+            outcome = finished
+                .and_then(|()| self.start_checkpoint())
+                .and_then(|()| self.finish_checkpoint());
         }
         while let Ok(request) = receiver.try_recv() {
             let _ = request.reply.send(Err(NodeError::Stopped));
@@ -269,19 +275,50 @@ impl Executor {
         Ok(())
     }
 
-    /// Makes the log durable through the current op, writes a checkpoint of that op, and
-    /// drops the log segments it covers.
-    fn checkpoint(&mut self) -> Result<(), NodeError> {
+    /// Starts a checkpoint of the current state: makes the log durable through the
+    /// current op, captures the state (cheap: small tables are copied, transfer records
+    /// on disk are not), starts a new log segment, and writes the checkpoint on a
+    /// background thread, which then deletes the log segments it covers. The executor
+    /// goes on serving meanwhile. If the previous checkpoint is still being written,
+    /// this one waits for a later group.
+    fn start_checkpoint(&mut self) -> Result<(), NodeError> {
+        if self.checkpointing.as_ref().is_some_and(|writer| !writer.is_finished()) {
+            return Ok(());
+        }
+        self.finish_checkpoint()?;
         let op = self.wal.next_op() - 1;
         if self.config.fsync {
             self.segment.sync()?;
         }
-        checkpoint::write(&self.config.data_dir, op, &self.ledger)?;
+        let source = self
+            .ledger
+            .snapshot_source()
+            .map_err(|source| NodeError::DataDir { path: self.config.data_dir.clone(), source })?;
         self.segment = self.wal.rotate()?;
-        let removed = self.wal.remove_through(op)?;
         self.log_bytes_since_checkpoint = 0;
-        tracing::info!(op, removed_segments = removed, "checkpoint written");
+        let dir = self.config.data_dir.clone();
+        let writer = thread::Builder::new()
+            .name("settle-checkpoint".into())
+            .spawn(move || {
+                checkpoint::write(&dir, op, &source)?;
+                let removed = crate::storage::wal::remove_segments_through(
+                    &dir.join(crate::storage::WAL_DIR),
+                    op,
+                )?;
+                tracing::info!(op, removed_segments = removed, "checkpoint written");
+                Ok(())
+            })
+            .map_err(NodeError::Thread)?;
+        self.checkpointing = Some(writer);
         Ok(())
+    }
+
+    /// Waits for the background checkpoint, if any, and returns how it went.
+    fn finish_checkpoint(&mut self) -> Result<(), NodeError> {
+        match self.checkpointing.take() {
+            None => Ok(()),
+            Some(writer) => writer.join().map_err(|_| NodeError::ThreadPanicked("checkpoint"))?,
+        }
     }
 }
 

@@ -137,6 +137,11 @@ batch_result!(crate::results::CreateAccountResult);
 batch_result!(crate::results::CreateTransferResult);
 
 impl Ledger<MemStore> {
+    /// Captures the whole state for writing later, possibly on another thread.
+    pub fn snapshot_source(&self) -> std::io::Result<crate::store::SnapshotSource> {
+        self.store.snapshot_source(self.commit_timestamp)
+    }
+
     /// Writes the whole state as a checksummed snapshot (see `MemStore::write_snapshot`).
     pub fn write_snapshot<W: std::io::Write>(&self, out: W) -> std::io::Result<()> {
         self.store.write_snapshot(self.commit_timestamp, out)

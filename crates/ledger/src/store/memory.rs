@@ -13,7 +13,7 @@
 mod snapshot;
 mod table;
 
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, SnapshotSource};
 
 use std::cell::Cell;
 use std::collections::BTreeSet;

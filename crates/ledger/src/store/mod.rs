@@ -13,7 +13,7 @@
 
 mod memory;
 
-pub use memory::{MemStore, SnapshotError};
+pub use memory::{MemStore, SnapshotError, SnapshotSource};
 
 use crate::ledger::Side;
 use crate::types::{Account, AccountBalance, Transfer};

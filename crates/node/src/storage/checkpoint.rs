@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use settle_ledger::store::SnapshotError;
+use settle_ledger::store::{SnapshotError, SnapshotSource};
 use settle_ledger::{Ledger, MemStore};
 
 use super::wal::sync_dir;
@@ -47,13 +47,14 @@ fn header(op: u64) -> [u8; HEADER_SIZE as usize] {
     header
 }
 
-/// Writes a checkpoint of `ledger` as of `op`, atomically and durably.
-pub fn write(dir: &Path, op: u64, ledger: &Ledger) -> Result<(), CheckpointError> {
+/// Writes a checkpoint of the state `source` captured as of `op`, atomically and
+/// durably. Runs on any thread.
+pub fn write(dir: &Path, op: u64, source: &SnapshotSource) -> Result<(), CheckpointError> {
     let tmp = dir.join(TMP_FILE);
     let file = File::create(&tmp).map_err(io_error(&tmp))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&header(op)).map_err(io_error(&tmp))?;
-    ledger.write_snapshot(&mut out).map_err(io_error(&tmp))?;
+    source.write(&mut out).map_err(io_error(&tmp))?;
     let file = out.into_inner().map_err(|e| io_error(&tmp)(e.into_error()))?;
     file.sync_all().map_err(io_error(&tmp))?;
     let path = dir.join(FILE);

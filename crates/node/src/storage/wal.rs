@@ -413,24 +413,25 @@ impl Wal {
         let file = self.file.try_clone().map_err(io_error(&self.path))?;
         Ok(SyncHandle { path: self.path.clone(), file: std::sync::Arc::new(file) })
     }
+}
 
-    /// Deletes every segment whose records all have op <= `op` (covered by a durable
-    /// checkpoint). The current segment is never deleted.
-    pub fn remove_through(&self, op: u64) -> Result<usize, WalError> {
-        let segments = segments(&self.dir)?;
-        let mut removed = 0;
-        for window in segments.windows(2) {
-            let ((_, path), (next_first_op, _)) = (&window[0], &window[1]);
-            if *next_first_op <= op + 1 && *path != self.path {
-                fs::remove_file(path).map_err(io_error(path))?;
-                removed += 1;
-            }
+/// Deletes every segment of the log in `dir` whose records all have op <= `op` (covered
+/// by a durable checkpoint). Safe while the log is being appended to: the newest segment
+/// is never deleted, and appends only go to ops above `op`.
+pub fn remove_segments_through(dir: &Path, op: u64) -> Result<usize, WalError> {
+    let segments = segments(dir)?;
+    let mut removed = 0;
+    for window in segments.windows(2) {
+        let ((_, path), (next_first_op, _)) = (&window[0], &window[1]);
+        if *next_first_op <= op + 1 {
+            fs::remove_file(path).map_err(io_error(path))?;
+            removed += 1;
         }
-        if removed > 0 {
-            sync_dir(&self.dir)?;
-        }
-        Ok(removed)
     }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// fsync a directory, so that file creations, renames and deletions in it are durable.

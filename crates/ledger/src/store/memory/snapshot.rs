@@ -83,14 +83,60 @@ fn state_code(state: PendingState) -> u8 {
     }
 }
 
+/// Everything a snapshot holds, captured at one instant ([`MemStore::snapshot_source`]):
+/// it can be written later, on another thread, while the store moves on. That is how a
+/// node checkpoints without stopping: capture between two batches (cheap: the small
+/// tables are copied, transfer records already on disk are not), write in the
+/// background.
+pub struct SnapshotSource {
+    commit_timestamp: u64,
+    accounts: Vec<Account>,
+    transfers: super::table::TransfersView,
+    pending: Vec<(u128, PendingState)>,
+    expiry: Vec<(u64, u128)>,
+    failed: Vec<u128>,
+    history: Vec<(u128, Vec<AccountBalance>)>,
+    reservations: Vec<Reservation>,
+}
+
 impl MemStore {
+    /// Captures the whole store, with `commit_timestamp`, for [`SnapshotSource::write`].
+    pub fn snapshot_source(&self, commit_timestamp: u64) -> io::Result<SnapshotSource> {
+        assert!(self.undo.is_none(), "no snapshot while a chain is open");
+        let mut pending: Vec<(u128, PendingState)> =
+            self.pending.iter().map(|(id, state)| (*id, *state)).collect();
+        pending.sort_unstable_by_key(|(id, _)| *id);
+        let mut history: Vec<(u32, Vec<AccountBalance>)> =
+            self.history.iter().map(|(position, b)| (*position, b.clone())).collect();
+        history.sort_unstable_by_key(|(position, _)| *position);
+        Ok(SnapshotSource {
+            commit_timestamp,
+            accounts: self.accounts.clone(),
+            transfers: self.transfers.view()?,
+            pending,
+            expiry: self.expiry.iter().copied().collect(),
+            failed: self.failed_ids(),
+            history: history
+                .into_iter()
+                .map(|(position, balances)| (self.accounts[position as usize].id, balances))
+                .collect(),
+            reservations: self.reservations(),
+        })
+    }
+
     /// Writes the whole store, with `commit_timestamp`, as one snapshot.
     pub fn write_snapshot<W: Write>(&self, commit_timestamp: u64, out: W) -> io::Result<()> {
-        assert!(self.undo.is_none(), "no snapshot while a chain is open");
+        self.snapshot_source(commit_timestamp)?.write(out)
+    }
+}
+
+impl SnapshotSource {
+    /// Writes the captured state as one snapshot (format in the module docs).
+    pub fn write<W: Write>(&self, out: W) -> io::Result<()> {
         let mut w = HashingWriter { inner: out, hasher: blake3::Hasher::new() };
         w.put(MAGIC)?;
         w.put(&VERSION.to_le_bytes())?;
-        w.put(&commit_timestamp.to_le_bytes())?;
+        w.put(&self.commit_timestamp.to_le_bytes())?;
 
         w.put(&(self.accounts.len() as u64).to_le_bytes())?;
         for account in &self.accounts {
@@ -104,37 +150,30 @@ impl MemStore {
             }
         });
         written?;
-        let mut pending: Vec<(u128, PendingState)> =
-            self.pending.iter().map(|(id, state)| (*id, *state)).collect();
-        pending.sort_unstable_by_key(|(id, _)| *id);
-        w.put(&(pending.len() as u64).to_le_bytes())?;
-        for (id, state) in pending {
+        w.put(&(self.pending.len() as u64).to_le_bytes())?;
+        for (id, state) in &self.pending {
             w.put(&id.to_le_bytes())?;
-            w.put(&[state_code(state)])?;
+            w.put(&[state_code(*state)])?;
         }
         w.put(&(self.expiry.len() as u64).to_le_bytes())?;
         for (expires_at, id) in &self.expiry {
             w.put(&expires_at.to_le_bytes())?;
             w.put(&id.to_le_bytes())?;
         }
-        let failed = self.failed_ids();
-        w.put(&(failed.len() as u64).to_le_bytes())?;
-        for id in failed {
+        w.put(&(self.failed.len() as u64).to_le_bytes())?;
+        for id in &self.failed {
             w.put(&id.to_le_bytes())?;
         }
-        let mut history: Vec<(&u32, &Vec<AccountBalance>)> = self.history.iter().collect();
-        history.sort_unstable_by_key(|(position, _)| **position);
-        w.put(&(history.len() as u64).to_le_bytes())?;
-        for (position, balances) in history {
-            w.put(&self.accounts[*position as usize].id.to_le_bytes())?;
+        w.put(&(self.history.len() as u64).to_le_bytes())?;
+        for (account_id, balances) in &self.history {
+            w.put(&account_id.to_le_bytes())?;
             w.put(&(balances.len() as u64).to_le_bytes())?;
             for balance in balances {
                 w.put(&balance.to_bytes())?;
             }
         }
-        let reservations = self.reservations();
-        w.put(&(reservations.len() as u64).to_le_bytes())?;
-        for r in reservations {
+        w.put(&(self.reservations.len() as u64).to_le_bytes())?;
+        for r in &self.reservations {
             w.put(&r.transfer.to_bytes())?;
             let side = match r.side {
                 Side::Debit => 0u8,
@@ -151,7 +190,9 @@ impl MemStore {
         w.inner.write_all(hash.as_bytes())?;
         w.inner.flush()
     }
+}
 
+impl MemStore {
     /// Reads a snapshot of `len` bytes written by [`MemStore::write_snapshot`] into
     /// `store`, which must be empty (it decides where transfer records live).
     /// `open` is called twice: once to verify the checksum, once to parse.

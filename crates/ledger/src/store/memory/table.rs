@@ -39,7 +39,7 @@ enum Storage {
     File(FileRecords),
 }
 
-struct FileRecords {
+pub struct FileRecords {
     file: File,
     path: PathBuf,
     /// Records `0..flushed` are in the file; the rest are in `tail`.
@@ -181,31 +181,63 @@ impl TransferTable {
         }
     }
 
-    /// Calls `visit` on every record in order, reading the file in large chunks.
-    pub fn for_each(&self, mut visit: impl FnMut(&Transfer)) {
-        match &self.storage {
-            Storage::Memory(records) => records.iter().for_each(visit),
-            Storage::File(file) => {
-                let mut buffer = vec![0u8; TAIL_RECORDS_MAX * RECORD_SIZE];
-                let mut position = 0u32;
-                while position < file.flushed {
-                    let count = (file.flushed - position).min(TAIL_RECORDS_MAX as u32);
-                    let bytes = &mut buffer[..count as usize * RECORD_SIZE];
-                    file.read_at(position, bytes);
-                    for (offset, chunk) in bytes.chunks_exact(RECORD_SIZE).enumerate() {
-                        let record: &[u8; RECORD_SIZE] = chunk.try_into().expect("128 bytes");
-                        file.verify(position + offset as u32, record);
-                        visit(&Transfer::from_bytes(record));
-                    }
-                    position += count;
-                }
-                file.tail.iter().for_each(visit);
-            }
+    /// The records as they are now, readable later (and from another thread) while
+    /// this table moves on: records already in the file never change, so a view of them
+    /// is a second file handle; the in-memory tail and checksums are copied.
+    pub fn view(&self) -> std::io::Result<TransfersView> {
+        Ok(match &self.storage {
+            Storage::Memory(records) => TransfersView::Memory(records.clone()),
+            Storage::File(file) => TransfersView::File(FileRecords {
+                file: file.file.try_clone()?,
+                path: file.path.clone(),
+                flushed: file.flushed,
+                tail: file.tail.clone(),
+                checksums: file.checksums.clone(),
+            }),
+        })
+    }
+}
+
+/// A frozen copy of a [`TransferTable`]'s records (see [`TransferTable::view`]).
+pub enum TransfersView {
+    Memory(Vec<Transfer>),
+    File(FileRecords),
+}
+
+impl TransfersView {
+    pub fn len(&self) -> usize {
+        match self {
+            TransfersView::Memory(records) => records.len(),
+            TransfersView::File(file) => file.flushed as usize + file.tail.len(),
+        }
+    }
+
+    pub fn for_each(&self, visit: impl FnMut(&Transfer)) {
+        match self {
+            TransfersView::Memory(records) => records.iter().for_each(visit),
+            TransfersView::File(file) => file.for_each(visit),
         }
     }
 }
 
 impl FileRecords {
+    fn for_each(&self, mut visit: impl FnMut(&Transfer)) {
+        let mut buffer = vec![0u8; TAIL_RECORDS_MAX * RECORD_SIZE];
+        let mut position = 0u32;
+        while position < self.flushed {
+            let count = (self.flushed - position).min(TAIL_RECORDS_MAX as u32);
+            let bytes = &mut buffer[..count as usize * RECORD_SIZE];
+            self.read_at(position, bytes);
+            for (offset, chunk) in bytes.chunks_exact(RECORD_SIZE).enumerate() {
+                let record: &[u8; RECORD_SIZE] = chunk.try_into().expect("128 bytes");
+                self.verify(position + offset as u32, record);
+                visit(&Transfer::from_bytes(record));
+            }
+            position += count;
+        }
+        self.tail.iter().for_each(visit);
+    }
+
     fn read_at(&self, position: u32, bytes: &mut [u8]) {
         let offset = u64::from(position) * RECORD_SIZE as u64;
         if let Err(error) = self.file.read_exact_at(bytes, offset) {
@@ -295,8 +327,8 @@ mod tests {
         }
         assert_eq!(file.find(u128::MAX), None);
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        memory.for_each(|t| a.push(*t));
-        file.for_each(|t| b.push(*t));
+        memory.view().unwrap().for_each(|t| a.push(*t));
+        file.view().unwrap().for_each(|t| b.push(*t));
         assert_eq!(a, b);
     }
 
