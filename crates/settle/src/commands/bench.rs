@@ -68,6 +68,10 @@ pub struct Args {
     /// Seed of the RNG: the same seed sends the same transfers.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Batches the client keeps in flight. 1 (the default) is TigerBeetle's benchmark
+    /// client; more lets the node execute one batch while the previous is fsynced.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub in_flight: u64,
     /// Bench an already running node instead of starting one (its memory is then
     /// not measured). Comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "A[,B]")]
@@ -109,7 +113,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
         (None, None) => unreachable!("a child node is started when no address is given"),
     };
     println!(
-        "bench: {} accounts ({}), {} transfers in batches of {}, seed {}",
+        "bench: {} accounts ({}), {} transfers in batches of {}, {} in flight, seed {}",
         args.account_count,
         match args.account_distribution {
             Distribution::Uniform => "uniform".to_string(),
@@ -117,6 +121,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
         },
         args.transfer_count,
         args.transfer_batch_size,
+        args.in_flight,
         args.seed
     );
     match &node {
@@ -235,21 +240,32 @@ async fn workload(args: &Args, addresses: &[String]) -> Result<Report, Error> {
         failure_examples: Vec::new(),
     };
 
-    let mut batch = Vec::with_capacity(generator.batch_size);
-    let mut spare = Vec::with_capacity(generator.batch_size);
-    generator.fill(&mut batch);
+    // Up to `in_flight` requests outstanding; answers are taken in sending order.
+    let in_flight_max = args.in_flight as usize;
+    let mut in_flight = std::collections::VecDeque::with_capacity(in_flight_max);
+    let mut spares: Vec<Vec<Transfer>> = Vec::new();
     let start = Instant::now();
-    while !batch.is_empty() {
-        let client = session.client().clone();
-        let in_flight = tokio::spawn(async move {
-            let sent_at = Instant::now();
-            let results = client.create_transfers_packed(&batch).await;
-            (batch, results, sent_at.elapsed())
-        });
-        // Generate the next batch while this one is in flight.
-        generator.fill(&mut spare);
+    loop {
+        // Fill the pipeline (the next batch is generated while the others are in flight).
+        while in_flight.len() < in_flight_max {
+            let mut batch =
+                spares.pop().unwrap_or_else(|| Vec::with_capacity(generator.batch_size));
+            generator.fill(&mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            let client = session.client().clone();
+            in_flight.push_back(tokio::spawn(async move {
+                let sent_at = Instant::now();
+                let results = client.create_transfers_packed(&batch).await;
+                (batch, results, sent_at.elapsed())
+            }));
+        }
+        let Some(oldest) = in_flight.pop_front() else {
+            break;
+        };
         let (sent, results, latency) =
-            in_flight.await.map_err(|e| Error::Other(format!("the request task failed: {e}")))?;
+            oldest.await.map_err(|e| Error::Other(format!("the request task failed: {e}")))?;
         let results = results.map_err(|source| session.request_error(source))?;
         if results.len() != sent.len() {
             return Err(Error::Other(format!(
@@ -270,7 +286,7 @@ async fn workload(args: &Args, addresses: &[String]) -> Result<Report, Error> {
         report.transfers += sent.len() as u64;
         report.batches += 1;
         progress.inc(sent.len() as u64);
-        batch = std::mem::replace(&mut spare, sent);
+        spares.push(sent);
     }
     report.elapsed = start.elapsed();
     progress.finish_and_clear();
