@@ -76,9 +76,9 @@ pub enum WalError {
     #[error("write-ahead log I/O error at {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
-        "write-ahead log is corrupt at {path} offset {offset}: {reason}; valid records follow, \
-         so acknowledged data may be damaged. Refusing to start: restore the data directory \
-         from a replica or backup"
+        "write-ahead log is corrupt at {path} offset {offset}: {reason}; the log goes on after \
+         it (later records or segments), so acknowledged data may be damaged. Refusing to \
+         start: restore the data directory from a replica or backup"
     )]
     CorruptMiddle { path: PathBuf, offset: u64, reason: &'static str },
     #[error("write-ahead log has a gap: expected op {expected}, found op {found} in {path}")]
@@ -300,14 +300,17 @@ pub fn recover(dir: &Path, after_op: u64) -> Result<Recovered, WalError> {
         }
     }
     let tail_next_op = expected.unwrap_or(0);
+    // Cut a torn tail whatever happens next: a segment left with garbage at its end and
+    // followed by a new one would be refused as corrupt on the next start.
+    if let (Some((path, valid_len)), true) = (&tail, truncated_bytes > 0) {
+        let file = OpenOptions::new().write(true).open(path).map_err(io_error(path))?;
+        file.set_len(*valid_len).map_err(io_error(path))?;
+        file.sync_all().map_err(io_error(path))?;
+    }
     let wal = match tail {
         // The tail segment continues exactly where the state is: append to it.
         Some((path, valid_len)) if tail_next_op == last_op + 1 || valid_len == 0 => {
             let file = OpenOptions::new().write(true).open(&path).map_err(io_error(&path))?;
-            if truncated_bytes > 0 {
-                file.set_len(valid_len).map_err(io_error(&path))?;
-                file.sync_all().map_err(io_error(&path))?;
-            }
             if valid_len == 0 && tail_next_op != last_op + 1 {
                 // An empty segment named for an op the state has passed: replace it.
                 drop(file);
