@@ -47,6 +47,9 @@ pub struct FileRecords {
     tail: Vec<Transfer>,
     /// A checksum of every record, to verify what is read back.
     checksums: Vec<u32>,
+    /// Reused for every write of the tail: a fresh 1 MiB allocation each time would be
+    /// mapped and faulted in anew.
+    write_buffer: Vec<u8>,
 }
 
 fn fingerprint(id: u128) -> u64 {
@@ -96,6 +99,7 @@ impl TransferTable {
                 flushed: 0,
                 tail: Vec::with_capacity(TAIL_RECORDS_MAX),
                 checksums: Vec::with_capacity(capacity),
+                write_buffer: Vec::with_capacity(TAIL_RECORDS_MAX * RECORD_SIZE),
             }),
             index: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
             ..TransferTable::in_memory(0)
@@ -193,6 +197,7 @@ impl TransferTable {
                 flushed: file.flushed,
                 tail: file.tail.clone(),
                 checksums: file.checksums.clone(),
+                write_buffer: Vec::new(),
             }),
         })
     }
@@ -272,10 +277,11 @@ impl FileRecords {
         self.checksums.push(checksum(&transfer.to_bytes()));
         self.tail.push(*transfer);
         if self.tail.len() >= TAIL_RECORDS_MAX {
-            let mut bytes = Vec::with_capacity(self.tail.len() * RECORD_SIZE);
+            let bytes = &mut self.write_buffer;
+            bytes.clear();
             self.tail.iter().for_each(|t| bytes.extend_from_slice(&t.to_bytes()));
             let offset = u64::from(self.flushed) * RECORD_SIZE as u64;
-            if let Err(error) = self.file.write_all_at(&bytes, offset) {
+            if let Err(error) = self.file.write_all_at(bytes, offset) {
                 panic!("cannot write the transfers file {}: {error}", self.path.display());
             }
             self.flushed += self.tail.len() as u32;
