@@ -49,6 +49,16 @@ pub enum Side {
     Credit,
 }
 
+impl Side {
+    /// Stable byte for snapshots and the digest.
+    pub fn code(self) -> u8 {
+        match self {
+            Side::Debit => 0,
+            Side::Credit => 1,
+        }
+    }
+}
+
 /// A side's answer to a prepare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SideVote {

@@ -2,8 +2,8 @@
 //! Two ledgers that executed the same batches have byte-identical digests; replicas
 //! compare digests to prove they converged.
 
-use super::{Ledger, Side};
-use crate::store::{PendingState, Range, ReservationState, Store};
+use super::Ledger;
+use crate::store::{PendingState, Range, Store};
 use crate::types::AccountFlags;
 
 const EVERYTHING: Range = Range { min: 0, max: u64::MAX, reversed: false };
@@ -29,13 +29,7 @@ impl<S: Store> Ledger<S> {
         }
         for transfer in self.store.transfers(EVERYTHING) {
             hasher.update(&transfer.to_bytes());
-            let state = match self.store.pending_state(transfer.id) {
-                None => 0u8,
-                Some(PendingState::Pending) => 1,
-                Some(PendingState::Posted) => 2,
-                Some(PendingState::Voided) => 3,
-                Some(PendingState::Expired) => 4,
-            };
+            let state = self.store.pending_state(transfer.id).map_or(0, PendingState::code);
             hasher.update(&[state]);
         }
         for id in self.store.failed_ids() {
@@ -43,16 +37,7 @@ impl<S: Store> Ledger<S> {
         }
         for reservation in self.store.reservations() {
             hasher.update(&reservation.transfer.to_bytes());
-            let side = match reservation.side {
-                Side::Debit => 0u8,
-                Side::Credit => 1,
-            };
-            let state = match reservation.state {
-                ReservationState::Prepared => 0u8,
-                ReservationState::Committed => 1,
-                ReservationState::Aborted => 2,
-            };
-            hasher.update(&[side, state]);
+            hasher.update(&[reservation.side.code(), reservation.state.code()]);
         }
         *hasher.finalize().as_bytes()
     }

@@ -27,6 +27,18 @@ pub enum PendingState {
     Expired,
 }
 
+impl PendingState {
+    /// Stable byte for snapshots and the digest (0 is "not a pending transfer").
+    pub fn code(self) -> u8 {
+        match self {
+            PendingState::Pending => 1,
+            PendingState::Posted => 2,
+            PendingState::Voided => 3,
+            PendingState::Expired => 4,
+        }
+    }
+}
+
 /// Where one side of a cross-shard transfer stands at this shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReservationState {
@@ -34,6 +46,17 @@ pub enum ReservationState {
     Prepared,
     Committed,
     Aborted,
+}
+
+impl ReservationState {
+    /// Stable byte for snapshots and the digest.
+    pub fn code(self) -> u8 {
+        match self {
+            ReservationState::Prepared => 0,
+            ReservationState::Committed => 1,
+            ReservationState::Aborted => 2,
+        }
+    }
 }
 
 /// One side of a cross-shard transfer at this shard (see `ledger/cross_shard.rs`).

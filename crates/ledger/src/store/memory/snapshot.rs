@@ -74,15 +74,6 @@ impl<W: Write> HashingWriter<W> {
     }
 }
 
-fn state_code(state: PendingState) -> u8 {
-    match state {
-        PendingState::Pending => 1,
-        PendingState::Posted => 2,
-        PendingState::Voided => 3,
-        PendingState::Expired => 4,
-    }
-}
-
 /// Everything a snapshot holds, captured at one instant ([`MemStore::snapshot_source`]):
 /// it can be written later, on another thread, while the store moves on. That is how a
 /// node checkpoints without stopping: capture between two batches (cheap: the small
@@ -153,7 +144,7 @@ impl SnapshotSource {
         w.put(&(self.pending.len() as u64).to_le_bytes())?;
         for (id, state) in &self.pending {
             w.put(&id.to_le_bytes())?;
-            w.put(&[state_code(*state)])?;
+            w.put(&[state.code()])?;
         }
         w.put(&(self.expiry.len() as u64).to_le_bytes())?;
         for (expires_at, id) in &self.expiry {
@@ -175,16 +166,7 @@ impl SnapshotSource {
         w.put(&(self.reservations.len() as u64).to_le_bytes())?;
         for r in &self.reservations {
             w.put(&r.transfer.to_bytes())?;
-            let side = match r.side {
-                Side::Debit => 0u8,
-                Side::Credit => 1,
-            };
-            let state = match r.state {
-                ReservationState::Prepared => 0u8,
-                ReservationState::Committed => 1,
-                ReservationState::Aborted => 2,
-            };
-            w.put(&[side, state])?;
+            w.put(&[r.side.code(), r.state.code()])?;
         }
         let hash = w.hasher.finalize();
         w.inner.write_all(hash.as_bytes())?;
