@@ -74,6 +74,11 @@ pub struct Request {
 /// Settings the executor needs.
 pub struct ExecutorConfig {
     pub data_dir: PathBuf,
+    /// The data directory's lock: held for as long as the executor runs, so that no
+    /// other node can open the directory while this one may still write to it (even if
+    /// its `Node` handle was dropped without a shutdown).
+    #[expect(dead_code, reason = "held, never read: dropping it releases the lock")]
+    pub lock: std::fs::File,
     pub fsync: bool,
     /// Write a checkpoint once the log has grown this much since the last one.
     pub checkpoint_bytes: u64,
@@ -88,8 +93,9 @@ pub struct ExecutorState {
 }
 
 struct SyncJob {
-    /// Segments to sync, oldest first (more than one when the log rotated).
-    segments: Vec<SyncHandle>,
+    /// The segment to sync: the only one that can hold records not yet durable (the log
+    /// syncs a full segment itself before starting the next).
+    segment: SyncHandle,
     replies: Vec<(oneshot::Sender<Result<Reply, NodeError>>, Reply)>,
 }
 
@@ -159,11 +165,17 @@ impl Executor {
                 let _ = first.reply.send(Err(NodeError::Stopped));
                 break;
             }
-            let mut job = SyncJob { segments: Vec::new(), replies: Vec::with_capacity(GROUP_MAX) };
+            let mut replies = Vec::with_capacity(GROUP_MAX);
             let mut next = Some(first);
             while let Some(request) = next.take() {
-                match self.execute(request.command, &mut job.segments) {
-                    Ok(reply) => job.replies.push((request.reply, reply)),
+                match self.execute(request.command) {
+                    Ok(reply) => replies.push((request.reply, reply)),
+                    // The ledger refused the batch before anything was logged: only this
+                    // request fails (unreachable today: the server bounds batch sizes
+                    // and timestamps never go backwards).
+                    Err(NodeError::Batch(error)) => {
+                        let _ = request.reply.send(Err(NodeError::Batch(error)));
+                    }
                     Err(error) => {
                         // A log write failed: nothing after it can be made durable.
                         self.state.failed.store(true, Ordering::SeqCst);
@@ -172,11 +184,11 @@ impl Executor {
                         break;
                     }
                 }
-                if job.replies.len() < GROUP_MAX {
+                if replies.len() < GROUP_MAX {
                     next = receiver.try_recv().ok();
                 }
             }
-            job.segments.push(self.segment.clone());
+            let job = SyncJob { segment: self.segment.clone(), replies };
             self.state
                 .next_expiry
                 .store(self.ledger.next_expiry().unwrap_or(u64::MAX), Ordering::SeqCst);
@@ -209,11 +221,7 @@ impl Executor {
     }
 
     /// Executes one command; state-changing ones are appended to the log.
-    fn execute(
-        &mut self,
-        command: Command,
-        segments: &mut Vec<SyncHandle>,
-    ) -> Result<Reply, NodeError> {
+    fn execute(&mut self, command: Command) -> Result<Reply, NodeError> {
         let ledger = &mut self.ledger;
         let reply = match command {
             Command::CreateAccounts(accounts) => {
@@ -221,7 +229,7 @@ impl Executor {
                 let results = ledger.create_accounts(timestamp, &accounts)?;
                 self.body.clear();
                 accounts.iter().for_each(|a| self.body.extend_from_slice(&a.to_bytes()));
-                self.log(Operation::CreateAccounts, timestamp, segments)?;
+                self.log(Operation::CreateAccounts, timestamp)?;
                 Reply::AccountResults(results)
             }
             Command::CreateTransfers(transfers) => {
@@ -230,7 +238,7 @@ impl Executor {
                 self.body.clear();
                 self.body.reserve(transfers.len() * RECORD_SIZE);
                 transfers.iter().for_each(|t| self.body.extend_from_slice(&t.to_bytes()));
-                self.log(Operation::CreateTransfers, timestamp, segments)?;
+                self.log(Operation::CreateTransfers, timestamp)?;
                 Reply::TransferResults(results)
             }
             Command::Pulse => {
@@ -240,7 +248,7 @@ impl Executor {
                 if due {
                     expired = ledger.expire_pending_transfers(timestamp)?;
                     self.body.clear();
-                    self.log(Operation::Pulse, timestamp, segments)?;
+                    self.log(Operation::Pulse, timestamp)?;
                 }
                 Reply::Pulsed { expired }
             }
@@ -258,16 +266,10 @@ impl Executor {
         Ok(reply)
     }
 
-    fn log(
-        &mut self,
-        operation: Operation,
-        timestamp: u64,
-        segments: &mut Vec<SyncHandle>,
-    ) -> Result<(), NodeError> {
-        let (_, closed) = self.wal.append(operation, timestamp, &self.body)?;
-        if let Some(closed) = closed {
-            // The log rotated: the closed segment is synced first, in the same job.
-            segments.push(closed);
+    fn log(&mut self, operation: Operation, timestamp: u64) -> Result<(), NodeError> {
+        self.wal.append(operation, timestamp, &self.body)?;
+        if self.segment.path() != self.wal.segment_path() {
+            // The log rotated (it synced the full segment): sync the new one from now on.
             self.segment = self.wal.sync_handle()?;
         }
         self.log_bytes_since_checkpoint +=
@@ -331,7 +333,7 @@ fn syncer(
     let mut outcome = Ok(());
     for job in jobs {
         let synced = if fsync && outcome.is_ok() {
-            job.segments.iter().try_for_each(SyncHandle::sync).map_err(NodeError::from)
+            job.segment.sync().map_err(NodeError::from)
         } else {
             Ok(())
         };

@@ -106,8 +106,6 @@ pub struct Node {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     pulse: JoinHandle<()>,
     executor: std::thread::JoinHandle<Result<(), NodeError>>,
-    /// Held for the node's lifetime: the data directory's lock.
-    _lock: File,
 }
 
 /// What recovery found, for the operator's log.
@@ -163,6 +161,7 @@ impl Node {
             recovered.wal,
             ExecutorConfig {
                 data_dir: config.data_dir.clone(),
+                lock,
                 fsync: config.fsync,
                 checkpoint_bytes: config.checkpoint_bytes,
             },
@@ -188,7 +187,7 @@ impl Node {
                 }),
         );
         tracing::info!(%local_addr, "serving");
-        Ok(Node { local_addr, stop_server, server, pulse, executor, _lock: lock })
+        Ok(Node { local_addr, stop_server, server, pulse, executor })
     }
 
     /// The address the node listens on (useful with port 0).

@@ -233,12 +233,19 @@ pub struct Recovered {
 /// opens it for appending. See the module docs for torn tails versus corruption.
 pub fn recover(dir: &Path, after_op: u64) -> Result<Recovered, WalError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
+    // Segments whose every record is covered by the checkpoint are not needed: they are
+    // deleted unread, so that damage to them, or a gap between them and the rest, cannot
+    // stop a start. (A checkpoint normally deletes them itself; a crash can prevent it.)
+    if remove_segments_through(dir, after_op)? > 0 {
+        tracing::info!(after_op, "removed log segments covered by the checkpoint");
+    }
     let segments = segments(dir)?;
     let mut records = Vec::new();
     let mut last_op = after_op;
     let mut expected: Option<u64> = None;
     let mut truncated_bytes = 0;
-    let mut tail: Option<(PathBuf, u64)> = None; // last segment and its valid length
+    // The last segment: its path, its valid length, and the op its next record would get.
+    let mut tail: Option<(PathBuf, u64, u64)> = None;
     for (index, (first_op, path)) in segments.iter().enumerate() {
         let is_last = index + 1 == segments.len();
         let bytes = fs::read(path).map_err(io_error(path))?;
@@ -288,7 +295,7 @@ pub fn recover(dir: &Path, after_op: u64) -> Result<Recovered, WalError> {
             }
         }
         if is_last {
-            tail = Some((path.clone(), valid_len));
+            tail = Some((path.clone(), valid_len, op_in_segment));
         }
     }
     // Records before the checkpoint may be gone (their segments deleted); records after
@@ -299,30 +306,29 @@ pub fn recover(dir: &Path, after_op: u64) -> Result<Recovered, WalError> {
             return Err(WalError::Gap { path, expected: after_op + 1, found: first.op });
         }
     }
-    let tail_next_op = expected.unwrap_or(0);
     // Cut a torn tail whatever happens next: a segment left with garbage at its end and
     // followed by a new one would be refused as corrupt on the next start.
-    if let (Some((path, valid_len)), true) = (&tail, truncated_bytes > 0) {
+    if let (Some((path, valid_len, _)), true) = (&tail, truncated_bytes > 0) {
         let file = OpenOptions::new().write(true).open(path).map_err(io_error(path))?;
         file.set_len(*valid_len).map_err(io_error(path))?;
         file.sync_all().map_err(io_error(path))?;
     }
     let wal = match tail {
-        // The tail segment continues exactly where the state is: append to it.
-        Some((path, valid_len)) if tail_next_op == last_op + 1 || valid_len == 0 => {
+        // The last segment continues exactly where the state is (by its own name and
+        // records, not by the log as a whole): append to it.
+        Some((path, valid_len, segment_next_op)) if segment_next_op == last_op + 1 => {
             let file = OpenOptions::new().write(true).open(&path).map_err(io_error(&path))?;
-            if valid_len == 0 && tail_next_op != last_op + 1 {
-                // An empty segment named for an op the state has passed: replace it.
-                drop(file);
-                fs::remove_file(&path).map_err(io_error(&path))?;
-                Wal::create_segment(dir, last_op + 1)?
-            } else {
-                Wal::open_segment(dir, path, file, valid_len, last_op + 1)?
-            }
+            Wal::open_segment(dir, path, file, valid_len, last_op + 1)?
         }
-        // The checkpoint reaches past the log's end (its records were durable through
-        // the checkpoint, so this only follows a lost tail): continue in a new segment
-        // so that ops stay contiguous within every segment.
+        // An empty last segment named for another op (a crash between creating it and
+        // writing to it): replace it by one named for the next op.
+        Some((path, 0, _)) => {
+            fs::remove_file(&path).map_err(io_error(&path))?;
+            Wal::create_segment(dir, last_op + 1)?
+        }
+        // The checkpoint reaches past the log's end (only after a lost tail: the log is
+        // durable through the checkpoint before it is written): continue in a new
+        // segment, so that ops stay contiguous within every segment.
         _ => Wal::create_segment(dir, last_op + 1)?,
     };
     Ok(Recovered { records, wal, truncated_bytes })
@@ -347,6 +353,11 @@ pub struct SyncHandle {
 }
 
 impl SyncHandle {
+    /// The segment this handle syncs.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// fdatasync: returns once every byte written to this segment before the call is on
     /// stable storage.
     pub fn sync(&self) -> Result<(), WalError> {
@@ -374,24 +385,31 @@ impl Wal {
         Wal::open_segment(dir, path, file, 0, first_op)
     }
 
+    /// The current segment's file.
+    pub fn segment_path(&self) -> &Path {
+        &self.path
+    }
+
     /// The op number the next record gets.
     pub fn next_op(&self) -> u64 {
         self.next_op
     }
 
-    /// Appends a record (written to the OS, not yet durable). Returns its op. When the
-    /// segment is full, returns the closed segment's handle: the caller must sync it
-    /// before acknowledging anything written to it.
+    /// Appends a record (written to the OS, not yet durable) and returns its op. When
+    /// the segment is full, it is synced and a new one started first, so only the
+    /// current segment ever holds records that are not durable: sync it (see
+    /// [`Wal::sync_handle`]) after a call that rotated.
     pub fn append(
         &mut self,
         operation: Operation,
         timestamp: u64,
         body: &[u8],
-    ) -> Result<(u64, Option<SyncHandle>), WalError> {
+    ) -> Result<u64, WalError> {
         let op = self.next_op;
-        let mut closed = None;
         if self.len >= SEGMENT_BYTES_MAX {
-            closed = Some(self.sync_handle()?);
+            // Make the closed segment durable before the next one exists: a torn record
+            // in a segment that is not the last would read as corruption in the middle.
+            self.file.sync_data().map_err(io_error(&self.path))?;
             *self = Wal::create_segment(&self.dir, op)?;
         }
         self.buffer.clear();
@@ -399,7 +417,7 @@ impl Wal {
         self.file.write_all(&self.buffer).map_err(io_error(&self.path))?;
         self.len += self.buffer.len() as u64;
         self.next_op += 1;
-        Ok((op, closed))
+        Ok(op)
     }
 
     /// Starts a new segment at the next op (after a checkpoint, so that older segments
@@ -454,10 +472,10 @@ mod tests {
     fn write_log(dir: &Path, count: u64) -> PathBuf {
         let mut wal = recover(dir, 0).unwrap().wal;
         for op in 1..=count {
-            let (logged, closed) = wal
+            let logged = wal
                 .append(Operation::CreateTransfers, op * 10, &body(op as usize % 3 + 1, op as u8))
                 .unwrap();
-            assert_eq!((logged, closed.is_none()), (op, true));
+            assert_eq!(logged, op);
         }
         wal.sync_handle().unwrap().sync().unwrap();
         dir.join(segment_name(1))
@@ -564,5 +582,41 @@ mod tests {
         write_log(dir.path(), 1);
         fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
         assert!(matches!(recover(dir.path(), 0), Err(WalError::StrayFile { .. })));
+    }
+
+    #[test]
+    fn segments_covered_by_the_checkpoint_are_dropped_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_log(dir.path(), 3);
+        // A later segment starting at op 6: ops 4..5 are only in a checkpoint at op 5.
+        let mut later = Wal::create_segment(dir.path(), 6).unwrap();
+        later.append(Operation::Pulse, 60, &[]).unwrap();
+        // Damage the covered segment: it must not matter.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[HEADER_SIZE + 7] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let recovered = recover(dir.path(), 5).unwrap();
+        assert_eq!(recovered.records.iter().map(|r| r.op).collect::<Vec<_>>(), [6]);
+        assert!(!path.exists(), "the covered segment is gone");
+        drop(recovered);
+        // And the directory stays startable.
+        assert_eq!(recover(dir.path(), 5).unwrap().wal.next_op(), 7);
+    }
+
+    #[test]
+    fn an_empty_last_segment_named_for_another_op_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 3);
+        // A crash right after creating a segment named for op 9.
+        drop(Wal::create_segment(dir.path(), 9).unwrap());
+        let mut recovered = recover(dir.path(), 0).unwrap();
+        assert_eq!(recovered.wal.next_op(), 4);
+        recovered.wal.append(Operation::Pulse, 40, &[]).unwrap();
+        recovered.wal.sync_handle().unwrap().sync().unwrap();
+        drop(recovered);
+        // Appending went to a segment named for op 4, so the log reads back whole.
+        let again = recover(dir.path(), 0).unwrap();
+        assert_eq!(again.records.iter().map(|r| r.op).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert!(!dir.path().join(segment_name(9)).exists());
     }
 }
