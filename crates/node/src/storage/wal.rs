@@ -19,12 +19,22 @@
 //! Replaying the records through the ledger, in order, with their timestamps, rebuilds
 //! the state exactly (the ledger is deterministic), so results need not be logged.
 //!
-//! Recovery ([`recover`]) reads every segment after the checkpoint. A record that fails
-//! its checks at the very end of the log is a torn write (the process died mid-write,
-//! before the fsync that would have acknowledged it): the tail is truncated. A bad
-//! record followed by any valid record, or a bad record in a segment that is not the
-//! last, is corruption of data that may have been acknowledged: recovery refuses with
-//! an error naming the file and offset, and changes nothing.
+//! Only the newest segment can hold records that are not durable: a full segment is
+//! synced before the next one is created.
+//!
+//! Recovery ([`recover`]) first deletes, unread, the segments whose every record the
+//! checkpoint covers, then reads the rest. A record that fails its checks at the very
+//! end of the log is a torn write (the process died mid-write, before the fsync that
+//! would have acknowledged it): the tail is truncated. A bad record followed by any
+//! valid record, or a bad record in a segment that is not the last, is corruption of
+//! data that may have been acknowledged: recovery refuses with an error naming the file
+//! and offset, and changes nothing.
+//!
+//! Known limit: "followed by any valid record" searches the bytes after the bad record,
+//! and those include client-chosen event fields, so a client could plant a
+//! well-formed record there; if a crash then tore that very batch, the start would be
+//! refused instead of the tail cut (availability, never wrong data). A checksum keyed
+//! per log would close this.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
