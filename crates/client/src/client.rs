@@ -124,10 +124,6 @@ impl Client {
     /// longer than a batch is [`ClientError::ChainTooLong`], and then nothing is sent).
     /// If a batch fails, the error is returned and earlier batches stay applied; calling
     /// again with the same accounts is safe (see the retry note on [`Client`]).
-    ///
-    /// The gRPC `Account` message has no `reserved` field; a batch holding an account
-    /// with a non-zero `reserved` is therefore sent in the packed form, so that the
-    /// ledger sees it and answers `reserved_field` as it would locally.
     pub async fn create_accounts(
         &self,
         accounts: &[Account],
@@ -154,7 +150,7 @@ impl Client {
             accounts[i].flags.contains(AccountFlags::LINKED)
         })?;
         run_batches(OP, accounts, &batches, |batch| async move {
-            let request = if packed || batch.iter().any(|a| a.reserved != 0) {
+            let request = if packed {
                 convert::accounts_request_packed(batch)
             } else {
                 convert::accounts_request(batch)

@@ -346,7 +346,7 @@ async fn linked_chains_are_never_split_across_batches() {
 }
 
 #[tokio::test]
-async fn accounts_round_trip_and_reserved_goes_packed() {
+async fn accounts_round_trip_and_reserved_reaches_the_server() {
     let (fake, server, client) = setup().await;
     let accounts: Vec<Account> = (1..=3)
         .map(|id| Account { id: id << 64 | id, ledger: 7, code: 9, ..Default::default() })
@@ -359,12 +359,11 @@ async fn accounts_round_trip_and_reserved_goes_packed() {
     let queried = client.query_accounts(&QueryFilter { ledger: 7, ..Default::default() }).await;
     assert_eq!(queried.unwrap(), accounts);
 
-    // The repeated form cannot carry `reserved`: such a batch goes packed so the server
-    // sees the value.
+    // `reserved` travels in the repeated form too, so the server can refuse it.
     let bad = Account { id: 99, reserved: 1, ledger: 7, code: 9, ..Default::default() };
     let results = client.create_accounts(&[bad]).await.unwrap();
     assert_eq!(results, vec![CreateAccountResult::ReservedField]);
-    assert_eq!(fake.state.lock().unwrap().batches.last(), Some(&(true, 1)));
+    assert_eq!(fake.state.lock().unwrap().batches.last(), Some(&(false, 1)));
     server.stop().await;
 }
 

@@ -1,11 +1,10 @@
 //! Conversions between [`pb`] messages and `settle_ledger` types.
 //!
 //! Direction and failure:
-//! - ledger → pb is infallible (`From`). Fields the schema does not carry are dropped:
-//!   `Account::reserved`, and the `reserved` bytes of [`AccountBalance`],
-//!   [`AccountFilter`] and [`QueryFilter`]. All of them must be zero anyway; only the
-//!   `packed` encoding carries them (so that the ledger can reject them with
-//!   `reserved_field`).
+//! - ledger → pb is infallible (`From`). `Account::reserved` travels (so that the
+//!   ledger can answer `reserved_field`); the `reserved` bytes of [`AccountBalance`],
+//!   [`AccountFilter`] and [`QueryFilter`] are not in the schema and are dropped (they
+//!   must be zero anyway).
 //! - pb → ledger is `TryFrom` where the schema's field is wider than the ledger's:
 //!   `code` and `flags` are `uint32` on the wire and `u16` in the ledger, and a larger
 //!   value is refused with [`ConvertError::OutOfRange`] naming the record, the field and
@@ -132,7 +131,6 @@ fn narrow_u16(record: &'static str, field: &'static str, value: u32) -> Result<u
 // Accounts
 
 impl From<&Account> for pb::Account {
-    /// Drops `reserved` (the schema has no such field; it must be zero).
     fn from(a: &Account) -> Self {
         pb::Account {
             id: u128_to_pb(a.id),
@@ -147,6 +145,7 @@ impl From<&Account> for pb::Account {
             code: u32::from(a.code),
             flags: u32::from(a.flags.bits()),
             timestamp: a.timestamp,
+            reserved: a.reserved,
         }
     }
 }
@@ -160,7 +159,7 @@ impl From<Account> for pb::Account {
 impl TryFrom<&pb::Account> for Account {
     type Error = ConvertError;
 
-    /// Refuses `code` or `flags` above `u16::MAX`; `reserved` comes out as 0.
+    /// Refuses `code` or `flags` above `u16::MAX`.
     fn try_from(a: &pb::Account) -> Result<Self, ConvertError> {
         Ok(Account {
             id: u128_from_pb(a.id),
@@ -171,7 +170,7 @@ impl TryFrom<&pb::Account> for Account {
             user_data_128: u128_from_pb(a.user_data_128),
             user_data_64: a.user_data_64,
             user_data_32: a.user_data_32,
-            reserved: 0,
+            reserved: a.reserved,
             ledger: a.ledger,
             code: narrow_u16("Account", "code", a.code)?,
             flags: AccountFlags::from_bits_retain(narrow_u16("Account", "flags", a.flags)?),
@@ -568,7 +567,7 @@ mod tests {
             user_data_128: !v,
             user_data_64: u64::MAX,
             user_data_32: 32,
-            reserved: 0,
+            reserved: 7,
             ledger: u32::MAX,
             code: u16::MAX,
             flags: AccountFlags::from_bits_retain(0xffff),
