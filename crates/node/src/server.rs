@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::executor::{Command, Reply, Request};
+use crate::NodeError;
 
 pub struct Service {
     pub requests: mpsc::Sender<Request>,
@@ -34,10 +35,14 @@ impl Service {
             .send(Request { command, reply })
             .await
             .map_err(|_| Status::unavailable("the node is shutting down"))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("the node stopped"))?
-            .map_err(|error| Status::unavailable(error.to_string()))
+        answer.await.map_err(|_| Status::unavailable("the node stopped"))?.map_err(|error| {
+            match error {
+                // The ledger refused this request's batch: retrying it cannot help.
+                NodeError::Batch(error) => Status::invalid_argument(error.to_string()),
+                // Anything else stops the node; another attempt (later, or elsewhere) may work.
+                other => Status::unavailable(other.to_string()),
+            }
+        })
     }
 }
 
