@@ -30,6 +30,10 @@
 //! data that may have been acknowledged: recovery refuses with an error naming the file
 //! and offset, and changes nothing.
 //!
+//! Known limit: a last record damaged on disk *after* its fsync (bit rot) looks exactly
+//! like a torn write and is cut, losing that one acknowledged batch. Telling the two
+//! apart needs redundant headers or a durable "synced through op" marker.
+//!
 //! Known limit: "followed by any valid record" searches the bytes after the bad record,
 //! and those include client-chosen event fields, so a client could plant a
 //! well-formed record there; if a crash then tore that very batch, the start would be
