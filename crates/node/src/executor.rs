@@ -205,12 +205,13 @@ impl Executor {
         }
         // Refuse whatever is still queued, then let the syncer finish the last group.
         receiver.close();
-        // A clean stop leaves a checkpoint, so the next start replays nothing.
-        let finished = self.finish_checkpoint();
-        if outcome.is_ok() && self.log_bytes_since_checkpoint > 0 {
-            outcome = finished
-                .and_then(|()| self.start_checkpoint())
-                .and_then(|()| self.finish_checkpoint());
+        // A clean stop leaves a checkpoint, so the next start replays nothing. Not after
+        // a failed fsync: then only what is on disk may be trusted, and a restart
+        // recovers from it. A failed background checkpoint is reported either way.
+        outcome = outcome.and(self.finish_checkpoint());
+        let trusted = !self.state.failed.load(Ordering::SeqCst);
+        if outcome.is_ok() && trusted && self.log_bytes_since_checkpoint > 0 {
+            outcome = self.start_checkpoint().and_then(|()| self.finish_checkpoint());
         }
         while let Ok(request) = receiver.try_recv() {
             let _ = request.reply.send(Err(NodeError::Stopped));
