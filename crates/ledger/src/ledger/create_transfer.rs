@@ -181,34 +181,15 @@ impl<S: Store> Ledger<S> {
         else {
             return R::PendingTransferNotFound;
         };
-        if t.flags.contains(TransferFlags::IMPORTED) {
-            let failure = [
-                self.transfer_global_error(t),
-                imported_postdate_error(t, Side::Debit, &dr),
-                imported_postdate_error(t, Side::Credit, &cr),
-            ];
-            if let Some(result) = failure.into_iter().flatten().min() {
-                return result;
-            }
-        }
         let resolved = resolve_post_or_void(t, &p, post);
-        if post {
-            if dr.flags.contains(AccountFlags::CLOSED)
-                && !p.flags.contains(TransferFlags::CLOSING_DEBIT)
-            {
-                return R::DebitAccountAlreadyClosed;
-            }
-            if cr.flags.contains(AccountFlags::CLOSED)
-                && !p.flags.contains(TransferFlags::CLOSING_CREDIT)
-            {
-                return R::CreditAccountAlreadyClosed;
-            }
-            if dr.debits_posted.checked_add(resolved.amount).is_none() {
-                return R::OverflowsDebitsPosted;
-            }
-            if cr.credits_posted.checked_add(resolved.amount).is_none() {
-                return R::OverflowsCreditsPosted;
-            }
+        // As in `create_transfer_checked`: pure predicates, so the highest precedence wins.
+        let failure = [
+            self.transfer_global_error(t),
+            post_side_error(t, &p, Side::Debit, &dr, resolved.amount),
+            post_side_error(t, &p, Side::Credit, &cr, resolved.amount),
+        ];
+        if let Some(result) = failure.into_iter().flatten().min() {
+            return result;
         }
 
         // Every check passed: apply.
@@ -380,6 +361,40 @@ fn imported_postdate_error(t: &Transfer, side: Side, account: &Account) -> Optio
         Side::Debit => R::ImportedEventTimestampMustPostdateDebitAccount,
         Side::Credit => R::ImportedEventTimestampMustPostdateCreditAccount,
     })
+}
+
+/// The checks of one side of a post/void against that side's account (the pending
+/// transfer's): imported order, and for a post, a closed account (unless the pending
+/// transfer is what closed it) and the overflow of the posted balance. A void only
+/// releases, so it is always allowed.
+pub(super) fn post_side_error(
+    t: &Transfer,
+    p: &Transfer,
+    side: Side,
+    account: &Account,
+    amount: u128,
+) -> Option<R> {
+    if let Some(result) = imported_postdate_error(t, side, account) {
+        return Some(result);
+    }
+    if !t.flags.contains(TransferFlags::POST_PENDING_TRANSFER) {
+        return None;
+    }
+    let (closed, overflows_posted, posted) = match side {
+        Side::Debit => {
+            (R::DebitAccountAlreadyClosed, R::OverflowsDebitsPosted, account.debits_posted)
+        }
+        Side::Credit => {
+            (R::CreditAccountAlreadyClosed, R::OverflowsCreditsPosted, account.credits_posted)
+        }
+    };
+    if account.flags.contains(AccountFlags::CLOSED) && !p.flags.contains(side.closing_flag()) {
+        return Some(closed);
+    }
+    if posted.checked_add(amount).is_none() {
+        return Some(overflows_posted);
+    }
+    None
 }
 
 /// The checks of one side of a transfer (not post/void) against that side's account,

@@ -34,7 +34,9 @@
 //! `balancing_*`, each side clamps by its own account and the coordinator commits the
 //! smaller amount, but limit checks ran against each side's own clamped amount.
 
-use super::create_transfer::{balanced_amount, pending_mismatch, resolve_post_or_void, side_error};
+use super::create_transfer::{
+    balanced_amount, pending_mismatch, post_side_error, resolve_post_or_void, side_error,
+};
 use super::Ledger;
 use crate::results::CreateTransferResult as R;
 use crate::store::{PendingState, Reservation, ReservationState, Store};
@@ -50,6 +52,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// The transfer flag that closes this side's account.
+    pub fn closing_flag(self) -> TransferFlags {
+        match self {
+            Side::Debit => TransferFlags::CLOSING_DEBIT,
+            Side::Credit => TransferFlags::CLOSING_CREDIT,
+        }
+    }
+
     /// Stable byte for snapshots and the digest.
     pub fn code(self) -> u8 {
         match self {
@@ -273,25 +283,13 @@ impl<S: Store> Ledger<S> {
             return SideVote::Busy;
         }
         let resolved = resolve_post_or_void(t, &p, post);
-        let closing = match side {
-            Side::Debit => TransferFlags::CLOSING_DEBIT,
-            Side::Credit => TransferFlags::CLOSING_CREDIT,
-        };
-        let mut failure = self.transfer_global_error(t);
-        if post {
-            if account.flags.contains(AccountFlags::CLOSED) && !p.flags.contains(closing) {
-                failure = failure.or(Some(match side {
-                    Side::Debit => R::DebitAccountAlreadyClosed,
-                    Side::Credit => R::CreditAccountAlreadyClosed,
-                }));
-            }
-            if posted_balance(&account, side).checked_add(resolved.amount).is_none() {
-                failure = failure.or(Some(match side {
-                    Side::Debit => R::OverflowsDebitsPosted,
-                    Side::Credit => R::OverflowsCreditsPosted,
-                }));
-            }
-        }
+        let failure = [
+            self.transfer_global_error(t),
+            post_side_error(t, &p, side, &account, resolved.amount),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(result) = failure {
             return SideVote::Rejected { result, account_ledger: Some(account.ledger) };
         }
@@ -338,11 +336,7 @@ impl<S: Store> Ledger<S> {
                 *posted_balance_mut(&mut account, side) += amount;
                 self.store.set_pending_state(p.id, PendingState::Posted);
             } else {
-                let closing = match side {
-                    Side::Debit => TransferFlags::CLOSING_DEBIT,
-                    Side::Credit => TransferFlags::CLOSING_CREDIT,
-                };
-                if p.flags.contains(closing) {
+                if p.flags.contains(side.closing_flag()) {
                     account.flags.remove(AccountFlags::CLOSED);
                 }
                 self.store.set_pending_state(p.id, PendingState::Voided);
@@ -350,11 +344,7 @@ impl<S: Store> Ledger<S> {
         } else if t.flags.contains(TransferFlags::PENDING) {
             // The reservation becomes the pending transfer's reservation.
             *pending_balance(&mut account, side) -= reserved - amount;
-            let closing = match side {
-                Side::Debit => TransferFlags::CLOSING_DEBIT,
-                Side::Credit => TransferFlags::CLOSING_CREDIT,
-            };
-            if t.flags.contains(closing) {
+            if t.flags.contains(side.closing_flag()) {
                 account.flags.insert(AccountFlags::CLOSED);
             }
             self.store.set_pending_state(t.id, PendingState::Pending);
@@ -426,13 +416,6 @@ fn pending_balance(account: &mut crate::types::Account, side: Side) -> &mut u128
     match side {
         Side::Debit => &mut account.debits_pending,
         Side::Credit => &mut account.credits_pending,
-    }
-}
-
-fn posted_balance(account: &crate::types::Account, side: Side) -> u128 {
-    match side {
-        Side::Debit => account.debits_posted,
-        Side::Credit => account.credits_posted,
     }
 }
 
