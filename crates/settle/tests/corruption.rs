@@ -34,8 +34,8 @@ use settle_ledger::{Account, Transfer};
 
 use fault_support::{
     accounts, check_balances, checkpoint_every, copy_dir, create_accounts, lookup_transfers,
-    patient_options, recovery_reports, replay, same_transfer, seed_from_env, send_acknowledged,
-    start, tail, transfer_batch, Ids, NodeProcess, Rng, SeedReport, Started,
+    patient_options, recovery_reports, replay, runtime, same_transfer, seed_from_env,
+    send_acknowledged, start, tail, transfer_batch, Ids, NodeProcess, Rng, SeedReport, Started,
 };
 
 const DEFAULT_SEED: u64 = 0xc0de_0bad_f11e_0002;
@@ -89,11 +89,7 @@ fn flip_and_truncate_bytes() {
     let _report = SeedReport { test: "corruption", seed };
     let started = std::time::Instant::now();
     let mut rng = Rng::new(seed);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = runtime();
     let accounts = accounts(&mut rng, ACCOUNTS);
     let mut ids = Ids::new();
 
@@ -461,11 +457,7 @@ fn a_torn_segment_behind_the_checkpoint_gives_the_same_answer_twice() {
     let seed = seed_from_env(DEFAULT_SEED);
     let _report = SeedReport { test: "corruption", seed };
     let mut rng = Rng::new(seed);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = runtime();
     let accounts = accounts(&mut rng, ACCOUNTS);
     let mut ids = Ids::new();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -26,8 +26,8 @@ use settle_ledger::{Account, CreateTransferResult, Transfer};
 
 use fault_support::{
     accounts, check_balances, checkpoint_every, create_accounts, lookup_transfers, patient_options,
-    recovery_reports, replay, same_transfer, seed_from_env, send_acknowledged, single_attempt,
-    start, tail, transfer_batch, Ids, Rng, SeedReport,
+    recovery_reports, replay, runtime, same_transfer, seed_from_env, send_acknowledged,
+    single_attempt, start, tail, transfer_batch, Ids, Rng, SeedReport,
 };
 
 const DEFAULT_SEED: u64 = 0x5e77_1e00_c4a5_0001;
@@ -73,11 +73,7 @@ fn kill_at_random_moments() {
     let _report = SeedReport { test: "crash", seed };
     let started = std::time::Instant::now();
     let mut rng = Rng::new(seed);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let accounts = accounts(&mut rng, ACCOUNTS);
     let mut ids = Ids::new();

@@ -30,6 +30,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 // Seeds.
 
 /// The seed from `SETTLE_SEED` (decimal or 0x-hex), else `default`.
+/// The runtime the fault tests drive their clients on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 pub fn seed_from_env(default: u64) -> u64 {
     match std::env::var("SETTLE_SEED") {
         Ok(text) => {
