@@ -13,12 +13,15 @@
 //! - [`ledger`]: the state machine. `Ledger` executes batches (`create_accounts`,
 //!   `create_transfers`), runs queries, expires pending transfers, and offers the
 //!   one-sided reserve/post/release hooks that cross-shard commit builds on.
+//! - [`request`]: every operation as one value (`Write`, `Read`, `Reply`), the one
+//!   dispatch of it, and the byte encoding of writes that replicated logs carry.
 //! - [`store`]: the tables behind the `Store` trait, and `MemStore`, the in-memory one.
 //!
 //! The full contract (order of checks, what changes on success) is `SEMANTICS.md`
 //! beside this crate's `Cargo.toml`.
 
 pub mod ledger;
+pub mod request;
 pub mod results;
 pub mod store;
 pub mod types;
@@ -26,6 +29,7 @@ pub mod types;
 pub use ledger::{
     combine_votes, BatchError, Decision, Ledger, Side, SideError, SideResolution, SideVote,
 };
+pub use request::{Read, Reply, Write};
 pub use results::{CreateAccountResult, CreateTransferResult};
 pub use store::{MemStore, Store};
 pub use types::{

@@ -11,13 +11,10 @@
 //! `PROPTEST_CASES=<n>` the number of cases. Failures print the seed and the concrete
 //! batches that led to the mismatch. No files are written.
 
-mod model;
-
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use model::{Model, ModelBatchError, PendingStatus};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 use settle_ledger::store::PendingState;
@@ -25,6 +22,7 @@ use settle_ledger::{
     Account, AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, MemStore, Transfer,
     TransferFlags, AMOUNT_MAX, BATCH_EVENTS_MAX, TIMESTAMP_MAX,
 };
+use settle_model::{Model, ModelBatchError, PendingStatus};
 
 const DEFAULT_SEED: u64 = 0x5e77_1e00_0000_0001;
 const DEFAULT_CASES: u32 = 256;

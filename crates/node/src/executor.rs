@@ -26,10 +26,7 @@ use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use settle_ledger::{
-    Account, AccountBalance, AccountFilter, CreateAccountResult, CreateTransferResult, Ledger,
-    QueryFilter, Transfer, RECORD_SIZE,
-};
+use settle_ledger::{Ledger, Read, Reply, Write, RECORD_SIZE};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::checkpoint;
@@ -41,29 +38,10 @@ pub const GROUP_MAX: usize = 64;
 /// Most groups waiting for the syncer.
 pub const SYNC_QUEUE_MAX: usize = 2;
 
-/// What a client asked for.
+/// What a client asked for: a write (logged) or a read.
 pub enum Command {
-    CreateAccounts(Vec<Account>),
-    CreateTransfers(Vec<Transfer>),
-    /// Expire pending transfers whose deadline has passed (sent by the node's timer).
-    Pulse,
-    LookupAccounts(Vec<u128>),
-    LookupTransfers(Vec<u128>),
-    GetAccountTransfers(AccountFilter),
-    GetAccountBalances(AccountFilter),
-    QueryAccounts(QueryFilter),
-    QueryTransfers(QueryFilter),
-}
-
-/// The answer to a [`Command`].
-#[derive(Debug)]
-pub enum Reply {
-    AccountResults(Vec<CreateAccountResult>),
-    TransferResults(Vec<CreateTransferResult>),
-    Accounts(Vec<Account>),
-    Transfers(Vec<Transfer>),
-    Balances(Vec<AccountBalance>),
-    Pulsed { expired: usize },
+    Write(Write),
+    Read(Read),
 }
 
 pub struct Request {
@@ -223,47 +201,31 @@ impl Executor {
 
     /// Executes one command; state-changing ones are appended to the log.
     fn execute(&mut self, command: Command) -> Result<Reply, NodeError> {
-        let ledger = &mut self.ledger;
-        let reply = match command {
-            Command::CreateAccounts(accounts) => {
-                let timestamp = ledger.next_batch_timestamp(now_ns(), accounts.len());
-                let results = ledger.create_accounts(timestamp, &accounts)?;
-                self.body.clear();
+        let write = match command {
+            Command::Read(read) => return Ok(self.ledger.query(&read)),
+            Command::Write(write) => write,
+        };
+        let commit_timestamp = self.ledger.commit_timestamp();
+        let (reply, timestamp) = self.ledger.execute_write(now_ns(), &write)?;
+        if timestamp == commit_timestamp {
+            // A pulse with nothing due: nothing changed, nothing to log.
+            debug_assert!(matches!(reply, Reply::Pulsed { expired: 0 }));
+            return Ok(reply);
+        }
+        self.body.clear();
+        let operation = match &write {
+            Write::CreateAccounts(accounts) => {
                 accounts.iter().for_each(|a| self.body.extend_from_slice(&a.to_bytes()));
-                self.log(Operation::CreateAccounts, timestamp)?;
-                Reply::AccountResults(results)
+                Operation::CreateAccounts
             }
-            Command::CreateTransfers(transfers) => {
-                let timestamp = ledger.next_batch_timestamp(now_ns(), transfers.len());
-                let results = ledger.create_transfers(timestamp, &transfers)?;
-                self.body.clear();
+            Write::CreateTransfers(transfers) => {
                 self.body.reserve(transfers.len() * RECORD_SIZE);
                 transfers.iter().for_each(|t| self.body.extend_from_slice(&t.to_bytes()));
-                self.log(Operation::CreateTransfers, timestamp)?;
-                Reply::TransferResults(results)
+                Operation::CreateTransfers
             }
-            Command::Pulse => {
-                let timestamp = ledger.next_batch_timestamp(now_ns(), 0);
-                let due = ledger.next_expiry().is_some_and(|deadline| deadline <= timestamp);
-                let mut expired = 0;
-                if due {
-                    expired = ledger.expire_pending_transfers(timestamp)?;
-                    self.body.clear();
-                    self.log(Operation::Pulse, timestamp)?;
-                }
-                Reply::Pulsed { expired }
-            }
-            Command::LookupAccounts(ids) => Reply::Accounts(ledger.lookup_accounts(&ids)),
-            Command::LookupTransfers(ids) => Reply::Transfers(ledger.lookup_transfers(&ids)),
-            Command::GetAccountTransfers(filter) => {
-                Reply::Transfers(ledger.get_account_transfers(&filter))
-            }
-            Command::GetAccountBalances(filter) => {
-                Reply::Balances(ledger.get_account_balances(&filter))
-            }
-            Command::QueryAccounts(filter) => Reply::Accounts(ledger.query_accounts(&filter)),
-            Command::QueryTransfers(filter) => Reply::Transfers(ledger.query_transfers(&filter)),
+            Write::Pulse => Operation::Pulse,
         };
+        self.log(operation, timestamp)?;
         Ok(reply)
     }
 

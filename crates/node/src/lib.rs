@@ -33,7 +33,8 @@ use settle_proto::pb::ledger_server::LedgerServer;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use executor::{Command, ExecutorConfig, ExecutorState, Reply, Request};
+use executor::{Command, ExecutorConfig, ExecutorState, Request};
+use settle_ledger::{Reply, Write};
 use storage::checkpoint::CheckpointError;
 use storage::wal::WalError;
 
@@ -228,7 +229,7 @@ async fn pulse(requests: mpsc::Sender<Request>, state: Arc<ExecutorState>) {
             continue;
         }
         let (reply, answer) = oneshot::channel();
-        if requests.send(Request { command: Command::Pulse, reply }).await.is_err() {
+        if requests.send(Request { command: Command::Write(Write::Pulse), reply }).await.is_err() {
             return;
         }
         if let Ok(Ok(Reply::Pulsed { expired })) = answer.await {

@@ -8,8 +8,9 @@ use settle_proto::pb;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request as GrpcRequest, Response, Status};
 
-use crate::executor::{Command, Reply, Request};
+use crate::executor::{Command, Request};
 use crate::NodeError;
+use settle_ledger::{Read, Reply, Write};
 
 pub struct Service {
     pub requests: mpsc::Sender<Request>,
@@ -61,7 +62,7 @@ impl pb::ledger_server::Ledger for Service {
         if accounts.is_empty() {
             return Ok(Response::new(pb::CreateAccountsReply { results: Vec::new() }));
         }
-        match self.call(Command::CreateAccounts(accounts)).await? {
+        match self.call(Command::Write(Write::CreateAccounts(accounts))).await? {
             Reply::AccountResults(results) => Ok(Response::new(pb::CreateAccountsReply {
                 results: convert::account_results_to_pb(&results),
             })),
@@ -78,7 +79,7 @@ impl pb::ledger_server::Ledger for Service {
         if transfers.is_empty() {
             return Ok(Response::new(pb::CreateTransfersReply { results: Vec::new() }));
         }
-        match self.call(Command::CreateTransfers(transfers)).await? {
+        match self.call(Command::Write(Write::CreateTransfers(transfers))).await? {
             Reply::TransferResults(results) => Ok(Response::new(pb::CreateTransfersReply {
                 results: convert::transfer_results_to_pb(&results),
             })),
@@ -92,7 +93,7 @@ impl pb::ledger_server::Ledger for Service {
     ) -> Result<Response<pb::AccountsReply>, Status> {
         let ids = convert::ids_from_pb(&request.get_ref().ids);
         check_count("ids", ids.len())?;
-        accounts_reply(self.call(Command::LookupAccounts(ids)).await?)
+        accounts_reply(self.call(Command::Read(Read::LookupAccounts(ids))).await?)
     }
 
     async fn lookup_transfers(
@@ -101,7 +102,7 @@ impl pb::ledger_server::Ledger for Service {
     ) -> Result<Response<pb::TransfersReply>, Status> {
         let ids = convert::ids_from_pb(&request.get_ref().ids);
         check_count("ids", ids.len())?;
-        transfers_reply(self.call(Command::LookupTransfers(ids)).await?)
+        transfers_reply(self.call(Command::Read(Read::LookupTransfers(ids))).await?)
     }
 
     async fn get_account_transfers(
@@ -109,7 +110,7 @@ impl pb::ledger_server::Ledger for Service {
         request: GrpcRequest<pb::AccountFilter>,
     ) -> Result<Response<pb::TransfersReply>, Status> {
         let filter = request.get_ref().try_into().map_err(invalid)?;
-        transfers_reply(self.call(Command::GetAccountTransfers(filter)).await?)
+        transfers_reply(self.call(Command::Read(Read::GetAccountTransfers(filter))).await?)
     }
 
     async fn get_account_balances(
@@ -117,7 +118,7 @@ impl pb::ledger_server::Ledger for Service {
         request: GrpcRequest<pb::AccountFilter>,
     ) -> Result<Response<pb::AccountBalancesReply>, Status> {
         let filter = request.get_ref().try_into().map_err(invalid)?;
-        match self.call(Command::GetAccountBalances(filter)).await? {
+        match self.call(Command::Read(Read::GetAccountBalances(filter))).await? {
             Reply::Balances(balances) => Ok(Response::new(pb::AccountBalancesReply {
                 balances: balances.iter().map(pb::AccountBalance::from).collect(),
             })),
@@ -130,7 +131,7 @@ impl pb::ledger_server::Ledger for Service {
         request: GrpcRequest<pb::QueryFilter>,
     ) -> Result<Response<pb::AccountsReply>, Status> {
         let filter = request.get_ref().try_into().map_err(invalid)?;
-        accounts_reply(self.call(Command::QueryAccounts(filter)).await?)
+        accounts_reply(self.call(Command::Read(Read::QueryAccounts(filter))).await?)
     }
 
     async fn query_transfers(
@@ -138,7 +139,7 @@ impl pb::ledger_server::Ledger for Service {
         request: GrpcRequest<pb::QueryFilter>,
     ) -> Result<Response<pb::TransfersReply>, Status> {
         let filter = request.get_ref().try_into().map_err(invalid)?;
-        transfers_reply(self.call(Command::QueryTransfers(filter)).await?)
+        transfers_reply(self.call(Command::Read(Read::QueryTransfers(filter))).await?)
     }
 }
 

@@ -1,12 +1,13 @@
-//! A reference model of the ledger, written from `SEMANTICS.md` alone.
+//! # settle-model
+//!
+//! A reference model of the ledger, written from `crates/ledger/SEMANTICS.md` alone. The
+//! ledger's property tests and the simulator's checkers compare settle against it.
 //!
 //! It is meant to be read side by side with that page: every check is one `if`, in the
 //! order the page lists them, and the step numbers in comments are the page's. It uses
 //! plain maps and clones the whole state at the start of each linked chain, so that a
 //! rollback is "put the clone back". Speed does not matter here; being obviously right
 //! does. History (`AccountBalance`) is not modelled.
-
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 

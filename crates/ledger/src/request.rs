@@ -1,0 +1,201 @@
+//! Requests and replies: every operation a client can ask of a ledger, as one value,
+//! and the one place that dispatches it. The durable node, the Raft replica and the
+//! simulator all execute requests through [`Ledger::execute_write`] and
+//! [`Ledger::query`], so they cannot disagree on what an operation means.
+//!
+//! Writes also have a stable byte encoding ([`Write::encode`]): it is what a replicated
+//! log carries, so every replica decodes and executes the very same bytes.
+
+use crate::ledger::{BatchError, Ledger};
+use crate::results::{CreateAccountResult, CreateTransferResult};
+use crate::store::Store;
+use crate::types::{
+    Account, AccountBalance, AccountFilter, QueryFilter, Transfer, BATCH_EVENTS_MAX, RECORD_SIZE,
+};
+
+/// A request that changes state (and so goes through the log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    CreateAccounts(Vec<Account>),
+    CreateTransfers(Vec<Transfer>),
+    /// Expire the pending transfers whose deadline has passed.
+    Pulse,
+}
+
+/// A request that only reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    LookupAccounts(Vec<u128>),
+    LookupTransfers(Vec<u128>),
+    GetAccountTransfers(AccountFilter),
+    GetAccountBalances(AccountFilter),
+    QueryAccounts(QueryFilter),
+    QueryTransfers(QueryFilter),
+}
+
+/// The answer to a [`Write`] or a [`Read`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    AccountResults(Vec<CreateAccountResult>),
+    TransferResults(Vec<CreateTransferResult>),
+    Accounts(Vec<Account>),
+    Transfers(Vec<Transfer>),
+    Balances(Vec<AccountBalance>),
+    Pulsed { expired: usize },
+}
+
+/// Why bytes are not an encoded [`Write`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("an encoded write is at least {HEADER_SIZE} bytes, got {0}")]
+    Short(usize),
+    #[error("unknown write operation {0}")]
+    UnknownOperation(u8),
+    #[error("a write's body must be whole {RECORD_SIZE}-byte records of at most {BATCH_EVENTS_MAX} events, got {0} bytes")]
+    BadBody(usize),
+    #[error("a pulse carries no events, got {0} bytes")]
+    PulseWithBody(usize),
+}
+
+/// Operation byte, then the proposer's clock reading (`u64` LE, ns).
+pub const HEADER_SIZE: usize = 9;
+
+const OP_CREATE_ACCOUNTS: u8 = 1;
+const OP_CREATE_TRANSFERS: u8 = 2;
+const OP_PULSE: u8 = 3;
+
+impl Write {
+    /// How many events the batch holds (0 for a pulse).
+    pub fn event_count(&self) -> usize {
+        match self {
+            Write::CreateAccounts(accounts) => accounts.len(),
+            Write::CreateTransfers(transfers) => transfers.len(),
+            Write::Pulse => 0,
+        }
+    }
+
+    /// Appends the encoding of this write, proposed at `clock_ns` on the proposer's
+    /// clock, to `out`: operation byte, `clock_ns` (u64 LE), then the events as
+    /// 128-byte records.
+    pub fn encode(&self, clock_ns: u64, out: &mut Vec<u8>) {
+        let (op, records) = match self {
+            Write::CreateAccounts(accounts) => (OP_CREATE_ACCOUNTS, accounts.len()),
+            Write::CreateTransfers(transfers) => (OP_CREATE_TRANSFERS, transfers.len()),
+            Write::Pulse => (OP_PULSE, 0),
+        };
+        out.reserve(HEADER_SIZE + records * RECORD_SIZE);
+        out.push(op);
+        out.extend_from_slice(&clock_ns.to_le_bytes());
+        match self {
+            Write::CreateAccounts(accounts) => {
+                accounts.iter().for_each(|a| out.extend_from_slice(&a.to_bytes()));
+            }
+            Write::CreateTransfers(transfers) => {
+                transfers.iter().for_each(|t| out.extend_from_slice(&t.to_bytes()));
+            }
+            Write::Pulse => {}
+        }
+    }
+
+    /// The write and the proposer's clock reading encoded in `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<(Write, u64), DecodeError> {
+        if bytes.len() < HEADER_SIZE {
+            return Err(DecodeError::Short(bytes.len()));
+        }
+        let clock_ns = u64::from_le_bytes(bytes[1..HEADER_SIZE].try_into().expect("8 bytes"));
+        let body = &bytes[HEADER_SIZE..];
+        let whole =
+            body.len().is_multiple_of(RECORD_SIZE) && body.len() / RECORD_SIZE <= BATCH_EVENTS_MAX;
+        let records = || body.chunks_exact(RECORD_SIZE).map(|r| r.try_into().expect("128 bytes"));
+        let write = match bytes[0] {
+            OP_CREATE_ACCOUNTS if whole => {
+                Write::CreateAccounts(records().map(Account::from_bytes).collect())
+            }
+            OP_CREATE_TRANSFERS if whole => {
+                Write::CreateTransfers(records().map(Transfer::from_bytes).collect())
+            }
+            OP_CREATE_ACCOUNTS | OP_CREATE_TRANSFERS => {
+                return Err(DecodeError::BadBody(body.len()))
+            }
+            OP_PULSE if body.is_empty() => Write::Pulse,
+            OP_PULSE => return Err(DecodeError::PulseWithBody(body.len())),
+            op => return Err(DecodeError::UnknownOperation(op)),
+        };
+        Ok((write, clock_ns))
+    }
+}
+
+impl<S: Store> Ledger<S> {
+    /// Executes a write proposed at `clock_ns`, at the timestamp closest to it that the
+    /// ledger allows (timestamps never go backwards, whatever the clock did). Returns
+    /// the reply and the timestamp used. Deterministic: the same writes with the same
+    /// clock readings give the same timestamps on every replica.
+    ///
+    /// A pulse when nothing is due changes nothing (not even the commit timestamp).
+    pub fn execute_write(
+        &mut self,
+        clock_ns: u64,
+        write: &Write,
+    ) -> Result<(Reply, u64), BatchError> {
+        let timestamp = self.next_batch_timestamp(clock_ns, write.event_count());
+        let reply = match write {
+            Write::CreateAccounts(accounts) => {
+                Reply::AccountResults(self.create_accounts(timestamp, accounts)?)
+            }
+            Write::CreateTransfers(transfers) => {
+                Reply::TransferResults(self.create_transfers(timestamp, transfers)?)
+            }
+            Write::Pulse => {
+                let due = self.next_expiry().is_some_and(|deadline| deadline <= timestamp);
+                if !due {
+                    return Ok((Reply::Pulsed { expired: 0 }, self.commit_timestamp()));
+                }
+                Reply::Pulsed { expired: self.expire_pending_transfers(timestamp)? }
+            }
+        };
+        Ok((reply, timestamp))
+    }
+
+    /// Answers a read on the current state.
+    pub fn query(&self, read: &Read) -> Reply {
+        match read {
+            Read::LookupAccounts(ids) => Reply::Accounts(self.lookup_accounts(ids)),
+            Read::LookupTransfers(ids) => Reply::Transfers(self.lookup_transfers(ids)),
+            Read::GetAccountTransfers(filter) => {
+                Reply::Transfers(self.get_account_transfers(filter))
+            }
+            Read::GetAccountBalances(filter) => Reply::Balances(self.get_account_balances(filter)),
+            Read::QueryAccounts(filter) => Reply::Accounts(self.query_accounts(filter)),
+            Read::QueryTransfers(filter) => Reply::Transfers(self.query_transfers(filter)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_round_trip_and_bad_bytes_are_refused() {
+        let transfer = Transfer { id: 7, amount: 3, ledger: 1, code: 1, ..Default::default() };
+        let account = Account { id: 9, ledger: 1, code: 2, ..Default::default() };
+        for write in [
+            Write::CreateTransfers(vec![transfer; 3]),
+            Write::CreateAccounts(vec![account]),
+            Write::Pulse,
+        ] {
+            let mut bytes = Vec::new();
+            write.encode(42, &mut bytes);
+            assert_eq!(Write::decode(&bytes), Ok((write.clone(), 42)));
+            if write != Write::Pulse {
+                assert_eq!(
+                    Write::decode(&bytes[..bytes.len() - 1]),
+                    Err(DecodeError::BadBody(bytes.len() - 1 - HEADER_SIZE))
+                );
+            }
+        }
+        assert_eq!(Write::decode(&[2; 5]), Err(DecodeError::Short(5)));
+        assert_eq!(Write::decode(&[9; 9]), Err(DecodeError::UnknownOperation(9)));
+        assert_eq!(Write::decode(&[3; 10]), Err(DecodeError::PulseWithBody(1)));
+    }
+}

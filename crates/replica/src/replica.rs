@@ -1,0 +1,571 @@
+//! [`Replica`]: one replica of a shard as a pure state machine. Inputs are method calls
+//! (`tick`, `step`, `propose`, `read`, `persisted`, `report_snapshot`); everything the
+//! replica wants done comes out of [`Replica::poll`] as an [`Output`]: messages to send,
+//! records to write, the ready number to report once they are durable, replies.
+//!
+//! Inside, raft-rs's `RawNode` decides the order of writes, and the ledger executes them
+//! as they commit. raft-rs is driven with asynchronous persistence: its entries enter
+//! the in-memory [`LogStore`] at once (so they can be replicated), and raft-rs is told
+//! they are durable (`on_persist_ready`) only when the shell says its fsync covered
+//! them. Messages that promise durability (votes, append acks) are held until then.
+//!
+//! Determinism: no clock (the shell passes its reading in), no randomness but raft-rs's
+//! election timeout, which is overwritten from a seeded generator whenever raft-rs
+//! redraws it (on every change of term or role).
+//!
+//! Touches: raft-rs, the ledger, the in-memory log. No IO.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use protobuf::Message as _;
+use raft_proto::ConfChangeI;
+use raft::{RawNode, StateRole};
+use settle_ledger::{Ledger, MemStore, Read, Reply, Write, BATCH_EVENTS_MAX};
+
+use crate::durable::Record;
+use crate::log_store::LogStore;
+
+/// Identifies a request to the shell that submitted it.
+pub type Token = u64;
+
+/// Settings of one replica.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This replica's id in its group (not 0).
+    pub id: u64,
+    /// Ticks without a leader before a follower campaigns (randomized up to twice this).
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// A checkpoint (snapshot of the ledger, log compaction) every this many entries.
+    pub checkpoint_entries: u64,
+    /// Entries kept behind a checkpoint, so that a follower just behind needs no snapshot.
+    pub keep_entries: u64,
+    /// Most writes proposed and not yet answered; beyond, requests are refused `Busy`.
+    pub proposals_max: usize,
+    /// Most reads waiting for their read index.
+    pub reads_max: usize,
+    /// A request not answered after this many ticks is answered `Unknown`.
+    pub request_timeout_ticks: u64,
+    /// Seeds the election timeouts.
+    pub seed: u64,
+}
+
+impl Config {
+    pub fn new(id: u64, seed: u64) -> Config {
+        Config {
+            id,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            checkpoint_entries: 1024,
+            keep_entries: 256,
+            proposals_max: 1024,
+            reads_max: 1024,
+            request_timeout_ticks: 50,
+            seed,
+        }
+    }
+}
+
+/// Why a request got no result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not the leader; `leader` is the one this replica knows of. Nothing was done.
+    NotLeader { leader: Option<u64> },
+    /// Too many requests in flight. Nothing was done.
+    Busy,
+    /// The outcome is unknown (leadership changed, the group is unreachable, or the
+    /// request timed out): a write may or may not be applied. Retrying is safe, because
+    /// ids are idempotent.
+    Unknown,
+}
+
+/// A write this replica applied, for checkers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    pub term: u64,
+    /// The timestamp the ledger executed it at (0 for entries that are not writes).
+    pub timestamp: u64,
+    pub write: Option<Write>,
+    pub reply: Option<Reply>,
+}
+
+/// What the shell must do after an input, in this order: send `messages` (any order,
+/// now), append `writes` to the disk in order, and once an fsync covers them, call
+/// [`Replica::persisted`] with `persist_number` (if any). `replies` go to clients.
+#[derive(Default, Debug)]
+pub struct Output {
+    pub messages: Vec<Message>,
+    pub writes: Vec<Record>,
+    pub persist_number: Option<u64>,
+    pub replies: Vec<(Token, Result<Reply, Refusal>)>,
+    /// Filled only when `Replica::record_applied` is on (the simulator's checkers).
+    pub applied: Vec<Applied>,
+}
+
+impl Output {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.writes.is_empty()
+            && self.persist_number.is_none()
+            && self.replies.is_empty()
+            && self.applied.is_empty()
+    }
+}
+
+/// A replica stopped itself: its state can no longer be trusted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Halt {
+    #[error("committed entry {index} is not a valid write: {reason}")]
+    BadEntry { index: u64, reason: String },
+    #[error("snapshot at index {index} does not load: {reason}")]
+    BadSnapshot { index: u64, reason: String },
+}
+
+struct Proposal {
+    term: u64,
+    /// `None` for writes the replica proposes itself (pulses).
+    token: Option<Token>,
+    deadline_tick: u64,
+}
+
+struct PendingRead {
+    token: Token,
+    read: Read,
+    deadline_tick: u64,
+    /// Set once raft-rs confirmed the read index: answer when applied reaches it.
+    index: Option<u64>,
+}
+
+pub struct Replica {
+    config: Config,
+    raw: RawNode<LogStore>,
+    ledger: Ledger,
+    applied: u64,
+    /// Election-timeout generator (splitmix64 state).
+    rng: u64,
+    /// (term, role) when the election timeout was last set.
+    seen: (u64, StateRole),
+    ticks: u64,
+    clock_ns: u64,
+    proposals: BTreeMap<u64, Proposal>,
+    reads: BTreeMap<u64, PendingRead>,
+    next_read_id: u64,
+    /// Ready numbers handed to the shell, with the messages to send once durable.
+    awaiting_persist: VecDeque<(u64, Vec<Message>)>,
+    out: Output,
+    record_applied: bool,
+    halted: Option<Halt>,
+}
+
+impl Replica {
+    /// A replica over `log` (a new group's empty log, or one recovered from disk). Its
+    /// ledger is the latest snapshot's, and raft-rs replays the committed entries after.
+    pub fn new(config: Config, log: LogStore) -> Result<Replica, Halt> {
+        let snapshot = log.latest_snapshot().clone();
+        let index = snapshot.get_metadata().index;
+        let ledger = if index == 0 { Ledger::new(MemStore::default()) } else { load(&snapshot)? };
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied: index,
+            pre_vote: true,
+            check_quorum: true,
+            max_inflight_msgs: 256,
+            max_size_per_msg: 4 << 20,
+            ..Default::default()
+        };
+        raft_config.validate().expect("valid raft settings");
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, log, &logger).expect("a log raft-rs accepts");
+        let mut replica = Replica {
+            rng: config.seed ^ (config.id << 32),
+            config,
+            seen: (raw.raft.term, raw.raft.state),
+            raw,
+            ledger,
+            applied: index,
+            ticks: 0,
+            clock_ns: 0,
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_read_id: 1,
+            awaiting_persist: VecDeque::new(),
+            out: Output::default(),
+            record_applied: false,
+            halted: None,
+        };
+        replica.draw_election_timeout();
+        Ok(replica)
+    }
+
+    /// Report every applied entry in `Output::applied` (for checkers).
+    pub fn record_applied(&mut self, on: bool) {
+        self.record_applied = on;
+    }
+
+    pub fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.raw.raft.leader_id).filter(|&id| id != raft::INVALID_ID)
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn halted(&self) -> Option<&Halt> {
+        self.halted.as_ref()
+    }
+
+    /// Advances logical time by one tick; `now_ns` is the shell's clock (it may jump).
+    pub fn tick(&mut self, now_ns: u64) {
+        if self.halted.is_some() {
+            return;
+        }
+        self.ticks += 1;
+        self.clock_ns = now_ns;
+        self.raw.tick();
+        self.set_election_timeout();
+        self.expire_requests();
+        self.maybe_pulse();
+    }
+
+    /// A message from another replica of this group.
+    pub fn step(&mut self, message: Message) {
+        if self.halted.is_some() {
+            return;
+        }
+        // Errors are messages raft-rs chose to ignore (stale term, unknown peer).
+        let _ = self.raw.step(message);
+        self.set_election_timeout();
+    }
+
+    /// Proposes a write; its reply comes out of `poll` once it is applied here.
+    pub fn propose(&mut self, token: Token, write: &Write, now_ns: u64) {
+        assert!(write.event_count() <= BATCH_EVENTS_MAX, "the shell validates batch sizes");
+        self.clock_ns = now_ns;
+        if let Err(refusal) = self.admit_write() {
+            self.out.replies.push((token, Err(refusal)));
+            return;
+        }
+        if let Err(refusal) = self.propose_write(Some(token), write) {
+            self.out.replies.push((token, Err(refusal)));
+        }
+    }
+
+    /// A linearizable read (ReadIndex): answered once this replica has applied
+    /// everything committed when the leader confirmed its leadership.
+    pub fn read(&mut self, token: Token, read: Read) {
+        let refusal = if self.halted.is_some() {
+            Some(Refusal::Unknown)
+        } else if self.leader().is_none() {
+            Some(Refusal::NotLeader { leader: None })
+        } else if self.reads.len() >= self.config.reads_max {
+            Some(Refusal::Busy)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.out.replies.push((token, Err(refusal)));
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        let deadline_tick = self.ticks + self.config.request_timeout_ticks;
+        self.reads.insert(id, PendingRead { token, read, deadline_tick, index: None });
+        self.raw.read_index(id.to_le_bytes().to_vec());
+    }
+
+    /// The shell's fsync covered every record of the outputs up to ready `number`.
+    pub fn persisted(&mut self, number: u64) {
+        if self.halted.is_some() {
+            return;
+        }
+        while let Some((n, _)) = self.awaiting_persist.front() {
+            if *n > number {
+                break;
+            }
+            let (_, messages) = self.awaiting_persist.pop_front().expect("front");
+            self.out.messages.extend(messages);
+        }
+        self.raw.on_persist_ready(number);
+    }
+
+    /// Whether a snapshot sent to `to` arrived.
+    pub fn report_snapshot(&mut self, to: u64, delivered: bool) {
+        use raft::SnapshotStatus;
+        let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+        self.raw.report_snapshot(to, status);
+    }
+
+    /// Proposes a change of the group's members (joint consensus for several at once).
+    pub fn propose_conf_change(&mut self, change: ConfChangeV2) -> Result<(), Refusal> {
+        self.admit_write()?;
+        self.raw.propose_conf_change(vec![], change).map_err(|_| Refusal::Busy)
+    }
+
+    /// Everything the inputs since the last call produced.
+    pub fn poll(&mut self) -> Output {
+        while self.halted.is_none() && self.raw.has_ready() {
+            self.handle_ready();
+        }
+        self.answer_reads();
+        self.maybe_checkpoint();
+        std::mem::take(&mut self.out)
+    }
+
+    fn admit_write(&self) -> Result<(), Refusal> {
+        if self.halted.is_some() {
+            return Err(Refusal::Unknown);
+        }
+        if !self.is_leader() {
+            return Err(Refusal::NotLeader { leader: self.leader() });
+        }
+        if self.proposals.len() >= self.config.proposals_max {
+            return Err(Refusal::Busy);
+        }
+        Ok(())
+    }
+
+    fn propose_write(&mut self, token: Option<Token>, write: &Write) -> Result<(), Refusal> {
+        let mut data = Vec::new();
+        write.encode(self.clock_ns, &mut data);
+        let last_before = self.raw.raft.raft_log.last_index();
+        self.raw.propose(vec![], data).map_err(|_| Refusal::NotLeader { leader: self.leader() })?;
+        let index = self.raw.raft.raft_log.last_index();
+        assert_eq!(index, last_before + 1, "one proposal, one entry");
+        let deadline_tick = self.ticks + self.config.request_timeout_ticks;
+        self.proposals.insert(index, Proposal { term: self.raw.raft.term, token, deadline_tick });
+        Ok(())
+    }
+
+    fn handle_ready(&mut self) {
+        let mut ready = self.raw.ready();
+        self.out.messages.extend(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            if let Err(halt) = self.install(&snapshot) {
+                self.halt(halt);
+                return;
+            }
+            self.out.writes.push(Record::InstalledSnapshot(snapshot));
+        }
+        let committed = ready.take_committed_entries();
+        self.apply(committed);
+        if !ready.entries().is_empty() {
+            self.raw.mut_store().append(ready.entries());
+            self.out.writes.push(Record::Entries(ready.take_entries()));
+        }
+        if let Some(hs) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone());
+            self.out.writes.push(Record::HardState(hs.clone()));
+        }
+        for state in ready.take_read_states() {
+            let id = u64::from_le_bytes(state.request_ctx.as_slice().try_into().unwrap_or([0; 8]));
+            if let Some(read) = self.reads.get_mut(&id) {
+                read.index = Some(state.index);
+            }
+        }
+        let number = ready.number();
+        self.awaiting_persist.push_back((number, ready.take_persisted_messages()));
+        self.out.persist_number = Some(number);
+        self.raw.advance_append_async(ready);
+        self.set_election_timeout();
+    }
+
+    fn install(&mut self, snapshot: &Snapshot) -> Result<(), Halt> {
+        let index = snapshot.get_metadata().index;
+        self.ledger = load(snapshot)?;
+        self.raw.mut_store().install_snapshot(snapshot.clone());
+        self.applied = index;
+        // Whatever waited on entries the snapshot covers cannot be matched any more.
+        let covered: Vec<u64> = self.proposals.range(..=index).map(|(&i, _)| i).collect();
+        for index in covered {
+            let proposal = self.proposals.remove(&index).expect("listed");
+            if let Some(token) = proposal.token {
+                self.out.replies.push((token, Err(Refusal::Unknown)));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            if self.halted.is_some() {
+                return;
+            }
+            assert_eq!(entry.index, self.applied + 1, "entries apply once, in order");
+            let outcome = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => Ok(None),
+                EntryType::EntryNormal => self.apply_write(&entry).map(Some),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_conf_change(&entry).map(|()| None)
+                }
+            };
+            let (write, reply, timestamp) = match outcome {
+                Ok(Some((write, reply, timestamp))) => (Some(write), Some(reply), timestamp),
+                Ok(None) => (None, None, 0),
+                Err(halt) => return self.halt(halt),
+            };
+            self.applied = entry.index;
+            if let Some(proposal) = self.proposals.remove(&entry.index) {
+                if let Some(token) = proposal.token {
+                    let answer = match (&reply, proposal.term == entry.term) {
+                        (Some(reply), true) => Ok(reply.clone()),
+                        // Another leader's entry took this index: ours was never applied,
+                        // but the client cannot tell that from a lost reply.
+                        _ => Err(Refusal::Unknown),
+                    };
+                    self.out.replies.push((token, answer));
+                }
+            }
+            if self.record_applied {
+                let (index, term) = (entry.index, entry.term);
+                self.out.applied.push(Applied { index, term, timestamp, write, reply });
+            }
+        }
+        self.raw.advance_apply_to(self.applied);
+    }
+
+    fn apply_write(&mut self, entry: &Entry) -> Result<(Write, Reply, u64), Halt> {
+        let bad = |reason: String| Halt::BadEntry { index: entry.index, reason };
+        let (write, clock_ns) = Write::decode(&entry.data).map_err(|e| bad(e.to_string()))?;
+        let (reply, timestamp) =
+            self.ledger.execute_write(clock_ns, &write).map_err(|e| bad(e.to_string()))?;
+        Ok((write, reply, timestamp))
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), Halt> {
+        let bad = |reason: String| Halt::BadEntry { index: entry.index, reason };
+        let change: ConfChangeV2 = if entry.get_entry_type() == EntryType::EntryConfChange {
+            let mut change = ConfChange::default();
+            change.merge_from_bytes(&entry.data).map_err(|e| bad(e.to_string()))?;
+            change.into_v2()
+        } else {
+            let mut change = ConfChangeV2::default();
+            change.merge_from_bytes(&entry.data).map_err(|e| bad(e.to_string()))?;
+            change
+        };
+        let conf_state = self.raw.apply_conf_change(&change).map_err(|e| bad(e.to_string()))?;
+        self.raw.mut_store().set_conf_state(conf_state);
+        Ok(())
+    }
+
+    fn answer_reads(&mut self) {
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, read)| read.index.is_some_and(|index| index <= self.applied))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ready {
+            let read = self.reads.remove(&id).expect("listed");
+            self.out.replies.push((read.token, Ok(self.ledger.query(&read.read))));
+        }
+    }
+
+    fn expire_requests(&mut self) {
+        let now = self.ticks;
+        let expired: Vec<u64> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| p.deadline_tick <= now)
+            .map(|(&i, _)| i)
+            .collect();
+        for index in expired {
+            if let Some(token) = self.proposals.remove(&index).and_then(|p| p.token) {
+                self.out.replies.push((token, Err(Refusal::Unknown)));
+            }
+        }
+        let expired: Vec<u64> =
+            self.reads.iter().filter(|(_, r)| r.deadline_tick <= now).map(|(&id, _)| id).collect();
+        for id in expired {
+            let read = self.reads.remove(&id).expect("listed");
+            self.out.replies.push((read.token, Err(Refusal::Unknown)));
+        }
+    }
+
+    /// The leader proposes a pulse when a pending transfer's deadline has passed on its
+    /// clock (one at a time).
+    fn maybe_pulse(&mut self) {
+        let due = self.ledger.next_expiry().is_some_and(|deadline| deadline <= self.clock_ns);
+        let in_flight = self.proposals.values().any(|p| p.token.is_none());
+        if due && !in_flight && self.admit_write().is_ok() {
+            // A refusal here only means leadership moved on; the next leader pulses.
+            let _ = self.propose_write(None, &Write::Pulse);
+        }
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        let store = self.raw.store();
+        let last = store.latest_snapshot().get_metadata().index;
+        if self.halted.is_some() || self.applied < last + self.config.checkpoint_entries {
+            return;
+        }
+        let mut snapshot = Snapshot::default();
+        let mut data = Vec::new();
+        self.ledger.write_snapshot(&mut data).expect("writing to memory cannot fail");
+        snapshot.data = data.into();
+        let meta = snapshot.mut_metadata();
+        meta.index = self.applied;
+        meta.term =
+            raft::Storage::term(store, self.applied).expect("applied entries are in the log");
+        meta.set_conf_state(store.conf_state().clone());
+        let keep_from = (self.applied + 1).saturating_sub(self.config.keep_entries).max(1);
+        self.raw.mut_store().checkpoint(snapshot.clone(), keep_from);
+        self.out.writes.push(Record::Checkpoint { snapshot, keep_from });
+    }
+
+    fn halt(&mut self, halt: Halt) {
+        // Fail-stop: answer nothing more. Waiting clients time out and go elsewhere.
+        self.halted = Some(halt);
+    }
+
+    /// raft-rs redraws its election timeout from the thread's RNG whenever it changes
+    /// term or role; replace each draw with one from the seeded generator.
+    fn set_election_timeout(&mut self) {
+        let now = (self.raw.raft.term, self.raw.raft.state);
+        if now != self.seen {
+            self.seen = now;
+            self.draw_election_timeout();
+        }
+    }
+
+    fn draw_election_timeout(&mut self) {
+        let span = self.config.election_ticks as u64;
+        let timeout = self.config.election_ticks + (splitmix64(&mut self.rng) % span) as usize;
+        self.raw.raft.set_randomized_election_timeout(timeout);
+    }
+}
+
+fn load(snapshot: &Snapshot) -> Result<Ledger, Halt> {
+    let data = &snapshot.data;
+    Ledger::read_snapshot(MemStore::default(), data.len() as u64, || Ok(&data[..])).map_err(|e| {
+        Halt::BadSnapshot { index: snapshot.get_metadata().index, reason: e.to_string() }
+    })
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
