@@ -4,10 +4,12 @@
 //! framed as `len: u32 LE | len_check: u32 LE | kind: u8 | payload | checksum: 16 bytes`:
 //! `len_check` guards the length on its own (a damaged length would otherwise make the
 //! rest of the log look like one torn record), and the checksum is BLAKE3 of kind and
-//! payload truncated to 128 bits. [`decode_all`] reads records back: a last record cut
-//! short or failing its checksum is a write torn by a crash and is cut; any other damage
-//! is corruption, and the replica refuses to start: it must not vote or ack with a log
-//! it cannot trust.
+//! payload truncated to 128 bits. [`decode_all`] reads records back. A damaged record
+//! followed by no valid record is the write a crash tore (records are only appended, so
+//! nothing valid can follow a torn one) and is cut; a damaged record with a valid one
+//! anywhere after it is corruption, and the replica refuses to start: it must not vote
+//! or ack with a log it cannot trust. (Damage to the very last record looks exactly like
+//! a torn write; the checksum cannot tell them apart.)
 //!
 //! [`recover`] folds the records into the in-memory [`LogStore`] a replica restarts
 //! from. Touches nothing but bytes in memory: the shell owns the files.
@@ -106,8 +108,12 @@ pub fn decode_all(bytes: &[u8], verify: bool) -> Result<(Vec<Record>, usize), Co
                 records.push(record);
                 offset += len;
             }
-            Err(Damage::Torn) => return Ok((records, offset)),
-            Err(Damage::Corrupt(reason)) => {
+            Err(reason) => {
+                let valid_after = (offset + 1..bytes.len())
+                    .any(|later| decode_one(&bytes[later..], verify).is_ok());
+                if !valid_after {
+                    return Ok((records, offset));
+                }
                 let behind = bytes.len() - offset;
                 return Err(CorruptLog::Middle { offset, reason, behind });
             }
@@ -116,34 +122,27 @@ pub fn decode_all(bytes: &[u8], verify: bool) -> Result<(Vec<Record>, usize), Co
     Ok((records, offset))
 }
 
-enum Damage {
-    /// The last write, cut short by a crash.
-    Torn,
-    Corrupt(&'static str),
-}
-
-/// One record at the start of `bytes` and its length.
-fn decode_one(bytes: &[u8], verify: bool) -> Result<(Record, usize), Damage> {
+/// One record at the start of `bytes` and its length, or what is wrong with it.
+fn decode_one(bytes: &[u8], verify: bool) -> Result<(Record, usize), &'static str> {
     let Some(header) = bytes.get(..HEADER_SIZE) else {
-        return Err(Damage::Torn);
+        return Err("shorter than a header");
     };
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
     let check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
     if verify && check != length_check(len) {
-        return Err(Damage::Corrupt("length fails its check"));
+        return Err("length fails its check");
     }
     let len = len as usize;
     if !(FRAME_OVERHEAD..=RECORD_BYTES_MAX).contains(&len) {
-        return Err(Damage::Corrupt("impossible length"));
+        return Err("impossible length");
     }
     if len > bytes.len() {
-        return Err(Damage::Torn);
+        return Err("shorter than its length");
     }
-    let last = len == bytes.len();
     let body = &bytes[HEADER_SIZE..len - CHECKSUM_SIZE];
     let checksum = &bytes[len - CHECKSUM_SIZE..len];
     if verify && blake3::hash(body).as_bytes()[..CHECKSUM_SIZE] != *checksum {
-        return Err(if last { Damage::Torn } else { Damage::Corrupt("checksum mismatch") });
+        return Err("checksum mismatch");
     }
     let mut reader = Reader { bytes: &body[1..] };
     let record = match body[0] {
@@ -160,8 +159,7 @@ fn decode_one(bytes: &[u8], verify: bool) -> Result<(Record, usize), Damage> {
     };
     match record {
         Some(record) if reader.bytes.is_empty() => Ok((record, len)),
-        // Checksummed yet malformed: written wrong, not torn.
-        _ => Err(Damage::Corrupt("malformed payload")),
+        _ => Err("malformed payload"),
     }
 }
 

@@ -17,10 +17,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot};
 use protobuf::Message as _;
-use raft_proto::ConfChangeI;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole};
+use raft_proto::ConfChangeI;
 use settle_ledger::{Ledger, MemStore, Read, Reply, Write, BATCH_EVENTS_MAX};
 
 use crate::durable::Record;
@@ -154,6 +154,9 @@ pub struct Replica {
     next_read_id: u64,
     /// Ready numbers handed to the shell, with the messages to send once durable.
     awaiting_persist: VecDeque<(u64, Vec<Message>)>,
+    /// The ready number of a snapshot installed but not yet durable: raft-rs may not be
+    /// told it is applied before then.
+    snapshot_unpersisted: Option<u64>,
     out: Output,
     record_applied: bool,
     halted: Option<Halt>,
@@ -193,6 +196,7 @@ impl Replica {
             reads: BTreeMap::new(),
             next_read_id: 1,
             awaiting_persist: VecDeque::new(),
+            snapshot_unpersisted: None,
             out: Output::default(),
             record_applied: false,
             halted: None,
@@ -306,6 +310,10 @@ impl Replica {
             self.out.messages.extend(messages);
         }
         self.raw.on_persist_ready(number);
+        if self.snapshot_unpersisted.is_some_and(|n| n <= number) {
+            self.snapshot_unpersisted = None;
+            self.raw.advance_apply_to(self.applied);
+        }
     }
 
     /// Whether a snapshot sent to `to` arrived.
@@ -359,16 +367,18 @@ impl Replica {
     fn handle_ready(&mut self) {
         let mut ready = self.raw.ready();
         self.out.messages.extend(ready.take_messages());
+        // Committed entries a ready carries are older than any snapshot in it.
+        let committed = ready.take_committed_entries();
+        self.apply(committed);
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             if let Err(halt) = self.install(&snapshot) {
                 self.halt(halt);
                 return;
             }
+            self.snapshot_unpersisted = Some(ready.number());
             self.out.writes.push(Record::InstalledSnapshot(snapshot));
         }
-        let committed = ready.take_committed_entries();
-        self.apply(committed);
         if !ready.entries().is_empty() {
             self.raw.mut_store().append(ready.entries());
             self.out.writes.push(Record::Entries(ready.take_entries()));
@@ -441,7 +451,9 @@ impl Replica {
                 self.out.applied.push(Applied { index, term, timestamp, write, reply });
             }
         }
-        self.raw.advance_apply_to(self.applied);
+        if self.snapshot_unpersisted.is_none() {
+            self.raw.advance_apply_to(self.applied);
+        }
     }
 
     fn apply_write(&mut self, entry: &Entry) -> Result<(Write, Reply, u64), Halt> {

@@ -35,7 +35,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{account, bench, dev, start, transfer};
+use commands::{account, bench, dev, sim, start, transfer};
 
 /// settle: a distributed payment ledger.
 #[derive(Parser, Debug)]
@@ -59,6 +59,8 @@ enum Command {
     Transfer(transfer::Command),
     /// Run the workload of record and print throughput, latency and memory.
     Bench(bench::Args),
+    /// Run the deterministic simulator: one seed exactly, or many with a summary.
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +71,10 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(default_level);
+    // The simulator is one thread on simulated time: no runtime.
+    if let Command::Sim(args) = cli.command {
+        return sim::run(args);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -84,6 +90,7 @@ fn main() -> ExitCode {
             Command::Account(command) => account::run(command).await,
             Command::Transfer(command) => transfer::run(command).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Sim(_) => unreachable!("run above"),
         }
     });
     match outcome {

@@ -1,0 +1,182 @@
+//! # settle-sim
+//!
+//! settle's deterministic simulator. One shard's replicas (the production core,
+//! `settle_replica::Replica`: raft-rs and the ledger), their disks, the network and the
+//! clients run in one thread on simulated time. Every random choice (message loss,
+//! delay, duplication, partitions, crashes and torn writes, clock jumps, bit rot, the
+//! workload, raft-rs's election timeouts) comes from one seed, so a seed replays
+//! exactly. After the faults heal, the checkers (`check`) hold the run to every
+//! guarantee.
+//!
+//! Layout, top-down:
+//! - this file: [`Options`], [`run`] one seed, [`Report`];
+//! - [`world`]: the simulated world and its faults (the simulator's IO shell);
+//! - [`workload`]: the clients and what they ask;
+//! - [`check`]: the checkers.
+
+pub mod check;
+pub mod workload;
+pub mod world;
+
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+
+pub use check::{Checker, Violation};
+
+/// What to simulate.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub seed: u64,
+    pub replicas: usize,
+    pub clients: usize,
+    /// How long faults are injected (simulated ms); then they heal.
+    pub fault_ms: u64,
+    /// Whether partitions are part of the fault mix.
+    pub partitions: bool,
+    /// Deliberate bugs, to show that the checkers catch them.
+    pub bugs: Bugs,
+}
+
+impl Options {
+    pub fn new(seed: u64) -> Options {
+        Options {
+            seed,
+            replicas: 3,
+            clients: 3,
+            fault_ms: 8_000,
+            partitions: true,
+            bugs: Bugs::default(),
+        }
+    }
+}
+
+/// Guarantees broken on purpose, for the tests that show the checkers have teeth.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// Tell raft-rs entries are durable before the fsync.
+    pub ack_before_fsync: bool,
+    /// Every replica believes it is a group of one, so it commits alone.
+    pub commit_without_quorum: bool,
+    /// Read the log back without verifying checksums.
+    pub skip_checksum: bool,
+}
+
+/// Faults injected in a run, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub messages_lost: u64,
+    pub messages_duplicated: u64,
+    pub messages_delayed: u64,
+    pub partitions_symmetric: u64,
+    pub partitions_asymmetric: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub torn_writes: u64,
+    pub clock_jumps: u64,
+    pub bit_rot: u64,
+    /// Restarts refused because the log was corrupt (expected after bit rot).
+    pub refused_starts: u64,
+}
+
+impl Faults {
+    pub fn add(&mut self, other: &Faults) {
+        self.messages_lost += other.messages_lost;
+        self.messages_duplicated += other.messages_duplicated;
+        self.messages_delayed += other.messages_delayed;
+        self.partitions_symmetric += other.partitions_symmetric;
+        self.partitions_asymmetric += other.partitions_asymmetric;
+        self.crashes += other.crashes;
+        self.restarts += other.restarts;
+        self.torn_writes += other.torn_writes;
+        self.clock_jumps += other.clock_jumps;
+        self.bit_rot += other.bit_rot;
+        self.refused_starts += other.refused_starts;
+    }
+
+    /// (name, count) for printing.
+    pub fn by_kind(&self) -> [(&'static str, u64); 11] {
+        [
+            ("messages lost", self.messages_lost),
+            ("messages duplicated", self.messages_duplicated),
+            ("messages delayed", self.messages_delayed),
+            ("symmetric partitions", self.partitions_symmetric),
+            ("asymmetric partitions", self.partitions_asymmetric),
+            ("crashes", self.crashes),
+            ("restarts", self.restarts),
+            ("torn writes", self.torn_writes),
+            ("clock jumps", self.clock_jumps),
+            ("bit rot", self.bit_rot),
+            ("refused starts (corrupt log)", self.refused_starts),
+        ]
+    }
+}
+
+/// What one seed did and found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub seed: u64,
+    /// Client requests that got a result.
+    pub acknowledged: u64,
+    /// Entries in the committed log.
+    pub committed: u64,
+    pub faults: Faults,
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.passed() { "ok" } else { "VIOLATION" };
+        write!(
+            f,
+            "seed {}: {verdict}, {} acknowledged, {} entries committed",
+            self.seed, self.acknowledged, self.committed
+        )?;
+        for violation in &self.violations {
+            write!(f, "\n  {violation}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Simulates one seed. A panic inside the simulated cluster is a violation too (it is
+/// reported with the seed, not propagated).
+pub fn run(options: Options) -> Report {
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut world = world::World::new(options);
+        world.run();
+        check::at_end(&mut world);
+        world
+    }));
+    match outcome {
+        Ok(world) => Report {
+            seed: options.seed,
+            acknowledged: world.acks.len() as u64,
+            committed: world.log.len() as u64,
+            faults: world.faults,
+            violations: world.violations.found,
+        },
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Report {
+                seed: options.seed,
+                acknowledged: 0,
+                committed: 0,
+                faults: Faults::default(),
+                violations: vec![Violation {
+                    checker: Checker::NoHalts,
+                    detail: format!("the simulation panicked: {message}"),
+                }],
+            }
+        }
+    }
+}
