@@ -17,6 +17,7 @@
 //! in-flight requests finish, let the executor drain and the syncer make the last
 //! group durable and answer it, write a checkpoint, release the lock.
 
+pub mod cluster;
 mod executor;
 mod server;
 pub mod storage;
@@ -39,9 +40,9 @@ use storage::checkpoint::CheckpointError;
 use storage::wal::WalError;
 
 /// Largest gRPC message the node accepts: a full batch in its most verbose encoding.
-const MESSAGE_BYTES_MAX: usize = 16 << 20;
+pub(crate) const MESSAGE_BYTES_MAX: usize = 16 << 20;
 /// HTTP/2 flow-control window per stream and per connection: several full batches.
-const HTTP2_WINDOW_BYTES: u32 = 16 << 20;
+pub(crate) const HTTP2_WINDOW_BYTES: u32 = 16 << 20;
 /// How often the node checks whether a pending transfer's deadline has passed.
 const PULSE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -98,6 +99,22 @@ pub enum NodeError {
     Server(String),
     #[error("the node is stopping or has stopped")]
     Stopped,
+    #[error("{0}")]
+    Config(String),
+    #[error("log {path} is corrupt: {reason}")]
+    CorruptLog { path: PathBuf, reason: String },
+    #[error("this node does not lead the shard{}", leader.as_ref().map(|l| format!("; the leader is at {l}")).unwrap_or_else(|| "; no leader is known yet".into()))]
+    NotLeader { leader: Option<String> },
+    #[error("the node is busy; retry")]
+    Busy,
+    #[error(
+        "the outcome is unknown (leadership changed or the request timed out); retrying is safe"
+    )]
+    OutcomeUnknown,
+    #[error("this node holds no replica of shard {shard}")]
+    NoReplica { shard: u64 },
+    #[error("the node stopped: {0}")]
+    Failed(String),
 }
 
 /// A running node.
@@ -117,7 +134,7 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
 }
 
-fn lock(data_dir: &Path) -> Result<File, NodeError> {
+pub(crate) fn lock(data_dir: &Path) -> Result<File, NodeError> {
     let dir_error = |source| NodeError::DataDir { path: data_dir.to_path_buf(), source };
     fs::create_dir_all(data_dir).map_err(dir_error)?;
     let path = data_dir.join("LOCK");

@@ -12,6 +12,9 @@ use crate::executor::{Command, Request};
 use crate::NodeError;
 use settle_ledger::{Read, Reply, Write};
 
+/// The metadata key of a redirect: the leader's client address (`host:port`).
+pub const LEADER_METADATA_KEY: &str = "settle-leader";
+
 pub struct Service {
     pub requests: mpsc::Sender<Request>,
 }
@@ -40,6 +43,14 @@ impl Service {
             match error {
                 // The ledger refused this request's batch: retrying it cannot help.
                 NodeError::Batch(error) => Status::invalid_argument(error.to_string()),
+                // Not the leader: say where it is, for the client to follow.
+                NodeError::NotLeader { leader: Some(ref leader) } => {
+                    let mut status = Status::unavailable(error.to_string());
+                    if let Ok(value) = leader.parse() {
+                        status.metadata_mut().insert(LEADER_METADATA_KEY, value);
+                    }
+                    status
+                }
                 // Anything else stops the node; another attempt (later, or elsewhere) may work.
                 other => Status::unavailable(other.to_string()),
             }

@@ -1,10 +1,12 @@
 //! What a replica writes to disk, and how a restarted replica reads it back.
 //!
-//! A replica's durable state is a sequence of [`Record`]s appended to its log. Each is
-//! framed as `len: u32 LE | len_check: u32 LE | kind: u8 | payload | checksum: 16 bytes`:
+//! A replica's durable state is a sequence of [`Record`]s appended to a log, which the
+//! groups (shards) of one node share: each record names its group. A record is framed as
+//! `len: u32 LE | len_check: u32 LE | group: u64 LE | kind: u8 | payload | checksum: 16
+//! bytes`:
 //! `len_check` guards the length on its own (a damaged length would otherwise make the
-//! rest of the log look like one torn record), and the checksum is BLAKE3 of kind and
-//! payload truncated to 128 bits. [`decode_all`] reads records back. A damaged record
+//! rest of the log look like one torn record), and the checksum is BLAKE3 of group,
+//! kind and payload, truncated to 128 bits. [`decode_all`] reads records back. A damaged record
 //! followed by no valid record is the write a crash tore (records are only appended, so
 //! nothing valid can follow a torn one) and is cut; a damaged record with a valid one
 //! anywhere after it is corruption, and the replica refuses to start: it must not vote
@@ -43,7 +45,7 @@ pub enum CorruptLog {
 
 const CHECKSUM_SIZE: usize = 16;
 const HEADER_SIZE: usize = 8;
-const FRAME_OVERHEAD: usize = HEADER_SIZE + 1 + CHECKSUM_SIZE;
+const FRAME_OVERHEAD: usize = HEADER_SIZE + 8 + 1 + CHECKSUM_SIZE;
 /// No record is larger: a length above it is damage, not a record.
 pub const RECORD_BYTES_MAX: usize = 1 << 30;
 
@@ -52,10 +54,11 @@ const KIND_ENTRIES: u8 = 2;
 const KIND_INSTALLED_SNAPSHOT: u8 = 3;
 const KIND_CHECKPOINT: u8 = 4;
 
-/// Appends `record`, framed and checksummed, to `out`.
-pub fn encode(record: &Record, out: &mut Vec<u8>) {
+/// Appends `record` of `group`, framed and checksummed, to `out`.
+pub fn encode(group: u64, record: &Record, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_SIZE]);
+    put_u64(out, group);
     let kind = match record {
         Record::HardState(hs) => {
             out.push(KIND_HARD_STATE);
@@ -82,7 +85,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             KIND_CHECKPOINT
         }
     };
-    debug_assert_eq!(out[start + HEADER_SIZE], kind);
+    debug_assert_eq!(out[start + HEADER_SIZE + 8], kind);
     let checksum = blake3::hash(&out[start + HEADER_SIZE..]);
     out.extend_from_slice(&checksum.as_bytes()[..CHECKSUM_SIZE]);
     let len = out.len() - start;
@@ -97,9 +100,10 @@ fn length_check(len: u32) -> u32 {
     u32::from_le_bytes(hash.as_bytes()[..4].try_into().expect("4 bytes"))
 }
 
-/// Every record in `bytes`, and how many bytes they fill (the rest is a torn tail to
-/// cut). `verify` is only ever false in the simulator's deliberately broken builds.
-pub fn decode_all(bytes: &[u8], verify: bool) -> Result<(Vec<Record>, usize), CorruptLog> {
+/// Every record in `bytes` with its group, and how many bytes they fill (the rest is a
+/// torn tail to cut). `verify` is only ever false in the simulator's deliberately broken
+/// builds.
+pub fn decode_all(bytes: &[u8], verify: bool) -> Result<(Vec<(u64, Record)>, usize), CorruptLog> {
     let mut records = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
@@ -123,7 +127,7 @@ pub fn decode_all(bytes: &[u8], verify: bool) -> Result<(Vec<Record>, usize), Co
 }
 
 /// One record at the start of `bytes` and its length, or what is wrong with it.
-fn decode_one(bytes: &[u8], verify: bool) -> Result<(Record, usize), &'static str> {
+fn decode_one(bytes: &[u8], verify: bool) -> Result<((u64, Record), usize), &'static str> {
     let Some(header) = bytes.get(..HEADER_SIZE) else {
         return Err("shorter than a header");
     };
@@ -144,8 +148,9 @@ fn decode_one(bytes: &[u8], verify: bool) -> Result<(Record, usize), &'static st
     if verify && blake3::hash(body).as_bytes()[..CHECKSUM_SIZE] != *checksum {
         return Err("checksum mismatch");
     }
-    let mut reader = Reader { bytes: &body[1..] };
-    let record = match body[0] {
+    let group = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+    let mut reader = Reader { bytes: &body[9..] };
+    let record = match body[8] {
         KIND_HARD_STATE => reader.hard_state().map(Record::HardState),
         KIND_ENTRIES => reader.u64().and_then(|count| {
             let count = usize::try_from(count).ok().filter(|&c| c <= reader.bytes.len())?;
@@ -158,7 +163,7 @@ fn decode_one(bytes: &[u8], verify: bool) -> Result<(Record, usize), &'static st
         _ => None,
     };
     match record {
-        Some(record) if reader.bytes.is_empty() => Ok((record, len)),
+        Some(record) if reader.bytes.is_empty() => Ok(((group, record), len)),
         _ => Err("malformed payload"),
     }
 }
@@ -318,7 +323,7 @@ mod tests {
 
     fn encoded(records: &[Record]) -> Vec<u8> {
         let mut bytes = Vec::new();
-        records.iter().for_each(|r| encode(r, &mut bytes));
+        records.iter().for_each(|r| encode(7, r, &mut bytes));
         bytes
     }
 
@@ -326,7 +331,8 @@ mod tests {
     fn records_round_trip() {
         let records = sample();
         let bytes = encoded(&records);
-        assert_eq!(decode_all(&bytes, true), Ok((records, bytes.len())));
+        let grouped = records.into_iter().map(|r| (7, r)).collect();
+        assert_eq!(decode_all(&bytes, true), Ok((grouped, bytes.len())));
     }
 
     #[test]
@@ -334,8 +340,9 @@ mod tests {
         let records = sample();
         let whole = encoded(&records[..3]);
         let bytes = encoded(&records);
+        let grouped: Vec<_> = records[..3].iter().map(|r| (7, r.clone())).collect();
         for cut in whole.len()..bytes.len() {
-            assert_eq!(decode_all(&bytes[..cut], true), Ok((records[..3].to_vec(), whole.len())));
+            assert_eq!(decode_all(&bytes[..cut], true), Ok((grouped.clone(), whole.len())));
         }
     }
 

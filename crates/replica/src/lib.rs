@@ -27,3 +27,15 @@ pub use durable::{CorruptLog, Record};
 pub use log_store::LogStore;
 pub use raft::eraftpb::{ConfState, Message, MessageType};
 pub use replica::{Applied, Config, Halt, Output, Refusal, Replica, Token};
+
+/// A raft-rs message in its protobuf encoding (what travels between nodes).
+pub fn encode_message(message: &Message) -> Vec<u8> {
+    use protobuf::Message as _;
+    message.write_to_bytes().expect("a raft message always encodes")
+}
+
+/// The raft-rs message encoded in `bytes`.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, String> {
+    use protobuf::Message as _;
+    Message::parse_from_bytes(bytes).map_err(|e| e.to_string())
+}

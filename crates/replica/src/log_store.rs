@@ -52,6 +52,11 @@ impl LogStore {
         self.conf_state = conf_state;
     }
 
+    /// The entries held, `first()..=last()`.
+    pub fn held_entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
     pub fn first(&self) -> u64 {
         self.compacted_index + 1
     }

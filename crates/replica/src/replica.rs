@@ -230,6 +230,11 @@ impl Replica {
         self.applied
     }
 
+    /// The in-memory log (what a rewrite of the durable log starts from).
+    pub fn log(&self) -> &LogStore {
+        self.raw.store()
+    }
+
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }

@@ -23,6 +23,8 @@ use crate::workload::{Ack, Client, Op, Outstanding};
 use crate::{Bugs, Faults, Options};
 
 const MS: u64 = 1_000_000;
+/// The simulated shard's group id.
+const SHARD: u64 = 1;
 const TICK_NS: u64 = 10 * MS;
 /// A client gives up on an attempt after this long and tries another replica.
 const CLIENT_TIMEOUT_NS: u64 = 400 * MS;
@@ -373,7 +375,7 @@ impl World {
         }
         let host = &mut self.hosts[index];
         for record in &writes {
-            durable::encode(record, &mut host.disk.bytes);
+            durable::encode(SHARD, record, &mut host.disk.bytes);
         }
         if let Some(number) = persist_number {
             host.unreported = Some(number);
@@ -664,6 +666,10 @@ impl World {
         self.hosts[index].disk.bytes.truncate(len);
         self.hosts[index].disk.durable = len;
         let voters: Vec<u64> = (1..=self.hosts.len() as u64).collect();
+        let records = records.into_iter().map(|(group, record)| {
+            assert_eq!(group, SHARD, "one shard");
+            record
+        });
         let log = durable::recover(self.initial_conf(index, &voters), records);
         match self.new_replica(index, log) {
             Ok(replica) => {

@@ -1,4 +1,6 @@
-//! `settle start`: run one node in this process until SIGINT or SIGTERM.
+//! `settle start`: run one node in this process until SIGINT or SIGTERM: a standalone
+//! node (`--listen`), or node N of a replicated cluster (`--config cluster.toml --node
+//! N`, listening on the address the file gives node N).
 //!
 //! Once the node serves, the line `listening on ADDR` goes to stdout (and nothing else
 //! does), so scripts, tests and `settle bench` can wait for it. On a signal the node
@@ -8,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use settle_node::cluster::{ClusterConfig, ClusterNode, ClusterOptions};
 use settle_node::{Config, Node};
 
 use super::{Error, ShutdownSignals};
@@ -19,8 +22,14 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Address to serve on; port 0 picks a free port (see the `listening on` line).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000", conflicts_with = "config")]
     pub listen: SocketAddr,
+    /// Cluster configuration (TOML: nodes and shards); run as one node of that cluster.
+    #[arg(long, value_name = "FILE", requires = "node")]
+    pub config: Option<PathBuf>,
+    /// This node's id in the cluster configuration.
+    #[arg(long, value_name = "N", requires = "config")]
+    pub node: Option<u64>,
     /// Do not fsync the write-ahead log. Acknowledged payments can be LOST on a crash:
     /// for experiments only.
     #[arg(long)]
@@ -48,6 +57,20 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
     if args.no_fsync {
         warn_no_fsync();
     }
+    if let (Some(path), Some(node_id)) = (&args.config, args.node) {
+        if args.checkpoint_bytes.is_some() {
+            return Err(Error::Other(
+                "--checkpoint-bytes applies to a standalone node only".into(),
+            ));
+        }
+        let cluster = ClusterConfig::load(path).map_err(|e| Error::Other(e.to_string()))?;
+        let options =
+            ClusterOptions { cluster, node_id, data_dir: args.data_dir, fsync: !args.no_fsync };
+        return serve_cluster(vec![options], |addresses| {
+            println!("listening on {}", addresses[0]);
+        })
+        .await;
+    }
     let mut config = Config {
         data_dir: args.data_dir,
         listen: args.listen,
@@ -70,6 +93,38 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<Exi
     tracing::info!("{signal}: shutting down (a second signal does not hurry it)");
     node.shutdown().await?;
     tracing::info!("node stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts cluster nodes in this process (one for `start`, several for `dev
+/// --replicas`), calls `ready` with their addresses, and serves until SIGINT/SIGTERM.
+pub async fn serve_cluster(
+    nodes: Vec<ClusterOptions>,
+    ready: impl FnOnce(&[SocketAddr]),
+) -> Result<ExitCode, Error> {
+    let mut signals = ShutdownSignals::install()?;
+    let mut started = Vec::new();
+    for options in nodes {
+        match ClusterNode::start(options).await {
+            Ok(node) => started.push(node),
+            Err(error) => {
+                for node in started {
+                    let _ = node.shutdown().await;
+                }
+                return Err(error.into());
+            }
+        }
+    }
+    let addresses: Vec<SocketAddr> = started.iter().map(|n| n.local_addr()).collect();
+    ready(&addresses);
+    let signal = signals.recv().await;
+    tracing::info!("{signal}: shutting down (a second signal does not hurry it)");
+    let mut outcome = Ok(());
+    for node in started {
+        outcome = outcome.and(node.shutdown().await);
+    }
+    outcome?;
+    tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,384 @@
+//! The engine: the one thread that drives every replica this node holds (the
+//! production shell around `settle_replica::Replica`), and the syncer thread behind it.
+//!
+//! Loop: take the inputs waiting (client requests, peer messages, sync completions; up
+//! to [`INPUT_BATCH_MAX`]), tick every replica when a tick is due (one timer for all
+//! groups), then poll every replica and carry out its output: messages go to the
+//! transport, grouped per destination node; records of all groups are appended to the
+//! shared log in one write; replies go to clients. When the syncer is idle and there is
+//! something to make durable, it gets one job: one fsync covering every group's
+//! records, after which each replica is told its ready is persisted (only then do its
+//! votes and append acks leave). Execution of the next batch overlaps the fsync.
+//!
+//! Touches: the replicas, the shared log, the syncer thread, the transport's queues.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use settle_ledger::{Reply, BATCH_EVENTS_MAX};
+use settle_replica::{encode_message, Message, MessageType, Record, Refusal, Replica, Token};
+use tokio::sync::oneshot;
+
+use super::config::ClusterConfig;
+use super::log::GroupLog;
+use super::transport::Outbound;
+use crate::executor::{Command, Request};
+use crate::NodeError;
+
+/// Inputs taken per loop iteration before the replicas are polled.
+pub const INPUT_BATCH_MAX: usize = 256;
+/// Inputs waiting for the engine; beyond, client requests are refused `Busy` and peer
+/// messages dropped (Raft resends).
+pub const INBOX_MAX: usize = 8192;
+/// Client requests in flight inside the engine.
+pub const WAITING_MAX: usize = 4096;
+/// The Raft tick: heartbeats every 2 ticks, elections after 10 to 20 without a leader.
+pub const TICK: Duration = Duration::from_millis(20);
+/// Rewrite the shared log once it has grown this much (it holds full snapshots).
+pub const LOG_REWRITE_BYTES: u64 = 1 << 30;
+
+pub enum Input {
+    Request(Request),
+    Peer { shard: u64, message: Message },
+    SnapshotStatus { shard: u64, to: u64, delivered: bool },
+    Synced(Result<Vec<(u64, u64)>, std::io::Error>),
+    Stop,
+}
+
+pub struct EngineConfig {
+    pub node_id: u64,
+    pub cluster: ClusterConfig,
+    pub fsync: bool,
+    pub seed: u64,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    replicas: BTreeMap<u64, Replica>,
+    log: GroupLog,
+    inbox: Receiver<Input>,
+    /// The engine's own sender, handed to the syncer.
+    inbox_sender: SyncSender<Input>,
+    outbound: Outbound,
+    syncer: Option<SyncSender<Vec<(u64, u64)>>>,
+    syncer_thread: Option<thread::JoinHandle<()>>,
+    syncing: bool,
+    /// Ready numbers written and not yet covered by a sync, per shard.
+    unsynced: BTreeMap<u64, u64>,
+    waiting: HashMap<Token, oneshot::Sender<Result<Reply, NodeError>>>,
+    next_token: Token,
+    write_buffer: Vec<u8>,
+    failed: Option<String>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Engine {
+    pub fn new(
+        config: EngineConfig,
+        replicas: BTreeMap<u64, Replica>,
+        log: GroupLog,
+        inbox: (SyncSender<Input>, Receiver<Input>),
+        outbound: Outbound,
+    ) -> Result<Engine, NodeError> {
+        let (inbox_sender, inbox) = inbox;
+        let (jobs, job_receiver) = mpsc::sync_channel::<Vec<(u64, u64)>>(1);
+        let handle = log
+            .sync_handle()
+            .map_err(|source| NodeError::DataDir { path: log.path().to_path_buf(), source })?;
+        let results = inbox_sender.clone();
+        let syncer_thread = thread::Builder::new()
+            .name("settle-syncer".into())
+            .spawn(move || syncer(handle, job_receiver, results))
+            .map_err(NodeError::Thread)?;
+        Ok(Engine {
+            config,
+            replicas,
+            log,
+            inbox,
+            inbox_sender,
+            outbound,
+            syncer: Some(jobs),
+            syncer_thread: Some(syncer_thread),
+            syncing: false,
+            unsynced: BTreeMap::new(),
+            waiting: HashMap::new(),
+            next_token: 1,
+            write_buffer: Vec::new(),
+            failed: None,
+        })
+    }
+
+    /// Runs until `Input::Stop` or a failed write/fsync. Returns the failure, if any.
+    pub fn run(mut self) -> Result<(), NodeError> {
+        let mut next_tick = Instant::now() + TICK;
+        let mut stopping = false;
+        while !stopping && self.failed.is_none() {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(timeout) {
+                Ok(Input::Stop) => stopping = true,
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stopping = true,
+            }
+            for _ in 0..INPUT_BATCH_MAX {
+                match self.inbox.try_recv() {
+                    Ok(Input::Stop) => stopping = true,
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= next_tick {
+                let now = now_ns();
+                self.replicas.values_mut().for_each(|r| r.tick(now));
+                // After a stall, tick once and move on rather than fire a burst.
+                next_tick = (next_tick + TICK).max(Instant::now());
+            }
+            self.flush();
+        }
+        self.stop()
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Request(request) => self.submit(request),
+            Input::Peer { shard, message } => {
+                if let Some(replica) = self.replicas.get_mut(&shard) {
+                    replica.step(message);
+                }
+            }
+            Input::SnapshotStatus { shard, to, delivered } => {
+                if let Some(replica) = self.replicas.get_mut(&shard) {
+                    replica.report_snapshot(to, delivered);
+                }
+            }
+            Input::Synced(Ok(numbers)) => {
+                self.syncing = false;
+                for (shard, number) in numbers {
+                    if let Some(replica) = self.replicas.get_mut(&shard) {
+                        replica.persisted(number);
+                    }
+                }
+            }
+            Input::Synced(Err(error)) => {
+                // The page cache can no longer be trusted to reach the disk: stop, and
+                // let a restart recover from what is on it.
+                self.failed =
+                    Some(format!("fsync of {} failed: {error}", self.log.path().display()));
+            }
+            Input::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn submit(&mut self, request: Request) {
+        let Request { command, reply } = request;
+        let shard = self.config.cluster.default_shard();
+        let Some(replica) = self.replicas.get_mut(&shard) else {
+            let _ = reply.send(Err(NodeError::NoReplica { shard }));
+            return;
+        };
+        if self.waiting.len() >= WAITING_MAX {
+            let _ = reply.send(Err(NodeError::Busy));
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.waiting.insert(token, reply);
+        match command {
+            Command::Write(write) => {
+                assert!(write.event_count() <= BATCH_EVENTS_MAX, "the server checks batch sizes");
+                replica.propose(token, &write, now_ns());
+            }
+            Command::Read(read) => replica.read(token, read),
+        }
+    }
+
+    /// Carries out what every replica's inputs produced, until none has more to say.
+    fn flush(&mut self) {
+        loop {
+            let mut quiet = true;
+            let shards: Vec<u64> = self.replicas.keys().copied().collect();
+            for shard in shards {
+                let replica = self.replicas.get_mut(&shard).expect("listed");
+                if let Some(halt) = replica.halted() {
+                    self.failed = Some(format!("shard {shard} halted: {halt}"));
+                    return;
+                }
+                let output = replica.poll();
+                if output.is_empty() {
+                    continue;
+                }
+                quiet = false;
+                for message in output.messages {
+                    self.send(shard, message);
+                }
+                for record in &output.writes {
+                    settle_replica::durable::encode(shard, record, &mut self.write_buffer);
+                }
+                if let Some(number) = output.persist_number {
+                    self.unsynced.insert(shard, number);
+                }
+                for (token, answer) in output.replies {
+                    if let Some(reply) = self.waiting.remove(&token) {
+                        let _ = reply.send(answer.map_err(|refusal| self.refusal(refusal)));
+                    }
+                }
+            }
+            if !self.write_buffer.is_empty() {
+                if let Err(error) = self.log.append(&self.write_buffer) {
+                    self.failed =
+                        Some(format!("write to {} failed: {error}", self.log.path().display()));
+                    return;
+                }
+                self.write_buffer.clear();
+            }
+            self.start_sync();
+            if quiet {
+                break;
+            }
+        }
+        for (shard, to) in self.outbound.flush() {
+            if let Some(replica) = self.replicas.get_mut(&shard) {
+                replica.report_snapshot(to, false);
+            }
+        }
+        self.maybe_rewrite_log();
+    }
+
+    fn send(&mut self, shard: u64, message: Message) {
+        let to = message.to;
+        let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+        if !self.outbound.queue(to, shard, encode_message(&message), snapshot) && snapshot {
+            if let Some(replica) = self.replicas.get_mut(&shard) {
+                replica.report_snapshot(to, false);
+            }
+        }
+    }
+
+    fn start_sync(&mut self) {
+        if self.syncing || self.unsynced.is_empty() {
+            return;
+        }
+        let numbers: Vec<(u64, u64)> = std::mem::take(&mut self.unsynced).into_iter().collect();
+        if !self.config.fsync {
+            // Experiments only: "durable" when written to the OS.
+            for (shard, number) in numbers {
+                if let Some(replica) = self.replicas.get_mut(&shard) {
+                    replica.persisted(number);
+                }
+            }
+            return;
+        }
+        self.syncing = true;
+        let syncer = self.syncer.as_ref().expect("the syncer runs until stop");
+        syncer.send(numbers).expect("the syncer runs until stop");
+    }
+
+    /// Once the log is large, replace it with what the replicas hold (snapshot, entries,
+    /// hard state): between syncs, so that no fsync is in flight on the old file.
+    fn maybe_rewrite_log(&mut self) {
+        if self.syncing || !self.unsynced.is_empty() || self.log.len() < LOG_REWRITE_BYTES {
+            return;
+        }
+        let mut records = Vec::new();
+        for (&shard, replica) in &self.replicas {
+            let log = replica.log();
+            let snapshot = log.latest_snapshot().clone();
+            records.push((shard, Record::Checkpoint { snapshot, keep_from: log.first() }));
+            records.push((shard, Record::Entries(log.held_entries().to_vec())));
+            records.push((shard, Record::HardState(log.hard_state().clone())));
+        }
+        let before = self.log.len();
+        if let Err(error) = self.log.rewrite(records.into_iter()) {
+            self.failed = Some(format!("rewrite of {} failed: {error}", self.log.path().display()));
+            return;
+        }
+        tracing::info!(before, after = self.log.len(), "log rewritten");
+        // The syncer's handle points at the old file: give it the new one.
+        self.restart_syncer();
+    }
+
+    fn restart_syncer(&mut self) {
+        self.syncer = None;
+        if let Some(thread) = self.syncer_thread.take() {
+            let _ = thread.join();
+        }
+        let (jobs, job_receiver) = mpsc::sync_channel(1);
+        let results = self.inbox_sender.clone();
+        match self.log.sync_handle() {
+            Ok(handle) => {
+                let spawned = thread::Builder::new()
+                    .name("settle-syncer".into())
+                    .spawn(move || syncer(handle, job_receiver, results));
+                match spawned {
+                    Ok(thread) => {
+                        self.syncer = Some(jobs);
+                        self.syncer_thread = Some(thread);
+                    }
+                    Err(error) => self.failed = Some(format!("cannot start the syncer: {error}")),
+                }
+            }
+            Err(error) => self.failed = Some(format!("cannot reopen the log: {error}")),
+        }
+    }
+
+    fn refusal(&self, refusal: Refusal) -> NodeError {
+        match refusal {
+            Refusal::NotLeader { leader } => NodeError::NotLeader {
+                leader: leader
+                    .and_then(|id| self.config.cluster.node(id))
+                    .map(|node| node.address.to_string()),
+            },
+            Refusal::Busy => NodeError::Busy,
+            Refusal::Unknown => NodeError::OutcomeUnknown,
+        }
+    }
+
+    /// The way down: waiting clients are told, the syncer finishes its last job.
+    fn stop(mut self) -> Result<(), NodeError> {
+        for (_, reply) in self.waiting.drain() {
+            let _ = reply.send(Err(NodeError::Stopped));
+        }
+        self.syncer = None;
+        if let Some(thread) = self.syncer_thread.take() {
+            thread.join().map_err(|_| NodeError::ThreadPanicked("syncer"))?;
+        }
+        match self.failed {
+            None => Ok(()),
+            Some(reason) => Err(NodeError::Failed(reason)),
+        }
+    }
+}
+
+/// fsync, then report which readies are durable. Stops when the engine hangs up.
+fn syncer(file: File, jobs: Receiver<Vec<(u64, u64)>>, results: SyncSender<Input>) {
+    while let Ok(numbers) = jobs.recv() {
+        let outcome = file.sync_data().map(|()| numbers);
+        let failed = outcome.is_err();
+        // Blocking is fine: the engine drains its inbox continuously, and never waits
+        // on the syncer while holding a job back.
+        if results.send(Input::Synced(outcome)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Hands an input to the engine without blocking an async task: a full inbox refuses
+/// client requests (`Busy`, the client retries) and drops peer messages (Raft resends).
+pub fn offer(inbox: &SyncSender<Input>, input: Input) {
+    match inbox.try_send(input) {
+        Ok(()) => {}
+        Err(TrySendError::Full(Input::Request(request))) => {
+            let _ = request.reply.send(Err(NodeError::Busy));
+        }
+        Err(TrySendError::Disconnected(Input::Request(request))) => {
+            let _ = request.reply.send(Err(NodeError::Stopped));
+        }
+        Err(_) => {}
+    }
+}

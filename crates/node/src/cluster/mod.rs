@@ -1,0 +1,205 @@
+//! A node of a replicated cluster: it holds one replica of each shard the cluster
+//! configuration assigns it, replicates through Raft with the other nodes, and serves
+//! clients. A node that does not lead a shard refuses requests for it with
+//! `UNAVAILABLE` and the leader's address in the `settle-leader` metadata key, which
+//! `settle-client` follows.
+//!
+//! Layout: `config` (the TOML file), `log` (the shared log file), `engine` (the thread
+//! driving the replicas, and its syncer), `transport` (Raft messages over gRPC).
+//!
+//! Lifecycle. `ClusterNode::start` takes the data directory's lock, reads the shared log
+//! back (torn tail cut, corruption refused), rebuilds each replica from its records,
+//! starts the engine, and serves the client and peer services on the node's address.
+//! `ClusterNode::shutdown` stops serving, stops the engine (waiting clients are told),
+//! and lets the syncer finish.
+
+pub mod config;
+pub mod engine;
+mod log;
+mod transport;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::SyncSender;
+
+use settle_proto::pb::ledger_server::LedgerServer;
+use settle_proto::pb::peer_server::PeerServer;
+use settle_replica::{durable, ConfState, Record, Replica};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::executor::Request;
+use crate::{lock, server, NodeError, HTTP2_WINDOW_BYTES, MESSAGE_BYTES_MAX};
+pub use config::{ClusterConfig, ConfigError};
+use engine::{offer, Engine, EngineConfig, Input};
+
+/// How to run one node of a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub cluster: ClusterConfig,
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    /// fsync before acknowledging. Only experiments turn this off.
+    pub fsync: bool,
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    local_addr: SocketAddr,
+    stop_server: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    forwarder: JoinHandle<()>,
+    inbox: SyncSender<Input>,
+    engine: std::thread::JoinHandle<Result<(), NodeError>>,
+}
+
+impl ClusterNode {
+    pub async fn start(options: ClusterOptions) -> Result<ClusterNode, NodeError> {
+        let cluster = options.cluster.clone();
+        cluster.validate().map_err(NodeError::Config)?;
+        let node_id = options.node_id;
+        let me = cluster
+            .node(node_id)
+            .ok_or_else(|| {
+                NodeError::Config(format!("node {node_id} is not in the cluster config"))
+            })?
+            .clone();
+        let lock = lock(&options.data_dir)?;
+        let dir = options.data_dir.clone();
+        let recovered = tokio::task::spawn_blocking(move || log::GroupLog::open(&dir))
+            .await
+            .map_err(|_| NodeError::ThreadPanicked("recovery"))??;
+        let replicas = build_replicas(&cluster, node_id, recovered.records)?;
+        tracing::info!(
+            node = node_id,
+            shards = ?replicas.keys().collect::<Vec<_>>(),
+            truncated_bytes = recovered.truncated_bytes,
+            "recovered"
+        );
+        if !options.fsync {
+            tracing::warn!("fsync is OFF: acknowledged requests can be lost on a crash");
+        }
+
+        let listener = tokio::net::TcpListener::bind(me.address)
+            .await
+            .map_err(|source| NodeError::Listen { addr: me.address, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| NodeError::Listen { addr: me.address, source })?;
+
+        let (inbox_sender, inbox) = std::sync::mpsc::sync_channel(engine::INBOX_MAX);
+        let peers = cluster.nodes.iter().map(|n| (n.id, n.address));
+        let outbound = transport::Outbound::start(node_id, peers, inbox_sender.clone());
+        let engine_config =
+            EngineConfig { node_id, cluster, fsync: options.fsync, seed: seed(node_id) };
+        let engine = Engine::new(
+            engine_config,
+            replicas,
+            recovered.log,
+            (inbox_sender.clone(), inbox),
+            outbound,
+        )?;
+        let engine = std::thread::Builder::new()
+            .name("settle-engine".into())
+            .spawn(move || {
+                // Held for as long as the engine may write.
+                let _lock = lock;
+                engine.run()
+            })
+            .map_err(NodeError::Thread)?;
+
+        let (requests, mut received) = mpsc::channel::<Request>(engine::INPUT_BATCH_MAX);
+        let to_engine = inbox_sender.clone();
+        let forwarder = tokio::spawn(async move {
+            while let Some(request) = received.recv().await {
+                offer(&to_engine, Input::Request(request));
+            }
+        });
+        let ledger = LedgerServer::new(server::Service { requests })
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        let peer = PeerServer::new(transport::PeerService { node_id, inbox: inbox_sender.clone() })
+            .max_decoding_message_size(transport::PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(transport::PEER_MESSAGE_BYTES_MAX);
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+                .initial_connection_window_size(HTTP2_WINDOW_BYTES)
+                .add_service(ledger)
+                .add_service(peer)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        tracing::info!(node = node_id, %local_addr, "serving");
+        Ok(ClusterNode { local_addr, stop_server, server, forwarder, inbox: inbox_sender, engine })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops serving, then stops the engine. Returns the first error the node met.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.stop_server.send(());
+        let served = self.server.await;
+        self.forwarder.abort();
+        let _ = self.forwarder.await;
+        let inbox = self.inbox;
+        let engine = self.engine;
+        let outcome = tokio::task::spawn_blocking(move || {
+            // Blocking send: Stop must get through even when the inbox is full.
+            let _ = inbox.send(Input::Stop);
+            engine.join()
+        })
+        .await
+        .map_err(|_| NodeError::ThreadPanicked("shutdown"))?
+        .map_err(|_| NodeError::ThreadPanicked("engine"))?;
+        outcome?;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(NodeError::Server(error.to_string())),
+            Err(_) => Err(NodeError::ThreadPanicked("server")),
+        }
+    }
+}
+
+/// One replica per shard that lists this node, each rebuilt from its records.
+fn build_replicas(
+    cluster: &ClusterConfig,
+    node_id: u64,
+    records: Vec<(u64, Record)>,
+) -> Result<BTreeMap<u64, Replica>, NodeError> {
+    let mut by_shard: BTreeMap<u64, Vec<Record>> = BTreeMap::new();
+    for (shard, record) in records {
+        by_shard.entry(shard).or_default().push(record);
+    }
+    let mut replicas = BTreeMap::new();
+    for shard in cluster.shards.iter().filter(|s| s.replicas.contains(&node_id)) {
+        let conf = ConfState { voters: shard.replicas.clone(), ..Default::default() };
+        let log = durable::recover(conf, by_shard.remove(&shard.id).unwrap_or_default());
+        let config = settle_replica::Config::new(node_id, seed(node_id) ^ shard.id);
+        let replica = Replica::new(config, log)
+            .map_err(|halt| NodeError::Config(format!("shard {}: {halt}", shard.id)))?;
+        replicas.insert(shard.id, replica);
+    }
+    if let Some(shard) = by_shard.keys().next() {
+        return Err(NodeError::Config(format!(
+            "the log holds shard {shard}, which the cluster config does not give node {node_id}"
+        )));
+    }
+    Ok(replicas)
+}
+
+/// Election timeouts need only differ between nodes and runs; the simulator is where
+/// they are seeded for replay.
+fn seed(node_id: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    now ^ node_id.rotate_left(32)
+}
