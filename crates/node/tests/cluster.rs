@@ -1,0 +1,184 @@
+//! Three cluster nodes in one process over real loopback sockets: they elect a leader,
+//! followers redirect writes to it (`UNAVAILABLE` with the leader's address in
+//! `settle-leader`), reads are linearizable on every node, a stopped node's data
+//! survives its restart, and bad cluster configurations are refused.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+
+use settle_ledger::{Account, CreateTransferResult, Transfer};
+use settle_node::cluster::{ClusterConfig, ClusterNode, ClusterOptions};
+use settle_node::NodeError;
+use settle_proto::convert;
+use settle_proto::pb::{self, ledger_client::LedgerClient};
+use tonic::transport::Channel;
+
+fn addresses(count: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+fn options(cluster: &ClusterConfig, node_id: u64, dir: &Path) -> ClusterOptions {
+    ClusterOptions {
+        cluster: cluster.clone(),
+        node_id,
+        data_dir: dir.join(format!("node-{node_id}")),
+        fsync: true,
+    }
+}
+
+async fn client(address: SocketAddr) -> LedgerClient<Channel> {
+    LedgerClient::connect(format!("http://{address}")).await.unwrap()
+}
+
+/// The address after `current`, for when `current` does not answer.
+fn next(addresses: &[SocketAddr], current: SocketAddr) -> SocketAddr {
+    let index = addresses.iter().position(|&a| a == current).unwrap_or(0);
+    addresses[(index + 1) % addresses.len()]
+}
+
+/// Sends `transfers` to whichever node answers, following redirects; returns the
+/// results and the leader's address. Bounded: a cluster that never elects fails here.
+async fn create_transfers_anywhere(
+    addresses: &[SocketAddr],
+    transfers: &[Transfer],
+) -> (Vec<CreateTransferResult>, SocketAddr) {
+    let mut target = addresses[0];
+    for _ in 0..500 {
+        let Ok(mut grpc) = LedgerClient::connect(format!("http://{target}")).await else {
+            target = next(addresses, target);
+            continue;
+        };
+        match grpc.create_transfers(convert::transfers_request(transfers)).await {
+            Ok(reply) => {
+                let results = convert::transfer_results_from_pb(&reply.get_ref().results).unwrap();
+                return (results, target);
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                match status.metadata().get("settle-leader") {
+                    Some(leader) => target = leader.to_str().unwrap().parse().unwrap(),
+                    // No leader known yet: poll again shortly (an election takes a few
+                    // hundred ms), bounded by the attempt count.
+                    None => {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }
+    }
+    panic!("no leader accepted the write");
+}
+
+async fn create_accounts_anywhere(addresses: &[SocketAddr], ids: &[u128]) {
+    let accounts: Vec<Account> =
+        ids.iter().map(|&id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+    let request = pb::CreateAccountsRequest {
+        accounts: accounts.iter().map(pb::Account::from).collect(),
+        ..Default::default()
+    };
+    let mut target = addresses[0];
+    for _ in 0..500 {
+        let Ok(mut grpc) = LedgerClient::connect(format!("http://{target}")).await else {
+            target = next(addresses, target);
+            continue;
+        };
+        match grpc.create_accounts(request.clone()).await {
+            Ok(_) => return,
+            Err(status) => match status.metadata().get("settle-leader") {
+                Some(leader) => target = leader.to_str().unwrap().parse().unwrap(),
+                None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            },
+        }
+    }
+    panic!("no leader accepted the accounts");
+}
+
+async fn lookup_accounts(address: SocketAddr, ids: &[u128]) -> Vec<Account> {
+    let reply = client(address)
+        .await
+        .lookup_accounts(pb::LookupRequest { ids: convert::ids_to_pb(ids) })
+        .await
+        .unwrap();
+    reply.get_ref().accounts.iter().map(|a| Account::try_from(a).unwrap()).collect()
+}
+
+fn transfer(id: u128) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 10,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_replicates_redirects_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = addresses(3);
+    let cluster = ClusterConfig::single_shard(&addresses);
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(Some(ClusterNode::start(options(&cluster, id, dir.path())).await.unwrap()));
+    }
+    create_accounts_anywhere(&addresses, &[1, 2]).await;
+    let (results, leader) = create_transfers_anywhere(&addresses, &[transfer(10)]).await;
+    assert_eq!(results, vec![CreateTransferResult::Ok]);
+
+    // A follower refuses the write and names the leader.
+    let follower = *addresses.iter().find(|&&a| a != leader).unwrap();
+    let status = client(follower)
+        .await
+        .create_transfers(convert::transfers_request(&[transfer(11)]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    let hint = status.metadata().get("settle-leader").expect("a leader hint");
+    assert_eq!(hint.to_str().unwrap(), leader.to_string());
+
+    // Every node reads the acknowledged write (ReadIndex, also on followers).
+    for &address in &addresses {
+        let accounts = lookup_accounts(address, &[1, 2]).await;
+        assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (10, 10), "{address}");
+    }
+
+    // A follower stops cleanly; the other two keep committing; it restarts and catches up.
+    let index = addresses.iter().position(|&a| a == follower).unwrap();
+    nodes[index].take().unwrap().shutdown().await.unwrap();
+    let (results, _) = create_transfers_anywhere(&addresses, &[transfer(12)]).await;
+    assert_eq!(results, vec![CreateTransferResult::Ok]);
+    let id = index as u64 + 1;
+    nodes[index] = Some(ClusterNode::start(options(&cluster, id, dir.path())).await.unwrap());
+    let accounts = lookup_accounts(follower, &[1, 2]).await;
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (20, 20));
+
+    // Resending an applied transfer answers `exists`: nothing is applied twice.
+    let (results, _) = create_transfers_anywhere(&addresses, &[transfer(12)]).await;
+    assert_eq!(results, vec![CreateTransferResult::Exists]);
+
+    for node in nodes.into_iter().flatten() {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_node_missing_from_the_config_or_with_a_foreign_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = addresses(1);
+    let cluster = ClusterConfig::single_shard(&addresses);
+    let error = ClusterNode::start(options(&cluster, 9, dir.path())).await.err().unwrap();
+    assert!(matches!(&error, NodeError::Config(m) if m.contains("node 9")), "{error}");
+
+    // A log holding shard 1 under a config that gives this node shard 2 only.
+    let node = ClusterNode::start(options(&cluster, 1, dir.path())).await.unwrap();
+    create_accounts_anywhere(&addresses, &[1]).await;
+    node.shutdown().await.unwrap();
+    let mut other = cluster.clone();
+    other.shards[0].id = 2;
+    let error = ClusterNode::start(options(&other, 1, dir.path())).await.err().unwrap();
+    assert!(matches!(&error, NodeError::Config(m) if m.contains("shard 1")), "{error}");
+}
