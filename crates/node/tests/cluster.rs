@@ -95,13 +95,27 @@ async fn create_accounts_anywhere(addresses: &[SocketAddr], ids: &[u128]) {
     panic!("no leader accepted the accounts");
 }
 
+/// Looks up at `address` itself; retried while that node knows no leader yet (just
+/// after it started), bounded.
 async fn lookup_accounts(address: SocketAddr, ids: &[u128]) -> Vec<Account> {
-    let reply = client(address)
-        .await
-        .lookup_accounts(pb::LookupRequest { ids: convert::ids_to_pb(ids) })
-        .await
-        .unwrap();
-    reply.get_ref().accounts.iter().map(|a| Account::try_from(a).unwrap()).collect()
+    let request = pb::LookupRequest { ids: convert::ids_to_pb(ids) };
+    for _ in 0..500 {
+        match client(address).await.lookup_accounts(request.clone()).await {
+            Ok(reply) => {
+                return reply
+                    .get_ref()
+                    .accounts
+                    .iter()
+                    .map(|a| Account::try_from(a).unwrap())
+                    .collect()
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("lookup at {address}: {status:?}"),
+        }
+    }
+    panic!("{address} never answered the lookup");
 }
 
 fn transfer(id: u128) -> Transfer {
