@@ -1,4 +1,8 @@
 //! [`Client`]: connecting, and one method per RPC of `settle.v1.Ledger`.
+//!
+//! A client knows the nodes of a cluster (the addresses given, plus those learnt from
+//! leader hints; see `nodes.rs`) and sends each request to the one it is using, moving
+//! to the leader when a node names it (see `retry.rs`).
 
 use std::sync::Arc;
 
@@ -8,25 +12,29 @@ use settle_ledger::{
 };
 use settle_proto::convert::{self, ConvertError};
 use settle_proto::pb;
-use settle_proto::pb::ledger_client::LedgerClient;
-use tonic::transport::{Channel, Endpoint};
-
-/// HTTP/2 flow-control window per stream and per connection: several full batches.
-const HTTP2_WINDOW_BYTES: u32 = 16 << 20;
 
 use crate::batch::{plan_batches, run_batches};
 use crate::error::error_chain;
-use crate::retry::with_retries;
+use crate::nodes::{endpoint, Node, Nodes};
+use crate::retry::{with_retries, with_retries_via};
 use crate::{ClientError, ClientOptions};
 
-/// Largest reply the client accepts. A full batch of looked-up accounts is about
-/// 1.4 MB on the wire; this leaves room without being unbounded.
-const MAX_DECODING_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
-
-/// An async client of one settle node (later: a cluster).
+/// An async client of a settle cluster (or of a single node).
 ///
-/// Cheap to clone: every clone shares one HTTP/2 connection (a tonic `Channel`, which
-/// multiplexes concurrent requests and reconnects by itself after a failure).
+/// The client keeps one gRPC channel per node it knows (a tonic `Channel`: one HTTP/2
+/// connection, made when first needed, which multiplexes concurrent requests and
+/// reconnects by itself after a failure) and sends every request to one node, the
+/// leader as far as it knows. Cheap to clone: every clone shares the channels and the
+/// choice of node.
+///
+/// Only the leader of a cluster executes requests. A node that is not the leader answers
+/// gRPC `UNAVAILABLE`, naming the leader's address in its `settle-leader` metadata when
+/// it knows it: the client then moves to that address (learning it if it was not given,
+/// up to 16 known addresses in all) and retries after just `initial_backoff`. After any
+/// other transient failure (a crashed node's connection errors, an `UNAVAILABLE` naming
+/// no leader, no reply in time) it moves to the next known address and retries after
+/// the growing backoff. Every attempt, redirects included, counts toward
+/// [`ClientOptions::max_attempts`].
 ///
 /// Every method retries transient failures as described in [`ClientOptions`]. Creating
 /// accounts and transfers is safe to retry because ids are idempotent: an event that an
@@ -37,19 +45,9 @@ const MAX_DECODING_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 /// transiently (e.g. `exceeds_credits`) comes back as `id_already_failed`.
 #[derive(Clone, Debug)]
 pub struct Client {
-    grpc: LedgerClient<Channel>,
+    nodes: Arc<Nodes>,
     addresses: Arc<[String]>,
-    connected: usize,
     options: ClientOptions,
-}
-
-/// `"127.0.0.1:3000"` → `"http://127.0.0.1:3000"`; an address with a scheme is kept.
-fn endpoint_uri(address: &str) -> String {
-    if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    }
 }
 
 impl Client {
@@ -59,47 +57,64 @@ impl Client {
     }
 
     /// Connects to the first reachable address, trying them in order, each within
-    /// `options.request_timeout`. An address is `host:port` or a URI
-    /// (`http://host:port`). The whole list is kept for failover to other nodes (not
-    /// implemented yet: today the client talks to one node).
+    /// `options.request_timeout`, and starts sending requests there. An address is
+    /// `host:port` or a URI (`http://host:port`); give every node of a cluster (in any
+    /// order), so the client can find the leader and move to another node when one
+    /// fails. The other addresses are connected to when first used. Invalid addresses
+    /// are skipped (and reported if no address is reachable).
+    ///
+    /// Fails with [`ClientError::Connect`] if no address is reachable.
     pub async fn connect_with(
         addresses: &[String],
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
         let mut reasons = Vec::new();
-        for (index, address) in addresses.iter().enumerate() {
-            let endpoint = match Endpoint::from_shared(endpoint_uri(address)) {
+        let mut nodes = Vec::new();
+        let mut current = None;
+        for address in addresses {
+            let endpoint = match endpoint(address, &options) {
                 Ok(endpoint) => endpoint,
                 Err(e) => {
                     reasons.push(format!("{address}: invalid address: {}", error_chain(&e)));
                     continue;
                 }
             };
-            // A full batch is about 1 MiB: with HTTP/2's default 64 KiB windows it would
-            // crawl through many window-update round trips, so open the windows wide.
-            let endpoint = endpoint
-                .connect_timeout(options.request_timeout)
-                .tcp_nodelay(true)
-                .initial_stream_window_size(HTTP2_WINDOW_BYTES)
-                .initial_connection_window_size(HTTP2_WINDOW_BYTES);
-            match endpoint.connect().await {
-                Ok(channel) => {
-                    tracing::debug!(address = %address, "connected");
-                    return Ok(Client {
-                        grpc: LedgerClient::new(channel)
-                            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-                        addresses: addresses.into(),
-                        connected: index,
-                        options,
-                    });
+            // Until one address is reachable, each is connected to now; the channel made
+            // is kept. The rest (dead ones included: they may come back) connect lazily.
+            let channel = if current.is_some() {
+                endpoint.connect_lazy()
+            } else {
+                match endpoint.connect().await {
+                    Ok(channel) => {
+                        tracing::debug!(address = %address, "connected");
+                        current = Some(nodes.len());
+                        channel
+                    }
+                    Err(e) => {
+                        reasons.push(format!("{address}: {}", error_chain(&e)));
+                        endpoint.connect_lazy()
+                    }
                 }
-                Err(e) => reasons.push(format!("{address}: {}", error_chain(&e))),
+            };
+            nodes.push(Node::new(address, channel));
+        }
+        let Some(current) = current else {
+            if reasons.is_empty() {
+                reasons.push("no address given".to_string());
             }
+            return Err(ClientError::Connect {
+                addresses: addresses.to_vec(),
+                reasons: reasons.join("; "),
+            });
+        };
+        if !reasons.is_empty() {
+            tracing::debug!(reasons = %reasons.join("; "), "some addresses are unreachable");
         }
-        if reasons.is_empty() {
-            reasons.push("no address given".to_string());
-        }
-        Err(ClientError::Connect { addresses: addresses.to_vec(), reasons: reasons.join("; ") })
+        Ok(Client {
+            nodes: Arc::new(Nodes::new(nodes, current, options)),
+            addresses: addresses.into(),
+            options,
+        })
     }
 
     /// Every address given to `connect`, in order.
@@ -107,9 +122,12 @@ impl Client {
         &self.addresses
     }
 
-    /// The address this client is connected to.
+    /// The address this client sends requests to: the leader, as far as it knows. One
+    /// of [`addresses`](Client::addresses), or an address learnt from a leader hint (as
+    /// the hint spelled it). Changes as the client follows the leader or leaves a failed
+    /// node; shared by every clone.
     pub fn connected_address(&self) -> &str {
-        &self.addresses[self.connected]
+        &self.nodes.current().1.address
     }
 
     /// The options in force.
@@ -155,8 +173,7 @@ impl Client {
             } else {
                 convert::accounts_request(batch)
             };
-            let reply = with_retries(OP, &self.options, || {
-                let mut grpc = self.grpc.clone();
+            let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| {
                 let request = request.clone();
                 async move { grpc.create_accounts(request).await }
             })
@@ -204,8 +221,7 @@ impl Client {
             } else {
                 convert::transfers_request(batch)
             };
-            let reply = with_retries(OP, &self.options, || {
-                let mut grpc = self.grpc.clone();
+            let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| {
                 let request = request.clone();
                 async move { grpc.create_transfers(request).await }
             })
@@ -222,8 +238,7 @@ impl Client {
         let mut accounts = Vec::new();
         for chunk in ids.chunks(BATCH_EVENTS_MAX) {
             let request = pb::LookupRequest { ids: convert::ids_to_pb(chunk) };
-            let reply = with_retries(OP, &self.options, || {
-                let mut grpc = self.grpc.clone();
+            let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| {
                 let request = request.clone();
                 async move { grpc.lookup_accounts(request).await }
             })
@@ -243,8 +258,7 @@ impl Client {
         let mut transfers = Vec::new();
         for chunk in ids.chunks(BATCH_EVENTS_MAX) {
             let request = pb::LookupRequest { ids: convert::ids_to_pb(chunk) };
-            let reply = with_retries(OP, &self.options, || {
-                let mut grpc = self.grpc.clone();
+            let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| {
                 let request = request.clone();
                 async move { grpc.lookup_transfers(request).await }
             })
@@ -263,9 +277,8 @@ impl Client {
     ) -> Result<Vec<Transfer>, ClientError> {
         const OP: &str = "get_account_transfers";
         let request = pb::AccountFilter::from(filter);
-        let reply = with_retries(OP, &self.options, || {
-            let mut grpc = self.grpc.clone();
-            async move { grpc.get_account_transfers(request).await }
+        let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| async move {
+            grpc.get_account_transfers(request).await
         })
         .await?;
         check_count(OP, reply.transfers.len(), query_cap(filter.limit))?;
@@ -280,9 +293,8 @@ impl Client {
     ) -> Result<Vec<AccountBalance>, ClientError> {
         const OP: &str = "get_account_balances";
         let request = pb::AccountFilter::from(filter);
-        let reply = with_retries(OP, &self.options, || {
-            let mut grpc = self.grpc.clone();
-            async move { grpc.get_account_balances(request).await }
+        let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| async move {
+            grpc.get_account_balances(request).await
         })
         .await?;
         check_count(OP, reply.balances.len(), query_cap(filter.limit))?;
@@ -294,9 +306,8 @@ impl Client {
     pub async fn query_accounts(&self, filter: &QueryFilter) -> Result<Vec<Account>, ClientError> {
         const OP: &str = "query_accounts";
         let request = pb::QueryFilter::from(filter);
-        let reply = with_retries(OP, &self.options, || {
-            let mut grpc = self.grpc.clone();
-            async move { grpc.query_accounts(request).await }
+        let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| async move {
+            grpc.query_accounts(request).await
         })
         .await?;
         check_count(OP, reply.accounts.len(), query_cap(filter.limit))?;
@@ -311,13 +322,35 @@ impl Client {
     ) -> Result<Vec<Transfer>, ClientError> {
         const OP: &str = "query_transfers";
         let request = pb::QueryFilter::from(filter);
-        let reply = with_retries(OP, &self.options, || {
-            let mut grpc = self.grpc.clone();
-            async move { grpc.query_transfers(request).await }
+        let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| async move {
+            grpc.query_transfers(request).await
         })
         .await?;
         check_count(OP, reply.transfers.len(), query_cap(filter.limit))?;
         transfers_from_pb(OP, &reply.transfers)
+    }
+
+    /// Adds (`remove` false) or removes node `node` as a replica of `shard` (a cluster
+    /// operation, through joint consensus); returns the shard's voters afterwards. Sent
+    /// to the shard's leader, followed like any request. Not idempotent in the way
+    /// ledger requests are: adding a replica twice is answered with the same voters.
+    pub async fn change_replicas(
+        &self,
+        shard: u64,
+        node: u64,
+        remove: bool,
+    ) -> Result<Vec<u64>, ClientError> {
+        const OP: &str = "change_replicas";
+        let request = pb::ChangeReplicasRequest { shard, node, remove };
+        let reply = with_retries_via(
+            OP,
+            &self.options,
+            &self.nodes,
+            |node| node.admin.clone(),
+            |mut admin| async move { admin.change_replicas(request).await },
+        )
+        .await?;
+        Ok(reply.voters)
     }
 }
 
@@ -350,13 +383,6 @@ fn transfers_from_pb(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_without_scheme_get_http() {
-        assert_eq!(endpoint_uri("127.0.0.1:3000"), "http://127.0.0.1:3000");
-        assert_eq!(endpoint_uri("http://node-1:3000"), "http://node-1:3000");
-        assert_eq!(endpoint_uri("https://node-1:3000"), "https://node-1:3000");
-    }
 
     #[tokio::test]
     async fn connect_reports_every_address_tried() {

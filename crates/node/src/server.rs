@@ -39,22 +39,27 @@ impl Service {
             .send(Request { command, reply })
             .await
             .map_err(|_| Status::unavailable("the node is shutting down"))?;
-        answer.await.map_err(|_| Status::unavailable("the node stopped"))?.map_err(|error| {
-            match error {
-                // The ledger refused this request's batch: retrying it cannot help.
-                NodeError::Batch(error) => Status::invalid_argument(error.to_string()),
-                // Not the leader: say where it is, for the client to follow.
-                NodeError::NotLeader { leader: Some(ref leader) } => {
-                    let mut status = Status::unavailable(error.to_string());
-                    if let Ok(value) = leader.parse() {
-                        status.metadata_mut().insert(LEADER_METADATA_KEY, value);
-                    }
-                    status
-                }
-                // Anything else stops the node; another attempt (later, or elsewhere) may work.
-                other => Status::unavailable(other.to_string()),
+        answer.await.map_err(|_| Status::unavailable("the node stopped"))?.map_err(status_of)
+    }
+}
+
+/// The gRPC status for a node error: what the client may do about it.
+pub fn status_of(error: NodeError) -> Status {
+    match error {
+        // The ledger refused this request's batch: retrying it cannot help.
+        NodeError::Batch(error) => Status::invalid_argument(error.to_string()),
+        NodeError::Config(message) => Status::failed_precondition(message),
+        // Not the leader: say where it is, for the client to follow.
+        NodeError::NotLeader { leader: Some(ref leader) } => {
+            let mut status = Status::unavailable(error.to_string());
+            if let Ok(value) = leader.parse() {
+                status.metadata_mut().insert(LEADER_METADATA_KEY, value);
             }
-        })
+            status
+        }
+        // Anything else stops the node or passes; another attempt (later, or
+        // elsewhere) may work.
+        other => Status::unavailable(other.to_string()),
     }
 }
 

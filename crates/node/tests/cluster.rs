@@ -99,6 +99,7 @@ async fn create_accounts_anywhere(addresses: &[SocketAddr], ids: &[u128]) {
 /// after it started), bounded.
 async fn lookup_accounts(address: SocketAddr, ids: &[u128]) -> Vec<Account> {
     let request = pb::LookupRequest { ids: convert::ids_to_pb(ids) };
+    let mut last = None;
     for _ in 0..500 {
         match client(address).await.lookup_accounts(request.clone()).await {
             Ok(reply) => {
@@ -110,12 +111,13 @@ async fn lookup_accounts(address: SocketAddr, ids: &[u128]) -> Vec<Account> {
                     .collect()
             }
             Err(status) if status.code() == tonic::Code::Unavailable => {
+                last = Some(status);
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(status) => panic!("lookup at {address}: {status:?}"),
         }
     }
-    panic!("{address} never answered the lookup");
+    panic!("{address} never answered the lookup; last: {last:?}");
 }
 
 fn transfer(id: u128) -> Transfer {
@@ -195,4 +197,69 @@ async fn a_node_missing_from_the_config_or_with_a_foreign_log_is_refused() {
     other.shards[0].id = 2;
     let error = ClusterNode::start(options(&other, 1, dir.path())).await.err().unwrap();
     assert!(matches!(&error, NodeError::Config(m) if m.contains("shard 1")), "{error}");
+}
+
+/// Sends a membership change to whichever node leads, following redirects.
+async fn change_replicas(addresses: &[SocketAddr], node: u64, remove: bool) -> Vec<u64> {
+    use settle_proto::pb::admin_client::AdminClient;
+    let request = pb::ChangeReplicasRequest { shard: 1, node, remove };
+    let mut target = addresses[0];
+    for _ in 0..500 {
+        let Ok(mut admin) = AdminClient::connect(format!("http://{target}")).await else {
+            target = next(addresses, target);
+            continue;
+        };
+        match admin.change_replicas(request).await {
+            Ok(reply) => return reply.into_inner().voters,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                match status.metadata().get("settle-leader") {
+                    Some(leader) => target = leader.to_str().unwrap().parse().unwrap(),
+                    None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
+            }
+        }
+    }
+    panic!("the membership change never went through");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_added_and_another_removed_through_joint_consensus() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = addresses(4);
+    // Four nodes; the shard starts on the first three.
+    let mut cluster = ClusterConfig::single_shard(&addresses);
+    cluster.shards[0].replicas = vec![1, 2, 3];
+    let mut nodes = Vec::new();
+    for id in 1..=4 {
+        nodes.push(ClusterNode::start(options(&cluster, id, dir.path())).await.unwrap());
+    }
+    let first_three = &addresses[..3];
+    create_accounts_anywhere(first_three, &[1, 2]).await;
+    let (results, _) = create_transfers_anywhere(first_three, &[transfer(10)]).await;
+    assert_eq!(results, vec![CreateTransferResult::Ok]);
+
+    assert_eq!(change_replicas(first_three, 4, false).await, vec![1, 2, 3, 4]);
+    // Node 4 caught up: it answers a linearizable read from its own state.
+    let accounts = lookup_accounts(addresses[3], &[1, 2]).await;
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (10, 10));
+
+    assert_eq!(change_replicas(&addresses, 1, true).await, vec![2, 3, 4]);
+    // The shard keeps committing without node 1, even once node 1 is gone.
+    let node_one = nodes.remove(0);
+    node_one.shutdown().await.unwrap();
+    let (results, _) = create_transfers_anywhere(&addresses[1..], &[transfer(11)]).await;
+    assert_eq!(results, vec![CreateTransferResult::Ok]);
+    let accounts = lookup_accounts(addresses[3], &[1, 2]).await;
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (20, 20));
+
+    // Node 4 restarts with a file that does not list it for the shard: its log does.
+    let node_four = nodes.pop().unwrap();
+    node_four.shutdown().await.unwrap();
+    nodes.push(ClusterNode::start(options(&cluster, 4, dir.path())).await.unwrap());
+    let accounts = lookup_accounts(addresses[3], &[1, 2]).await;
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (20, 20));
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
 }

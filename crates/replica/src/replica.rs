@@ -100,6 +100,8 @@ pub struct Output {
     pub writes: Vec<Record>,
     pub persist_number: Option<u64>,
     pub replies: Vec<(Token, Result<Reply, Refusal>)>,
+    /// Answers to membership changes: the voters once the change is applied.
+    pub membership: Vec<(Token, Result<Vec<u64>, Refusal>)>,
     /// Filled only when `Replica::record_applied` is on (the simulator's checkers).
     pub applied: Vec<Applied>,
 }
@@ -110,6 +112,7 @@ impl Output {
             && self.writes.is_empty()
             && self.persist_number.is_none()
             && self.replies.is_empty()
+            && self.membership.is_empty()
             && self.applied.is_empty()
     }
 }
@@ -150,6 +153,11 @@ pub struct Replica {
     ticks: u64,
     clock_ns: u64,
     proposals: BTreeMap<u64, Proposal>,
+    /// Membership changes proposed here, by index: (term, token, deadline tick).
+    changes: BTreeMap<u64, (u64, Token, u64)>,
+    /// A change applied in its joint form, answered once the joint configuration is
+    /// left: (token, deadline tick).
+    leaving: Option<(Token, u64)>,
     reads: BTreeMap<u64, PendingRead>,
     next_read_id: u64,
     /// Ready numbers handed to the shell, with the messages to send once durable.
@@ -193,6 +201,8 @@ impl Replica {
             ticks: 0,
             clock_ns: 0,
             proposals: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            leaving: None,
             reads: BTreeMap::new(),
             next_read_id: 1,
             awaiting_persist: VecDeque::new(),
@@ -328,10 +338,51 @@ impl Replica {
         self.raw.report_snapshot(to, status);
     }
 
-    /// Proposes a change of the group's members (joint consensus for several at once).
-    pub fn propose_conf_change(&mut self, change: ConfChangeV2) -> Result<(), Refusal> {
-        self.admit_write()?;
-        self.raw.propose_conf_change(vec![], change).map_err(|_| Refusal::Busy)
+    /// Adds (`remove` false) or removes node `node` as a voter, through joint
+    /// consensus: raft-rs enters the joint configuration, then leaves it on its own once
+    /// that is applied. Answered in `Output::membership` with the new voters once the
+    /// joint configuration is left here.
+    /// One change at a time: a second while one is in progress is refused `Busy`.
+    pub fn change_membership(&mut self, token: Token, node: u64, remove: bool) {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType};
+        let refusal = match self.admit_write() {
+            Err(refusal) => Some(refusal),
+            Ok(()) if !self.changes.is_empty() || self.leaving.is_some() => Some(Refusal::Busy),
+            Ok(()) => None,
+        };
+        if let Some(refusal) = refusal {
+            self.out.membership.push((token, Err(refusal)));
+            return;
+        }
+        let mut single = ConfChangeSingle { node_id: node, ..Default::default() };
+        single.set_change_type(if remove {
+            ConfChangeType::RemoveNode
+        } else {
+            ConfChangeType::AddNode
+        });
+        let mut change = ConfChangeV2::default();
+        change.set_transition(ConfChangeTransition::Implicit);
+        change.set_changes(vec![single].into());
+        let last_before = self.raw.raft.raft_log.last_index();
+        if self.raw.propose_conf_change(vec![], change).is_err() {
+            // raft-rs refuses while a previous change is still being applied.
+            self.out.membership.push((token, Err(Refusal::Busy)));
+            return;
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        assert_eq!(index, last_before + 1, "one proposal, one entry");
+        let deadline_tick = self.ticks + self.config.request_timeout_ticks;
+        self.changes.insert(index, (self.raw.raft.term, token, deadline_tick));
+    }
+
+    /// The voters of the current configuration (both halves while joint).
+    pub fn voters(&self) -> Vec<u64> {
+        let conf = self.raw.store().conf_state();
+        let mut voters: Vec<u64> =
+            conf.voters.iter().chain(&conf.voters_outgoing).copied().collect();
+        voters.sort_unstable();
+        voters.dedup();
+        voters
     }
 
     /// Everything the inputs since the last call produced.
@@ -411,6 +462,14 @@ impl Replica {
         self.raw.mut_store().install_snapshot(snapshot.clone());
         self.applied = index;
         // Whatever waited on entries the snapshot covers cannot be matched any more.
+        if let Some((token, _)) = self.leaving.take() {
+            self.out.membership.push((token, Err(Refusal::Unknown)));
+        }
+        let covered: Vec<u64> = self.changes.range(..=index).map(|(&i, _)| i).collect();
+        for index in covered {
+            let (_, token, _) = self.changes.remove(&index).expect("listed");
+            self.out.membership.push((token, Err(Refusal::Unknown)));
+        }
         let covered: Vec<u64> = self.proposals.range(..=index).map(|(&i, _)| i).collect();
         for index in covered {
             let proposal = self.proposals.remove(&index).expect("listed");
@@ -482,6 +541,21 @@ impl Replica {
         };
         let conf_state = self.raw.apply_conf_change(&change).map_err(|e| bad(e.to_string()))?;
         self.raw.mut_store().set_conf_state(conf_state);
+        let joint = !self.raw.store().conf_state().voters_outgoing.is_empty();
+        if let Some((term, token, deadline)) = self.changes.remove(&entry.index) {
+            if term != entry.term {
+                self.out.membership.push((token, Err(Refusal::Unknown)));
+            } else if joint {
+                self.leaving = Some((token, deadline));
+            } else {
+                self.out.membership.push((token, Ok(self.voters())));
+            }
+        }
+        if !joint {
+            if let Some((token, _)) = self.leaving.take() {
+                self.out.membership.push((token, Ok(self.voters())));
+            }
+        }
         Ok(())
     }
 
@@ -510,6 +584,16 @@ impl Replica {
             if let Some(token) = self.proposals.remove(&index).and_then(|p| p.token) {
                 self.out.replies.push((token, Err(Refusal::Unknown)));
             }
+        }
+        if self.leaving.is_some_and(|(_, deadline)| deadline <= now) {
+            let (token, _) = self.leaving.take().expect("checked");
+            self.out.membership.push((token, Err(Refusal::Unknown)));
+        }
+        let expired: Vec<u64> =
+            self.changes.iter().filter(|(_, c)| c.2 <= now).map(|(&i, _)| i).collect();
+        for index in expired {
+            let (_, token, _) = self.changes.remove(&index).expect("listed");
+            self.out.membership.push((token, Err(Refusal::Unknown)));
         }
         let expired: Vec<u64> =
             self.reads.iter().filter(|(_, r)| r.deadline_tick <= now).map(|(&id, _)| id).collect();

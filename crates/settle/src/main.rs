@@ -35,7 +35,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{account, bench, dev, sim, start, transfer};
+use commands::{account, bench, dev, shard, sim, start, transfer};
 
 /// settle: a distributed payment ledger.
 #[derive(Parser, Debug)]
@@ -57,6 +57,9 @@ enum Command {
     /// Create, post, void and look up transfers.
     #[command(subcommand)]
     Transfer(transfer::Command),
+    /// Add or remove a replica of a shard (a replicated cluster's membership).
+    #[command(subcommand)]
+    Shard(shard::Command),
     /// Run the workload of record and print throughput, latency and memory.
     Bench(bench::Args),
     /// Run the deterministic simulator: one seed exactly, or many with a summary.
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Account(command) => account::run(command).await,
             Command::Transfer(command) => transfer::run(command).await,
+            Command::Shard(command) => shard::run(command).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Sim(_) => unreachable!("run above"),
         }

@@ -366,7 +366,7 @@ impl World {
     }
 
     fn carry_out(&mut self, index: usize, output: Output) {
-        let Output { messages, writes, persist_number, replies, applied } = output;
+        let Output { messages, writes, persist_number, replies, applied, .. } = output;
         for applied in applied {
             self.check_applied(index, applied);
         }

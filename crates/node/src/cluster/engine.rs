@@ -42,8 +42,22 @@ pub const LOG_REWRITE_BYTES: u64 = 1 << 30;
 
 pub enum Input {
     Request(Request),
-    Peer { shard: u64, message: Message },
-    SnapshotStatus { shard: u64, to: u64, delivered: bool },
+    /// Add or remove `node` as a replica of `shard`; answered with the new voters.
+    ChangeReplicas {
+        shard: u64,
+        node: u64,
+        remove: bool,
+        reply: oneshot::Sender<Result<Vec<u64>, NodeError>>,
+    },
+    Peer {
+        shard: u64,
+        message: Message,
+    },
+    SnapshotStatus {
+        shard: u64,
+        to: u64,
+        delivered: bool,
+    },
     Synced(Result<Vec<(u64, u64)>, std::io::Error>),
     Stop,
 }
@@ -69,6 +83,7 @@ pub struct Engine {
     /// Ready numbers written and not yet covered by a sync, per shard.
     unsynced: BTreeMap<u64, u64>,
     waiting: HashMap<Token, oneshot::Sender<Result<Reply, NodeError>>>,
+    changes: HashMap<Token, oneshot::Sender<Result<Vec<u64>, NodeError>>>,
     next_token: Token,
     write_buffer: Vec<u8>,
     failed: Option<String>,
@@ -108,6 +123,7 @@ impl Engine {
             syncing: false,
             unsynced: BTreeMap::new(),
             waiting: HashMap::new(),
+            changes: HashMap::new(),
             next_token: 1,
             write_buffer: Vec::new(),
             failed: None,
@@ -147,7 +163,25 @@ impl Engine {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Request(request) => self.submit(request),
+            Input::ChangeReplicas { shard, node, remove, reply } => {
+                let Some(replica) = self.replicas.get_mut(&shard) else {
+                    let _ = reply.send(Err(NodeError::NoReplica { shard }));
+                    return;
+                };
+                if !remove && self.config.cluster.node(node).is_none() {
+                    let message = format!("node {node} is not in the cluster config's [[nodes]]");
+                    let _ = reply.send(Err(NodeError::Config(message)));
+                    return;
+                }
+                let token = self.next_token;
+                self.next_token += 1;
+                self.changes.insert(token, reply);
+                replica.change_membership(token, node, remove);
+            }
             Input::Peer { shard, message } => {
+                if !self.replicas.contains_key(&shard) {
+                    self.join(shard, &message);
+                }
                 if let Some(replica) = self.replicas.get_mut(&shard) {
                     replica.step(message);
                 }
@@ -228,6 +262,11 @@ impl Engine {
                         let _ = reply.send(answer.map_err(|refusal| self.refusal(refusal)));
                     }
                 }
+                for (token, answer) in output.membership {
+                    if let Some(reply) = self.changes.remove(&token) {
+                        let _ = reply.send(answer.map_err(|refusal| self.refusal(refusal)));
+                    }
+                }
             }
             if !self.write_buffer.is_empty() {
                 if let Err(error) = self.log.append(&self.write_buffer) {
@@ -248,6 +287,32 @@ impl Engine {
             }
         }
         self.maybe_rewrite_log();
+    }
+
+    /// A message for a shard this node holds no replica of, from a node of the
+    /// cluster: this node was added to the shard. It starts an empty replica, which the
+    /// leader brings up to date (with a snapshot once the log is compacted).
+    fn join(&mut self, shard: u64, message: &Message) {
+        let Some(entry) = self.config.cluster.shards.iter().find(|s| s.id == shard) else {
+            return;
+        };
+        if self.config.cluster.node(message.from).is_none() {
+            return;
+        }
+        // The log starts from the shard's first configuration, as on every replica;
+        // the membership changes in it (or the snapshot the leader sends) bring it up
+        // to date.
+        let first =
+            settle_replica::ConfState { voters: entry.replicas.clone(), ..Default::default() };
+        let log = settle_replica::LogStore::new(first);
+        let config = settle_replica::Config::new(self.config.node_id, self.config.seed ^ shard);
+        match Replica::new(config, log) {
+            Ok(replica) => {
+                tracing::info!(shard, "joining the shard as a new replica");
+                self.replicas.insert(shard, replica);
+            }
+            Err(halt) => self.failed = Some(format!("shard {shard}: {halt}")),
+        }
     }
 
     fn send(&mut self, shard: u64, message: Message) {
@@ -344,13 +409,19 @@ impl Engine {
         for (_, reply) in self.waiting.drain() {
             let _ = reply.send(Err(NodeError::Stopped));
         }
+        for (_, reply) in self.changes.drain() {
+            let _ = reply.send(Err(NodeError::Stopped));
+        }
         self.syncer = None;
         if let Some(thread) = self.syncer_thread.take() {
             thread.join().map_err(|_| NodeError::ThreadPanicked("syncer"))?;
         }
         match self.failed {
             None => Ok(()),
-            Some(reason) => Err(NodeError::Failed(reason)),
+            Some(reason) => {
+                tracing::error!(%reason, "the engine stopped");
+                Err(NodeError::Failed(reason))
+            }
         }
     }
 }

@@ -5,7 +5,8 @@
 //! `settle-client` follows.
 //!
 //! Layout: `config` (the TOML file), `log` (the shared log file), `engine` (the thread
-//! driving the replicas, and its syncer), `transport` (Raft messages over gRPC).
+//! driving the replicas, and its syncer), `transport` (Raft messages over gRPC),
+//! `admin` (membership changes over gRPC).
 //!
 //! Lifecycle. `ClusterNode::start` takes the data directory's lock, reads the shared log
 //! back (torn tail cut, corruption refused), rebuilds each replica from its records,
@@ -13,6 +14,7 @@
 //! `ClusterNode::shutdown` stops serving, stops the engine (waiting clients are told),
 //! and lets the syncer finish.
 
+mod admin;
 pub mod config;
 pub mod engine;
 mod log;
@@ -23,6 +25,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::SyncSender;
 
+use settle_proto::pb::admin_server::AdminServer;
 use settle_proto::pb::ledger_server::LedgerServer;
 use settle_proto::pb::peer_server::PeerServer;
 use settle_replica::{durable, ConfState, Record, Replica};
@@ -119,6 +122,7 @@ impl ClusterNode {
         let ledger = LedgerServer::new(server::Service { requests })
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        let admin = AdminServer::new(admin::AdminService { inbox: inbox_sender.clone() });
         let peer = PeerServer::new(transport::PeerService { node_id, inbox: inbox_sender.clone() })
             .max_decoding_message_size(transport::PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(transport::PEER_MESSAGE_BYTES_MAX);
@@ -131,6 +135,7 @@ impl ClusterNode {
                 .initial_connection_window_size(HTTP2_WINDOW_BYTES)
                 .add_service(ledger)
                 .add_service(peer)
+                .add_service(admin)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),
@@ -179,7 +184,13 @@ fn build_replicas(
         by_shard.entry(shard).or_default().push(record);
     }
     let mut replicas = BTreeMap::new();
-    for shard in cluster.shards.iter().filter(|s| s.replicas.contains(&node_id)) {
+    // The file's replica lists are each shard's first configuration; later changes
+    // live in the shard's log. So a shard is held here if the file gives it to this
+    // node, or if the log has records of it (this node was added later).
+    let held =
+        |s: &&config::ShardEntry| s.replicas.contains(&node_id) || by_shard.contains_key(&s.id);
+    let held: Vec<&config::ShardEntry> = cluster.shards.iter().filter(held).collect();
+    for shard in held {
         let conf = ConfState { voters: shard.replicas.clone(), ..Default::default() };
         let log = durable::recover(conf, by_shard.remove(&shard.id).unwrap_or_default());
         let config = settle_replica::Config::new(node_id, seed(node_id) ^ shard.id);

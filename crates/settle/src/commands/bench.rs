@@ -5,7 +5,10 @@
 //! packed fast path, against a durable (fsync) node. Without `--addresses` the node is
 //! a child process (`settle start` on a temporary directory and a free loopback port),
 //! so that its peak memory can be read from `/proc/<pid>/status` (`VmHWM`); it is
-//! stopped and its directory removed afterwards, also on error or Ctrl-C.
+//! stopped and its directory removed afterwards, also on error or Ctrl-C. With
+//! `--replicas 3` (or 5) it is a local cluster instead: that many child processes
+//! (`settle start --config --node`), fsync on, one shard replicated on all; the client
+//! finds the leader, and `rss` is the largest peak among them.
 //!
 //! One batch is in flight at a time; the next one is generated while it is. Each
 //! batch's latency runs from send to reply. The report's five lines of record:
@@ -76,6 +79,15 @@ pub struct Args {
     /// not measured). Comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "A[,B]")]
     pub addresses: Option<Vec<String>>,
+    /// Without --addresses: start a local cluster of this many replicas (1: one
+    /// standalone node).
+    #[arg(
+        long,
+        default_value_t = 1,
+        conflicts_with = "addresses",
+        value_parser = clap::value_parser!(u64).range(1..=7)
+    )]
+    pub replicas: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -103,13 +115,13 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
     let node = match &args.addresses {
         Some(_) => None,
         None => Some(tokio::select! {
-            node = ChildNode::spawn() => node?,
+            node = ChildNodes::spawn(args.replicas as usize) => node?,
             signal = signals.recv() => return Err(Error::Other(format!("interrupted by {signal}"))),
         }),
     };
     let addresses = match (&args.addresses, &node) {
         (Some(addresses), _) => addresses.clone(),
-        (None, Some(node)) => vec![node.address.to_string()],
+        (None, Some(node)) => node.nodes.iter().map(|n| n.address.to_string()).collect(),
         (None, None) => unreachable!("a child node is started when no address is given"),
     };
     println!(
@@ -125,12 +137,12 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
         args.seed
     );
     match &node {
-        Some(node) => println!(
-            "node: child process {} at {} (fsync on), data in {}",
-            node.pid,
-            node.address,
-            node.dir.path().display()
-        ),
+        Some(node) => {
+            for child in &node.nodes {
+                println!("node: child process {} at {} (fsync on)", child.pid, child.address);
+            }
+            println!("data in {}", node.dir.path().display());
+        }
         None => println!("node: external, at {}", addresses.join(",")),
     }
 
@@ -139,12 +151,12 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
         signal = signals.recv() => Err(Error::Other(format!("interrupted by {signal}"))),
     };
     // Read the peak before stopping: the process and its /proc entry go away.
-    let rss = node.as_ref().map(ChildNode::peak_rss);
-    let node_cpu = node.as_ref().and_then(|node| cpu_seconds(&format!("/proc/{}/stat", node.pid)));
+    let rss = node.as_ref().map(ChildNodes::peak_rss);
+    let node_cpu = node.as_ref().and_then(ChildNodes::cpu_seconds);
     let client_cpu = cpu_seconds("/proc/self/stat");
     let stopped = match node {
         Some(node) => {
-            eprintln!("stopping the node (SIGTERM: it drains and writes a checkpoint)...");
+            eprintln!("stopping the node(s) (SIGTERM: they drain and sync)...");
             let stopping = Instant::now();
             let stopped = node.stop().await;
             if stopped.is_ok() {
@@ -356,32 +368,108 @@ impl Generator {
     }
 }
 
+/// The node(s) the bench started as child processes, in one temporary directory
+/// (removed when dropped).
+struct ChildNodes {
+    nodes: Vec<ChildNode>,
+    dir: tempfile::TempDir,
+}
+
+impl ChildNodes {
+    /// One standalone node, or a cluster of `replicas` nodes sharing one shard.
+    async fn spawn(replicas: usize) -> Result<ChildNodes, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("settle-bench-")
+            .tempdir()
+            .map_err(Error::io("cannot create a temporary directory for the node"))?;
+        if replicas == 1 {
+            let args = vec!["--data-dir".into(), dir.path().join("data").into_os_string()];
+            let args = [args, vec!["--listen".into(), "127.0.0.1:0".into()]].concat();
+            let node = ChildNode::spawn(dir.path(), "node", args).await?;
+            return Ok(ChildNodes { nodes: vec![node], dir });
+        }
+        let listeners: Vec<std::net::TcpListener> = (0..replicas)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()
+            .map_err(Error::io("cannot find free loopback ports"))?;
+        let addresses: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<_, _>>()
+            .map_err(Error::io("cannot find free loopback ports"))?;
+        drop(listeners);
+        let cluster = settle_node::cluster::ClusterConfig::single_shard(&addresses);
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, cluster.to_toml())
+            .map_err(Error::io(format!("cannot write {}", config.display())))?;
+        let mut nodes: Vec<ChildNode> = Vec::new();
+        for node in &cluster.nodes {
+            let args = vec![
+                "--config".into(),
+                config.clone().into_os_string(),
+                "--node".into(),
+                node.id.to_string().into(),
+                "--data-dir".into(),
+                dir.path().join(format!("node-{}", node.id)).into_os_string(),
+            ];
+            match ChildNode::spawn(dir.path(), &format!("node-{}", node.id), args).await {
+                Ok(child) => nodes.push(child),
+                Err(error) => {
+                    for child in nodes {
+                        let _ = child.stop().await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(ChildNodes { nodes, dir })
+    }
+
+    /// The largest peak resident memory among the nodes, if every one can be read.
+    fn peak_rss(&self) -> Option<u64> {
+        self.nodes.iter().map(ChildNode::peak_rss).collect::<Option<Vec<_>>>()?.into_iter().max()
+    }
+
+    /// CPU time of all the nodes together.
+    fn cpu_seconds(&self) -> Option<f64> {
+        self.nodes.iter().map(|n| cpu_seconds(&format!("/proc/{}/stat", n.pid))).sum()
+    }
+
+    /// Stops every node (SIGTERM, then kill if it hangs) and removes the directory.
+    async fn stop(self) -> Result<(), Error> {
+        let mut outcome = Ok(());
+        for node in self.nodes {
+            outcome = outcome.and(node.stop().await);
+        }
+        outcome?;
+        let path = self.dir.path().to_path_buf();
+        self.dir.close().map_err(Error::io(format!("cannot remove {}", path.display())))
+    }
+}
+
 /// A node started by the bench as a child process (`settle start`).
 struct ChildNode {
     child: tokio::process::Child,
     pid: u32,
     address: SocketAddr,
-    /// Holds the node's data and its log; removed when dropped.
-    dir: tempfile::TempDir,
     log_path: PathBuf,
 }
 
 impl ChildNode {
-    async fn spawn() -> Result<ChildNode, Error> {
-        let dir = tempfile::Builder::new()
-            .prefix("settle-bench-")
-            .tempdir()
-            .map_err(Error::io("cannot create a temporary directory for the node"))?;
+    async fn spawn(
+        dir: &Path,
+        name: &str,
+        args: Vec<std::ffi::OsString>,
+    ) -> Result<ChildNode, Error> {
         let exe = std::env::current_exe()
             .map_err(Error::io("cannot find the settle executable to start a node"))?;
-        let log_path = dir.path().join("node.log");
+        let log_path = dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path)
             .map_err(Error::io(format!("cannot create {}", log_path.display())))?;
         let mut child = tokio::process::Command::new(&exe)
             .arg("start")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen", "127.0.0.1:0", "--exit-with-parent"])
+            .args(args)
+            .arg("--exit-with-parent")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -423,7 +511,7 @@ impl ChildNode {
         };
         // Keep reading so that the node never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(ChildNode { child, pid, address, dir, log_path })
+        Ok(ChildNode { child, pid, address, log_path })
     }
 
     /// The node's peak resident memory in bytes (`VmHWM`), if it can be read.
@@ -432,8 +520,7 @@ impl ChildNode {
         parse_vm_hwm(&status)
     }
 
-    /// Stops the node with SIGTERM (it drains and syncs), killing it if it hangs, and
-    /// removes its directory.
+    /// Stops the node with SIGTERM (it drains and syncs), killing it if it hangs.
     async fn stop(mut self) -> Result<(), Error> {
         use rustix::process::{kill_process, Pid, Signal};
         if let Some(pid) = i32::try_from(self.pid).ok().and_then(Pid::from_raw) {
@@ -457,8 +544,7 @@ impl ChildNode {
                 log_tail(&self.log_path)
             )));
         }
-        let path = self.dir.path().to_path_buf();
-        self.dir.close().map_err(Error::io(format!("cannot remove {}", path.display())))
+        Ok(())
     }
 }
 

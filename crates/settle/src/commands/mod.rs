@@ -4,6 +4,7 @@
 pub mod account;
 pub mod bench;
 pub mod dev;
+pub mod shard;
 pub mod sim;
 pub mod start;
 pub mod transfer;

@@ -149,11 +149,23 @@ impl Started {
 /// Starts `settle start --data-dir <data_dir> --listen 127.0.0.1:0 <extra_args>` and
 /// waits until it either prints `listening on ADDR` or exits.
 pub fn start(data_dir: &Path, extra_args: &[String]) -> Started {
+    let mut args = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+    args.extend_from_slice(extra_args);
+    start_with(data_dir, &args)
+}
+
+/// Starts node `node` of the cluster described by `config` (`settle start --config
+/// --node`) and waits until it serves or exits.
+pub fn start_cluster_node(config: &Path, node: u64, data_dir: &Path) -> Started {
+    let args = ["--config".to_string(), config.display().to_string()];
+    start_with(data_dir, &[&args[..], &["--node".to_string(), node.to_string()]].concat())
+}
+
+fn start_with(data_dir: &Path, extra_args: &[String]) -> Started {
     let mut child = Command::new(SETTLE)
         .arg("start")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0"])
         .args(extra_args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -1,0 +1,48 @@
+//! `settle shard ...`: change which nodes hold a replica of a shard. The change is a
+//! Raft configuration change through joint consensus, sent to the shard's leader (the
+//! client follows it from any node given). The node must be in the cluster file's
+//! `[[nodes]]`; once added, it receives the shard's log (or a snapshot) and catches up.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::{cli_options, ClientArgs, Error, Session};
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Add a node as a replica of a shard. Prints the shard's replicas afterwards.
+    AddReplica(ChangeArgs),
+    /// Remove a node's replica of a shard. Prints the shard's replicas afterwards.
+    RemoveReplica(ChangeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ChangeArgs {
+    /// The shard's id.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard: u64,
+    /// The node's id (as in the cluster file).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub node: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub async fn run(command: Command) -> Result<ExitCode, Error> {
+    let (args, remove) = match command {
+        Command::AddReplica(args) => (args, false),
+        Command::RemoveReplica(args) => (args, true),
+    };
+    let session = Session::connect(&args.client.addresses, cli_options()).await?;
+    let voters =
+        session.call(session.client().change_replicas(args.shard, args.node, remove)).await?;
+    if args.client.json {
+        let value = serde_json::json!({ "shard": args.shard, "replicas": voters });
+        println!("{value}");
+    } else {
+        let list: Vec<String> = voters.iter().map(u64::to_string).collect();
+        println!("shard {}: replicas on nodes {}", args.shard, list.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}

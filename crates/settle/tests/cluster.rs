@@ -1,0 +1,132 @@
+//! A three-replica cluster of real `settle` processes: transfers stream through a
+//! client that follows the leader; the leader is SIGKILLed mid-workload and restarted.
+//! No acknowledged transfer may be lost, balances must equal a replay of what was
+//! acknowledged, service must resume without the old leader, and the restarted node
+//! must catch up (it then answers lookups from its own state).
+//!
+//! Prints the unavailability window: from the SIGKILL to the first acknowledged batch
+//! after it. Seeded with `SETTLE_SEED` (printed on failure).
+
+mod fault_support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use settle_client::{Client, ClientOptions};
+use settle_ledger::Transfer;
+
+use fault_support::{
+    accounts, check_balances, create_accounts, lookup_transfers, replay, runtime, same_transfer,
+    seed_from_env, send_acknowledged, start_cluster_node, transfer_batch, Ids, NodeProcess, Rng,
+    SeedReport,
+};
+
+const DEFAULT_SEED: u64 = 0x5e77_1e00_c1a5_7e03;
+const REPLICAS: u64 = 3;
+const ACCOUNTS: usize = 40;
+const BATCH_SIZE_MAX: u64 = 300;
+const BATCHES_BEFORE_KILL: usize = 15;
+const BATCHES_WITHOUT_LEADER: usize = 10;
+const BATCHES_AFTER_RESTART: usize = 10;
+
+/// Rides out an election: many quick attempts, each with a bounded wait.
+fn failover_options() -> ClientOptions {
+    ClientOptions {
+        max_attempts: 100,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+fn free_addresses(count: u64) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("bound")).collect()
+}
+
+#[test]
+fn killing_the_leader_loses_nothing_and_service_resumes() {
+    let seed = seed_from_env(DEFAULT_SEED);
+    let _report = SeedReport { test: "cluster", seed };
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addresses = free_addresses(REPLICAS);
+    let config_path = dir.path().join("cluster.toml");
+    let config = settle_node::cluster::ClusterConfig::single_shard(&addresses);
+    std::fs::write(&config_path, config.to_toml()).expect("write cluster.toml");
+    let data_dir = |node: u64| dir.path().join(format!("node-{node}"));
+    let mut nodes: Vec<Option<NodeProcess>> = (1..=REPLICAS)
+        .map(|id| Some(start_cluster_node(&config_path, id, &data_dir(id)).serving()))
+        .collect();
+    let all: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+
+    runtime().block_on(async {
+        let client = Client::connect_with(&all, failover_options()).await.expect("connect");
+        let accounts = accounts(&mut rng, ACCOUNTS);
+        create_accounts(&client, &accounts).await;
+        let mut ids = Ids::new();
+        let mut acknowledged: Vec<Vec<Transfer>> = Vec::new();
+        let send = |client: Client, batch: Vec<Transfer>| async move {
+            send_acknowledged(&client, &batch).await;
+            batch
+        };
+        for _ in 0..BATCHES_BEFORE_KILL {
+            let batch = transfer_batch(&mut rng, &mut ids, &accounts, 1..=BATCH_SIZE_MAX);
+            acknowledged.push(send(client.clone(), batch).await);
+        }
+
+        // The client's current address is the leader's: it just got an answer there.
+        let leader = client.connected_address().to_string();
+        let index = all.iter().position(|a| *a == leader).expect("the leader is a node");
+        let killed = nodes[index].take().expect("running").kill();
+        let killed_at = Instant::now();
+        let mut unavailable = None;
+        for _ in 0..BATCHES_WITHOUT_LEADER {
+            let batch = transfer_batch(&mut rng, &mut ids, &accounts, 1..=BATCH_SIZE_MAX);
+            acknowledged.push(send(client.clone(), batch).await);
+            unavailable.get_or_insert(killed_at.elapsed());
+        }
+        let unavailable = unavailable.expect("batches were sent");
+        assert_ne!(client.connected_address(), leader, "a new leader serves");
+        println!(
+            "leader {leader} SIGKILLed; unavailability window (kill to first acknowledged \
+             batch) = {} ms",
+            unavailable.as_millis()
+        );
+
+        let id = index as u64 + 1;
+        nodes[index] = Some(start_cluster_node(&config_path, id, &data_dir(id)).serving());
+        for _ in 0..BATCHES_AFTER_RESTART {
+            let batch = transfer_batch(&mut rng, &mut ids, &accounts, 1..=BATCH_SIZE_MAX);
+            acknowledged.push(send(client.clone(), batch).await);
+        }
+
+        // Through the cluster, and through the restarted node alone (a follower answers
+        // a read once it has applied everything committed before it).
+        let restarted = Client::connect_with(std::slice::from_ref(&leader), failover_options())
+            .await
+            .expect("connect to the restarted node");
+        let expected = replay(&accounts, acknowledged.iter());
+        let acknowledged: Vec<Transfer> = acknowledged.into_iter().flatten().collect();
+        let ids: Vec<u128> = acknowledged.iter().map(|t| t.id).collect();
+        for (name, reader) in [("cluster", &client), ("restarted node", &restarted)] {
+            for chunk in ids.chunks(4000) {
+                let stored = lookup_transfers(reader, chunk).await;
+                for sent in acknowledged.iter().filter(|t| chunk.contains(&t.id)) {
+                    let found = stored.get(&sent.id).unwrap_or_else(|| {
+                        panic!("{name}: acknowledged transfer {:#x} is missing (killed node's log:\n{killed})", sent.id)
+                    });
+                    assert!(same_transfer(found, sent), "{name}: {found:?} != {sent:?}");
+                }
+            }
+            check_balances(reader, &accounts, &expected)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    });
+    for node in nodes.into_iter().flatten() {
+        let (clean, stderr) = node.stop();
+        assert!(clean, "a node did not stop cleanly:\n{stderr}");
+    }
+}
