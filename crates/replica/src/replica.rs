@@ -58,7 +58,7 @@ impl Config {
             election_ticks: 10,
             heartbeat_ticks: 2,
             checkpoint_entries: 1024,
-            keep_entries: 256,
+            keep_entries: 64,
             proposals_max: 1024,
             reads_max: 1024,
             request_timeout_ticks: 50,

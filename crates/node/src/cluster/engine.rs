@@ -37,7 +37,9 @@ pub const INBOX_MAX: usize = 8192;
 pub const WAITING_MAX: usize = 4096;
 /// The Raft tick: heartbeats every 2 ticks, elections after 10 to 20 without a leader.
 pub const TICK: Duration = Duration::from_millis(20);
-/// Rewrite the shared log once it has grown this much (it holds full snapshots).
+/// Rewrite the shared log once it is this large, and at least twice as large as the
+/// last rewrite left it (what the replicas hold in memory can itself be large: without
+/// the second rule the log would be rewritten over and over).
 pub const LOG_REWRITE_BYTES: u64 = 1 << 30;
 
 pub enum Input {
@@ -86,6 +88,8 @@ pub struct Engine {
     changes: HashMap<Token, oneshot::Sender<Result<Vec<u64>, NodeError>>>,
     next_token: Token,
     write_buffer: Vec<u8>,
+    /// The log size that triggers the next rewrite.
+    rewrite_at: u64,
     failed: Option<String>,
 }
 
@@ -126,6 +130,7 @@ impl Engine {
             changes: HashMap::new(),
             next_token: 1,
             write_buffer: Vec::new(),
+            rewrite_at: LOG_REWRITE_BYTES,
             failed: None,
         })
     }
@@ -347,7 +352,7 @@ impl Engine {
     /// Once the log is large, replace it with what the replicas hold (snapshot, entries,
     /// hard state): between syncs, so that no fsync is in flight on the old file.
     fn maybe_rewrite_log(&mut self) {
-        if self.syncing || !self.unsynced.is_empty() || self.log.len() < LOG_REWRITE_BYTES {
+        if self.syncing || !self.unsynced.is_empty() || self.log.len() < self.rewrite_at {
             return;
         }
         let mut records = Vec::new();
@@ -364,6 +369,7 @@ impl Engine {
             return;
         }
         tracing::info!(before, after = self.log.len(), "log rewritten");
+        self.rewrite_at = LOG_REWRITE_BYTES.max(2 * self.log.len());
         // The syncer's handle points at the old file: give it the new one.
         self.restart_syncer();
     }
