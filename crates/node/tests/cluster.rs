@@ -5,6 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use settle_ledger::{Account, CreateTransferResult, Transfer};
 use settle_node::cluster::{ClusterConfig, ClusterNode, ClusterOptions};
@@ -25,6 +26,7 @@ fn options(cluster: &ClusterConfig, node_id: u64, dir: &Path) -> ClusterOptions 
         node_id,
         data_dir: dir.join(format!("node-{node_id}")),
         fsync: true,
+        tuning: Default::default(),
     }
 }
 
@@ -260,6 +262,59 @@ async fn a_replica_is_added_and_another_removed_through_joint_consensus() {
     let accounts = lookup_accounts(addresses[3], &[1, 2]).await;
     assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (20, 20));
     for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_and_log_rewrites_keep_everything_across_restarts() {
+    use settle_node::cluster::Tuning;
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = addresses(3);
+    let cluster = ClusterConfig::single_shard(&addresses);
+    // Checkpoint every 4 entries; rewrite the log from 16 KiB on.
+    let tuning = Tuning { checkpoint_entries: 4, log_rewrite_bytes: 16 << 10 };
+    let start = |id: u64| {
+        ClusterNode::start(ClusterOptions { tuning, ..options(&cluster, id, dir.path()) })
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(Some(start(id).await.unwrap()));
+    }
+    create_accounts_anywhere(&addresses, &[1, 2]).await;
+    // A follower is down while the others checkpoint and compact past it: it comes
+    // back through a snapshot.
+    let (_, leader) = create_transfers_anywhere(&addresses, &[transfer(1)]).await;
+    let follower = addresses.iter().position(|&a| a != leader).unwrap();
+    nodes[follower].take().unwrap().shutdown().await.unwrap();
+    let batches = 60u128;
+    for batch in 0..batches {
+        let transfers: Vec<Transfer> = (0..20).map(|i| transfer(1_000 + batch * 20 + i)).collect();
+        let (results, _) = create_transfers_anywhere(&addresses, &transfers).await;
+        assert!(results.iter().all(|r| *r == CreateTransferResult::Ok), "{results:?}");
+    }
+    let total = 10 * (1 + batches * 20);
+    nodes[follower] = Some(start(follower as u64 + 1).await.unwrap());
+    let accounts = lookup_accounts(addresses[follower], &[1, 2]).await;
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
+
+    // The nodes that stayed up rewrote their logs from memory.
+    for (id, node) in nodes.iter().enumerate().filter(|(i, _)| *i != follower) {
+        let rewrites = node.as_ref().unwrap().stats().log_rewrites.load(Ordering::Relaxed);
+        assert!(rewrites > 0, "node {} never rewrote its log", id + 1);
+    }
+    // Every node restarts from its checkpoint and rewritten log with everything.
+    for node in nodes.iter_mut() {
+        node.take().unwrap().shutdown().await.unwrap();
+    }
+    for id in 1..=3 {
+        nodes[id as usize - 1] = Some(start(id).await.unwrap());
+    }
+    for &address in &addresses {
+        let accounts = lookup_accounts(address, &[1, 2]).await;
+        assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
+    }
+    for node in nodes.into_iter().flatten() {
         node.shutdown().await.unwrap();
     }
 }

@@ -26,7 +26,8 @@ pub enum Record {
     HardState(HardState),
     /// Entries to append, replacing any at or after the first one's index.
     Entries(Vec<Entry>),
-    /// A snapshot received from the leader: it replaces the whole log.
+    /// A snapshot that replaces the whole log: received from the leader, or the base of
+    /// a log rewritten from memory.
     InstalledSnapshot(Snapshot),
     /// A snapshot of this replica's own applied state; entries before `keep_from` are
     /// no longer needed.

@@ -57,6 +57,12 @@ impl LogStore {
         &self.entries
     }
 
+    /// About how many bytes the snapshot and the entries held take.
+    pub fn retained_bytes(&self) -> u64 {
+        let entries: usize = self.entries.iter().map(|e| e.data.len() + e.context.len() + 32).sum();
+        (self.snapshot.data.len() + entries) as u64
+    }
+
     pub fn first(&self) -> u64 {
         self.compacted_index + 1
     }

@@ -37,10 +37,6 @@ pub const INBOX_MAX: usize = 8192;
 pub const WAITING_MAX: usize = 4096;
 /// The Raft tick: heartbeats every 2 ticks, elections after 10 to 20 without a leader.
 pub const TICK: Duration = Duration::from_millis(20);
-/// Rewrite the shared log once it is this large, and at least twice as large as the
-/// last rewrite left it (what the replicas hold in memory can itself be large: without
-/// the second rule the log would be rewritten over and over).
-pub const LOG_REWRITE_BYTES: u64 = 1 << 30;
 
 pub enum Input {
     Request(Request),
@@ -64,11 +60,20 @@ pub enum Input {
     Stop,
 }
 
+/// Counters the engine keeps for operators and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub log_rewrites: std::sync::atomic::AtomicU64,
+    pub syncs: std::sync::atomic::AtomicU64,
+}
+
 pub struct EngineConfig {
     pub node_id: u64,
     pub cluster: ClusterConfig,
     pub fsync: bool,
     pub seed: u64,
+    pub tuning: super::Tuning,
+    pub stats: std::sync::Arc<Stats>,
 }
 
 pub struct Engine {
@@ -88,8 +93,6 @@ pub struct Engine {
     changes: HashMap<Token, oneshot::Sender<Result<Vec<u64>, NodeError>>>,
     next_token: Token,
     write_buffer: Vec<u8>,
-    /// The log size that triggers the next rewrite.
-    rewrite_at: u64,
     failed: Option<String>,
 }
 
@@ -130,7 +133,6 @@ impl Engine {
             changes: HashMap::new(),
             next_token: 1,
             write_buffer: Vec::new(),
-            rewrite_at: LOG_REWRITE_BYTES,
             failed: None,
         })
     }
@@ -198,6 +200,7 @@ impl Engine {
             }
             Input::Synced(Ok(numbers)) => {
                 self.syncing = false;
+                self.config.stats.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for (shard, number) in numbers {
                     if let Some(replica) = self.replicas.get_mut(&shard) {
                         replica.persisted(number);
@@ -310,7 +313,8 @@ impl Engine {
         let first =
             settle_replica::ConfState { voters: entry.replicas.clone(), ..Default::default() };
         let log = settle_replica::LogStore::new(first);
-        let config = settle_replica::Config::new(self.config.node_id, self.config.seed ^ shard);
+        let seed = self.config.seed ^ shard;
+        let config = super::replica_config(self.config.node_id, seed, self.config.tuning);
         match Replica::new(config, log) {
             Ok(replica) => {
                 tracing::info!(shard, "joining the shard as a new replica");
@@ -352,15 +356,28 @@ impl Engine {
     /// Once the log is large, replace it with what the replicas hold (snapshot, entries,
     /// hard state): between syncs, so that no fsync is in flight on the old file.
     fn maybe_rewrite_log(&mut self) {
-        if self.syncing || !self.unsynced.is_empty() || self.log.len() < self.rewrite_at {
+        // A rewrite pays off only once checkpoints compacted the replicas' logs: the log
+        // must be large, and at least twice what the rewrite would write.
+        let threshold = self.config.tuning.log_rewrite_bytes;
+        if self.syncing || !self.unsynced.is_empty() || self.log.len() < threshold {
+            return;
+        }
+        let retained: u64 = self.replicas.values().map(|r| r.log().retained_bytes()).sum();
+        if self.log.len() < 2 * retained {
             return;
         }
         let mut records = Vec::new();
         for (&shard, replica) in &self.replicas {
+            // The latest snapshot as the base of the log, then the entries after it
+            // (those kept before it for lagging followers are dropped: a follower that
+            // far behind gets the snapshot after a restart), then the hard state.
             let log = replica.log();
             let snapshot = log.latest_snapshot().clone();
-            records.push((shard, Record::Checkpoint { snapshot, keep_from: log.first() }));
-            records.push((shard, Record::Entries(log.held_entries().to_vec())));
+            let index = snapshot.get_metadata().index;
+            let after: Vec<_> =
+                log.held_entries().iter().filter(|e| e.index > index).cloned().collect();
+            records.push((shard, Record::InstalledSnapshot(snapshot)));
+            records.push((shard, Record::Entries(after)));
             records.push((shard, Record::HardState(log.hard_state().clone())));
         }
         let before = self.log.len();
@@ -369,7 +386,7 @@ impl Engine {
             return;
         }
         tracing::info!(before, after = self.log.len(), "log rewritten");
-        self.rewrite_at = LOG_REWRITE_BYTES.max(2 * self.log.len());
+        self.config.stats.log_rewrites.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // The syncer's handle points at the old file: give it the new one.
         self.restart_syncer();
     }

@@ -79,21 +79,26 @@ impl GroupLog {
         self.file.try_clone()
     }
 
-    /// Replaces the log with `records`, atomically and durably.
+    /// Replaces the log with `records`, atomically and durably. Records are written one
+    /// at a time (a snapshot can be large; the log is not built in memory first).
     pub fn rewrite(&mut self, records: impl Iterator<Item = (u64, Record)>) -> io::Result<()> {
         let tmp = self.path.with_extension("log.tmp");
+        let mut file = io::BufWriter::new(File::create(&tmp)?);
         let mut bytes = Vec::new();
+        let mut len = 0;
         for (group, record) in records {
+            bytes.clear();
             durable::encode(group, &record, &mut bytes);
+            file.write_all(&bytes)?;
+            len += bytes.len() as u64;
         }
-        let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
+        let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         fs::rename(&tmp, &self.path)?;
         let dir = self.path.parent().expect("the log lives in a directory");
         File::open(dir)?.sync_all()?;
         self.file = OpenOptions::new().read(true).append(true).open(&self.path)?;
-        self.len = bytes.len() as u64;
+        self.len = len;
         Ok(())
     }
 }

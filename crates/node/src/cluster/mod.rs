@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use crate::executor::Request;
 use crate::{lock, server, NodeError, HTTP2_WINDOW_BYTES, MESSAGE_BYTES_MAX};
 pub use config::{ClusterConfig, ConfigError};
+pub use engine::Stats;
 use engine::{offer, Engine, EngineConfig, Input};
 
 /// How to run one node of a cluster.
@@ -45,6 +46,32 @@ pub struct ClusterOptions {
     pub data_dir: PathBuf,
     /// fsync before acknowledging. Only experiments turn this off.
     pub fsync: bool,
+    /// How the replicas checkpoint and when the shared log is rewritten.
+    pub tuning: Tuning,
+}
+
+/// Knobs with production defaults; tests turn them down to exercise the rare paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// A replica snapshots its ledger and compacts its log every this many entries.
+    pub checkpoint_entries: u64,
+    /// The shared log is rewritten from memory once this large (and twice what the
+    /// rewrite would write).
+    pub log_rewrite_bytes: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { checkpoint_entries: 1024, log_rewrite_bytes: 1 << 30 }
+    }
+}
+
+/// A replica's settings on this node.
+pub(crate) fn replica_config(node_id: u64, seed: u64, tuning: Tuning) -> settle_replica::Config {
+    let mut config = settle_replica::Config::new(node_id, seed);
+    config.checkpoint_entries = tuning.checkpoint_entries;
+    config.keep_entries = config.keep_entries.min(tuning.checkpoint_entries);
+    config
 }
 
 /// A running cluster node.
@@ -55,6 +82,7 @@ pub struct ClusterNode {
     forwarder: JoinHandle<()>,
     inbox: SyncSender<Input>,
     engine: std::thread::JoinHandle<Result<(), NodeError>>,
+    stats: std::sync::Arc<Stats>,
 }
 
 impl ClusterNode {
@@ -73,7 +101,7 @@ impl ClusterNode {
         let recovered = tokio::task::spawn_blocking(move || log::GroupLog::open(&dir))
             .await
             .map_err(|_| NodeError::ThreadPanicked("recovery"))??;
-        let replicas = build_replicas(&cluster, node_id, recovered.records)?;
+        let replicas = build_replicas(&cluster, node_id, options.tuning, recovered.records)?;
         tracing::info!(
             node = node_id,
             shards = ?replicas.keys().collect::<Vec<_>>(),
@@ -92,10 +120,17 @@ impl ClusterNode {
             .map_err(|source| NodeError::Listen { addr: me.address, source })?;
 
         let (inbox_sender, inbox) = std::sync::mpsc::sync_channel(engine::INBOX_MAX);
+        let stats = std::sync::Arc::new(Stats::default());
         let peers = cluster.nodes.iter().map(|n| (n.id, n.address));
         let outbound = transport::Outbound::start(node_id, peers, inbox_sender.clone());
-        let engine_config =
-            EngineConfig { node_id, cluster, fsync: options.fsync, seed: seed(node_id) };
+        let engine_config = EngineConfig {
+            node_id,
+            cluster,
+            fsync: options.fsync,
+            seed: seed(node_id),
+            tuning: options.tuning,
+            stats: stats.clone(),
+        };
         let engine = Engine::new(
             engine_config,
             replicas,
@@ -141,11 +176,24 @@ impl ClusterNode {
                 }),
         );
         tracing::info!(node = node_id, %local_addr, "serving");
-        Ok(ClusterNode { local_addr, stop_server, server, forwarder, inbox: inbox_sender, engine })
+        Ok(ClusterNode {
+            local_addr,
+            stop_server,
+            server,
+            forwarder,
+            inbox: inbox_sender,
+            engine,
+            stats,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Stops serving, then stops the engine. Returns the first error the node met.
@@ -177,6 +225,7 @@ impl ClusterNode {
 fn build_replicas(
     cluster: &ClusterConfig,
     node_id: u64,
+    tuning: Tuning,
     records: Vec<(u64, Record)>,
 ) -> Result<BTreeMap<u64, Replica>, NodeError> {
     let mut by_shard: BTreeMap<u64, Vec<Record>> = BTreeMap::new();
@@ -193,7 +242,7 @@ fn build_replicas(
     for shard in held {
         let conf = ConfState { voters: shard.replicas.clone(), ..Default::default() };
         let log = durable::recover(conf, by_shard.remove(&shard.id).unwrap_or_default());
-        let config = settle_replica::Config::new(node_id, seed(node_id) ^ shard.id);
+        let config = replica_config(node_id, seed(node_id) ^ shard.id, tuning);
         let replica = Replica::new(config, log)
             .map_err(|halt| NodeError::Config(format!("shard {}: {halt}", shard.id)))?;
         replicas.insert(shard.id, replica);

@@ -82,6 +82,7 @@ async fn run_cluster(args: Args) -> Result<ExitCode, Error> {
             node_id: node.id,
             data_dir: args.data_dir.join(format!("node-{}", node.id)),
             fsync: true,
+            tuning: Default::default(),
         })
         .collect();
     let data_dir = args.data_dir.clone();

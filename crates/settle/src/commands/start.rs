@@ -64,8 +64,13 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
             ));
         }
         let cluster = ClusterConfig::load(path).map_err(|e| Error::Other(e.to_string()))?;
-        let options =
-            ClusterOptions { cluster, node_id, data_dir: args.data_dir, fsync: !args.no_fsync };
+        let options = ClusterOptions {
+            cluster,
+            node_id,
+            data_dir: args.data_dir,
+            fsync: !args.no_fsync,
+            tuning: Default::default(),
+        };
         return serve_cluster(vec![options], |addresses| {
             println!("listening on {}", addresses[0]);
         })
