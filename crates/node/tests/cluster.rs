@@ -302,6 +302,12 @@ async fn checkpoints_and_log_rewrites_keep_everything_across_restarts() {
     for (id, node) in nodes.iter().enumerate().filter(|(i, _)| *i != follower) {
         let rewrites = node.as_ref().unwrap().stats().log_rewrites.load(Ordering::Relaxed);
         assert!(rewrites > 0, "node {} never rewrote its log", id + 1);
+        // Snapshots live in their own files; older ones are deleted once a newer
+        // checkpoint is durable (one more may be in flight).
+        let files = std::fs::read_dir(dir.path().join(format!("node-{}/snapshots", id + 1)))
+            .unwrap()
+            .count();
+        assert!((1..=2).contains(&files), "node {}: {files} snapshot files", id + 1);
     }
     // Every node restarts from its checkpoint and rewritten log with everything.
     for node in nodes.iter_mut() {

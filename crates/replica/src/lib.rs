@@ -25,8 +25,8 @@ pub mod replica;
 
 pub use durable::{CorruptLog, Record};
 pub use log_store::LogStore;
-pub use raft::eraftpb::{ConfState, Message, MessageType};
-pub use replica::{Applied, Config, Halt, Output, Refusal, Replica, Token};
+pub use raft::eraftpb::{ConfState, Message, MessageType, Snapshot};
+pub use replica::{Applied, CheckpointJob, Config, Halt, Output, Refusal, Replica, Token};
 
 /// A raft-rs message in its protobuf encoding (what travels between nodes).
 pub fn encode_message(message: &Message) -> Vec<u8> {

@@ -44,6 +44,12 @@ impl LogStore {
         &self.snapshot
     }
 
+    /// Gives the latest snapshot its data, which the shell stored apart from the log.
+    pub fn attach_snapshot_data(&mut self, data: Vec<u8>) {
+        assert!(self.snapshot.data.is_empty(), "the snapshot has its data");
+        self.snapshot.data = data.into();
+    }
+
     pub fn set_hard_state(&mut self, hard_state: HardState) {
         self.hard_state = hard_state;
     }
@@ -57,10 +63,9 @@ impl LogStore {
         &self.entries
     }
 
-    /// About how many bytes the snapshot and the entries held take.
-    pub fn retained_bytes(&self) -> u64 {
-        let entries: usize = self.entries.iter().map(|e| e.data.len() + e.context.len() + 32).sum();
-        (self.snapshot.data.len() + entries) as u64
+    /// About how many bytes the entries held take.
+    pub fn entry_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| (e.data.len() + e.context.len() + 32) as u64).sum()
     }
 
     pub fn first(&self) -> u64 {

@@ -104,6 +104,21 @@ pub struct Output {
     pub membership: Vec<(Token, Result<Vec<u64>, Refusal>)>,
     /// Filled only when `Replica::record_applied` is on (the simulator's checkers).
     pub applied: Vec<Applied>,
+    /// A checkpoint to write: the shell writes `source` (on any thread, durably), then
+    /// hands the bytes back with [`Replica::checkpoint_written`].
+    pub checkpoint: Option<CheckpointJob>,
+}
+
+/// The ledger's state at `index`, captured cheaply, to be written by the shell.
+pub struct CheckpointJob {
+    pub index: u64,
+    pub source: settle_ledger::store::SnapshotSource,
+}
+
+impl std::fmt::Debug for CheckpointJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointJob").field("index", &self.index).finish_non_exhaustive()
+    }
 }
 
 impl Output {
@@ -114,6 +129,7 @@ impl Output {
             && self.replies.is_empty()
             && self.membership.is_empty()
             && self.applied.is_empty()
+            && self.checkpoint.is_none()
     }
 }
 
@@ -165,6 +181,8 @@ pub struct Replica {
     /// The ready number of a snapshot installed but not yet durable: raft-rs may not be
     /// told it is applied before then.
     snapshot_unpersisted: Option<u64>,
+    /// The metadata of the checkpoint the shell is writing, if any (one at a time).
+    checkpointing: Option<raft::eraftpb::SnapshotMetadata>,
     out: Output,
     record_applied: bool,
     halted: Option<Halt>,
@@ -207,6 +225,7 @@ impl Replica {
             next_read_id: 1,
             awaiting_persist: VecDeque::new(),
             snapshot_unpersisted: None,
+            checkpointing: None,
             out: Output::default(),
             record_applied: false,
             halted: None,
@@ -617,19 +636,36 @@ impl Replica {
     fn maybe_checkpoint(&mut self) {
         let store = self.raw.store();
         let last = store.latest_snapshot().get_metadata().index;
-        if self.halted.is_some() || self.applied < last + self.config.checkpoint_entries {
+        let due = self.applied >= last + self.config.checkpoint_entries;
+        if self.halted.is_some() || self.checkpointing.is_some() || !due {
             return;
         }
-        let mut snapshot = Snapshot::default();
-        let mut data = Vec::new();
-        self.ledger.write_snapshot(&mut data).expect("writing to memory cannot fail");
-        snapshot.data = data.into();
-        let meta = snapshot.mut_metadata();
-        meta.index = self.applied;
-        meta.term =
-            raft::Storage::term(store, self.applied).expect("applied entries are in the log");
+        // Capturing is cheap next to writing: the shell writes, possibly in the
+        // background, while this replica goes on.
+        let source = self.ledger.snapshot_source().expect("an in-memory ledger captures");
+        let mut meta = raft::eraftpb::SnapshotMetadata {
+            index: self.applied,
+            term: raft::Storage::term(store, self.applied).expect("applied entries are in the log"),
+            ..Default::default()
+        };
         meta.set_conf_state(store.conf_state().clone());
-        let keep_from = (self.applied + 1).saturating_sub(self.config.keep_entries).max(1);
+        self.checkpointing = Some(meta);
+        self.out.checkpoint = Some(CheckpointJob { index: self.applied, source });
+    }
+
+    /// The shell wrote the checkpoint at `index` durably; `data` is its bytes. The log
+    /// is compacted behind it and the checkpoint record is output (the shell may store
+    /// the data apart from the log, as long as recovery finds it again).
+    pub fn checkpoint_written(&mut self, index: u64, data: Vec<u8>) {
+        let Some(meta) = self.checkpointing.take() else { return };
+        assert_eq!(meta.index, index, "the checkpoint handed out");
+        if self.halted.is_some() || index <= self.raw.store().latest_snapshot().get_metadata().index
+        {
+            return; // a snapshot installed meanwhile is newer
+        }
+        let mut snapshot = Snapshot { data: data.into(), ..Default::default() };
+        snapshot.set_metadata(meta);
+        let keep_from = (index + 1).saturating_sub(self.config.keep_entries).max(1);
         self.raw.mut_store().checkpoint(snapshot.clone(), keep_from);
         self.out.writes.push(Record::Checkpoint { snapshot, keep_from });
     }

@@ -366,7 +366,15 @@ impl World {
     }
 
     fn carry_out(&mut self, index: usize, output: Output) {
-        let Output { messages, writes, persist_number, replies, applied, .. } = output;
+        let Output { messages, writes, persist_number, replies, applied, checkpoint, .. } = output;
+        if let Some(job) = checkpoint {
+            // Written at once, in memory: the record carries the data to the disk.
+            let mut data = Vec::new();
+            job.source.write(&mut data).expect("writing to memory cannot fail");
+            if let Some(replica) = self.hosts[index].replica.as_mut() {
+                replica.checkpoint_written(job.index, data);
+            }
+        }
         for applied in applied {
             self.check_applied(index, applied);
         }

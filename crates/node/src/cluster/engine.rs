@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 
 use super::config::ClusterConfig;
 use super::log::GroupLog;
+use super::snapshots;
 use super::transport::Outbound;
 use crate::executor::{Command, Request};
 use crate::NodeError;
@@ -57,6 +58,12 @@ pub enum Input {
         delivered: bool,
     },
     Synced(Result<Vec<(u64, u64)>, std::io::Error>),
+    /// A checkpoint's file is written (the bytes), or why not.
+    CheckpointWritten {
+        shard: u64,
+        index: u64,
+        outcome: Result<Vec<u8>, String>,
+    },
     Stop,
 }
 
@@ -69,6 +76,7 @@ pub struct Stats {
 
 pub struct EngineConfig {
     pub node_id: u64,
+    pub data_dir: std::path::PathBuf,
     pub cluster: ClusterConfig,
     pub fsync: bool,
     pub seed: u64,
@@ -89,6 +97,10 @@ pub struct Engine {
     syncing: bool,
     /// Ready numbers written and not yet covered by a sync, per shard.
     unsynced: BTreeMap<u64, u64>,
+    /// Checkpoint records written to the log and not yet synced / in the sync running:
+    /// once durable, older snapshot files of the shard can go.
+    checkpoints_unsynced: Vec<(u64, u64)>,
+    checkpoints_syncing: Vec<(u64, u64)>,
     waiting: HashMap<Token, oneshot::Sender<Result<Reply, NodeError>>>,
     changes: HashMap<Token, oneshot::Sender<Result<Vec<u64>, NodeError>>>,
     next_token: Token,
@@ -129,6 +141,8 @@ impl Engine {
             syncer_thread: Some(syncer_thread),
             syncing: false,
             unsynced: BTreeMap::new(),
+            checkpoints_unsynced: Vec::new(),
+            checkpoints_syncing: Vec::new(),
             waiting: HashMap::new(),
             changes: HashMap::new(),
             next_token: 1,
@@ -206,7 +220,18 @@ impl Engine {
                         replica.persisted(number);
                     }
                 }
+                for (shard, index) in std::mem::take(&mut self.checkpoints_syncing) {
+                    snapshots::remove_others(&self.config.data_dir, shard, index, true);
+                }
             }
+            Input::CheckpointWritten { shard, index, outcome } => match outcome {
+                Ok(data) => {
+                    if let Some(replica) = self.replicas.get_mut(&shard) {
+                        replica.checkpoint_written(index, data);
+                    }
+                }
+                Err(error) => self.failed = Some(format!("checkpoint of shard {shard}: {error}")),
+            },
             Input::Synced(Err(error)) => {
                 // The page cache can no longer be trusted to reach the disk: stop, and
                 // let a restart recover from what is on it.
@@ -259,8 +284,11 @@ impl Engine {
                 for message in output.messages {
                     self.send(shard, message);
                 }
+                if let Some(job) = output.checkpoint {
+                    self.write_checkpoint(shard, job);
+                }
                 for record in &output.writes {
-                    settle_replica::durable::encode(shard, record, &mut self.write_buffer);
+                    self.encode(shard, record);
                 }
                 if let Some(number) = output.persist_number {
                     self.unsynced.insert(shard, number);
@@ -334,10 +362,64 @@ impl Engine {
         }
     }
 
+    /// Appends `record` to the write buffer; a snapshot's data goes to its own file.
+    fn encode(&mut self, shard: u64, record: &Record) {
+        let Some(stripped) = snapshots::without_data(record) else {
+            settle_replica::durable::encode(shard, record, &mut self.write_buffer);
+            return;
+        };
+        match record {
+            Record::InstalledSnapshot(snapshot) => {
+                // Rare (a follower far behind): written here, before its record.
+                let index = snapshot.get_metadata().index;
+                if let Err(error) =
+                    snapshots::write(&self.config.data_dir, shard, index, &snapshot.data)
+                {
+                    self.failed =
+                        Some(format!("cannot write the snapshot of shard {shard}: {error}"));
+                    return;
+                }
+                self.checkpoints_unsynced.push((shard, index));
+            }
+            Record::Checkpoint { snapshot, .. } => {
+                self.checkpoints_unsynced.push((shard, snapshot.get_metadata().index));
+            }
+            _ => unreachable!("only snapshots are stripped"),
+        }
+        settle_replica::durable::encode(shard, &stripped, &mut self.write_buffer);
+    }
+
+    /// Writes a checkpoint's snapshot file on a thread of its own; the engine goes on
+    /// and hears back through `Input::CheckpointWritten`.
+    fn write_checkpoint(&mut self, shard: u64, job: settle_replica::CheckpointJob) {
+        let dir = self.config.data_dir.clone();
+        let inbox = self.inbox_sender.clone();
+        let spawned = thread::Builder::new().name("settle-checkpoint".into()).spawn(move || {
+            let started = Instant::now();
+            let mut data = Vec::new();
+            let outcome = job
+                .source
+                .write(&mut data)
+                .and_then(|()| snapshots::write(&dir, shard, job.index, &data))
+                .map(|()| data)
+                .map_err(|e| e.to_string());
+            if let Ok(data) = &outcome {
+                let (bytes, ms) = (data.len(), started.elapsed().as_millis());
+                tracing::info!(shard, index = job.index, bytes, ms, "checkpoint written");
+            }
+            // Blocking is fine: the engine drains its inbox continuously.
+            let _ = inbox.send(Input::CheckpointWritten { shard, index: job.index, outcome });
+        });
+        if let Err(error) = spawned {
+            self.failed = Some(format!("cannot start a checkpoint thread: {error}"));
+        }
+    }
+
     fn start_sync(&mut self) {
         if self.syncing || self.unsynced.is_empty() {
             return;
         }
+        self.checkpoints_syncing.append(&mut self.checkpoints_unsynced);
         let numbers: Vec<(u64, u64)> = std::mem::take(&mut self.unsynced).into_iter().collect();
         if !self.config.fsync {
             // Experiments only: "durable" when written to the OS.
@@ -357,12 +439,13 @@ impl Engine {
     /// hard state): between syncs, so that no fsync is in flight on the old file.
     fn maybe_rewrite_log(&mut self) {
         // A rewrite pays off only once checkpoints compacted the replicas' logs: the log
-        // must be large, and at least twice what the rewrite would write.
+        // must be large, and at least twice what the rewrite would write (the entries;
+        // snapshots live in their own files).
         let threshold = self.config.tuning.log_rewrite_bytes;
         if self.syncing || !self.unsynced.is_empty() || self.log.len() < threshold {
             return;
         }
-        let retained: u64 = self.replicas.values().map(|r| r.log().retained_bytes()).sum();
+        let retained: u64 = self.replicas.values().map(|r| r.log().entry_bytes()).sum();
         if self.log.len() < 2 * retained {
             return;
         }
@@ -376,7 +459,10 @@ impl Engine {
             let index = snapshot.get_metadata().index;
             let after: Vec<_> =
                 log.held_entries().iter().filter(|e| e.index > index).cloned().collect();
-            records.push((shard, Record::InstalledSnapshot(snapshot)));
+            // Its data stays in its file (which exists: every snapshot a replica holds
+            // was written to one before its record).
+            let base = Record::InstalledSnapshot(snapshot);
+            records.push((shard, snapshots::without_data(&base).expect("a snapshot record")));
             records.push((shard, Record::Entries(after)));
             records.push((shard, Record::HardState(log.hard_state().clone())));
         }

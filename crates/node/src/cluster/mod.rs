@@ -18,6 +18,7 @@ mod admin;
 pub mod config;
 pub mod engine;
 mod log;
+mod snapshots;
 mod transport;
 
 use std::collections::BTreeMap;
@@ -101,7 +102,14 @@ impl ClusterNode {
         let recovered = tokio::task::spawn_blocking(move || log::GroupLog::open(&dir))
             .await
             .map_err(|_| NodeError::ThreadPanicked("recovery"))??;
-        let replicas = build_replicas(&cluster, node_id, options.tuning, recovered.records)?;
+        let records = recovered.records;
+        let (dir, tuning) = (options.data_dir.clone(), options.tuning);
+        let cluster_copy = cluster.clone();
+        let replicas = tokio::task::spawn_blocking(move || {
+            build_replicas(&cluster_copy, node_id, &dir, tuning, records)
+        })
+        .await
+        .map_err(|_| NodeError::ThreadPanicked("recovery"))??;
         tracing::info!(
             node = node_id,
             shards = ?replicas.keys().collect::<Vec<_>>(),
@@ -125,6 +133,7 @@ impl ClusterNode {
         let outbound = transport::Outbound::start(node_id, peers, inbox_sender.clone());
         let engine_config = EngineConfig {
             node_id,
+            data_dir: options.data_dir.clone(),
             cluster,
             fsync: options.fsync,
             seed: seed(node_id),
@@ -225,6 +234,7 @@ impl ClusterNode {
 fn build_replicas(
     cluster: &ClusterConfig,
     node_id: u64,
+    data_dir: &std::path::Path,
     tuning: Tuning,
     records: Vec<(u64, Record)>,
 ) -> Result<BTreeMap<u64, Replica>, NodeError> {
@@ -241,7 +251,16 @@ fn build_replicas(
     let held: Vec<&config::ShardEntry> = cluster.shards.iter().filter(held).collect();
     for shard in held {
         let conf = ConfState { voters: shard.replicas.clone(), ..Default::default() };
-        let log = durable::recover(conf, by_shard.remove(&shard.id).unwrap_or_default());
+        let mut log = durable::recover(conf, by_shard.remove(&shard.id).unwrap_or_default());
+        // The log names the latest snapshot; its data is in its own file.
+        let index = log.latest_snapshot().get_metadata().index;
+        if index > 0 && log.latest_snapshot().data.is_empty() {
+            let data = snapshots::read(data_dir, shard.id, index).map_err(|source| {
+                NodeError::DataDir { path: snapshots::path(data_dir, shard.id, index), source }
+            })?;
+            log.attach_snapshot_data(data);
+        }
+        snapshots::remove_others(data_dir, shard.id, index, false);
         let config = replica_config(node_id, seed(node_id) ^ shard.id, tuning);
         let replica = Replica::new(config, log)
             .map_err(|halt| NodeError::Config(format!("shard {}: {halt}", shard.id)))?;
