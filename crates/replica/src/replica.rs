@@ -49,6 +49,13 @@ pub struct Config {
     pub request_timeout_ticks: u64,
     /// Seeds the election timeouts.
     pub seed: u64,
+    /// Keep the ledger's transfer records in files named after this path (a new
+    /// generation, `<path>.<n>`, each time the ledger is rebuilt from a snapshot)
+    /// instead of in memory. Only a tail, an index and a checksum per record stay in
+    /// memory, and a checkpoint's capture does not copy the records.
+    pub transfers_file: Option<std::path::PathBuf>,
+    /// How many transfers the indexes are sized for up front (a hint).
+    pub transfers_capacity: usize,
 }
 
 impl Config {
@@ -63,6 +70,8 @@ impl Config {
             reads_max: 1024,
             request_timeout_ticks: 50,
             seed,
+            transfers_file: None,
+            transfers_capacity: 0,
         }
     }
 }
@@ -140,6 +149,8 @@ pub enum Halt {
     BadEntry { index: u64, reason: String },
     #[error("snapshot at index {index} does not load: {reason}")]
     BadSnapshot { index: u64, reason: String },
+    #[error("cannot create the transfers file {path}: {reason}")]
+    Storage { path: String, reason: String },
 }
 
 struct Proposal {
@@ -164,6 +175,8 @@ pub struct Replica {
     applied: u64,
     /// Election-timeout generator (splitmix64 state).
     rng: u64,
+    /// Generation of the transfers file in use (see `Config::transfers_file`).
+    generation: u64,
     /// (term, role) when the election timeout was last set.
     seen: (u64, StateRole),
     ticks: u64,
@@ -194,7 +207,8 @@ impl Replica {
     pub fn new(config: Config, log: LogStore) -> Result<Replica, Halt> {
         let snapshot = log.latest_snapshot().clone();
         let index = snapshot.get_metadata().index;
-        let ledger = if index == 0 { Ledger::new(MemStore::default()) } else { load(&snapshot)? };
+        let store = new_store(&config, 0)?;
+        let ledger = if index == 0 { Ledger::new(store) } else { load(store, &snapshot)? };
         let raft_config = raft::Config {
             id: config.id,
             election_tick: config.election_ticks,
@@ -211,6 +225,7 @@ impl Replica {
         let raw = RawNode::new(&raft_config, log, &logger).expect("a log raft-rs accepts");
         let mut replica = Replica {
             rng: config.seed ^ (config.id << 32),
+            generation: 0,
             config,
             seen: (raw.raft.term, raw.raft.state),
             raw,
@@ -477,7 +492,14 @@ impl Replica {
 
     fn install(&mut self, snapshot: &Snapshot) -> Result<(), Halt> {
         let index = snapshot.get_metadata().index;
-        self.ledger = load(snapshot)?;
+        self.generation += 1;
+        let store = new_store(&self.config, self.generation)?;
+        self.ledger = load(store, snapshot)?;
+        if let Some(base) = &self.config.transfers_file {
+            // Readers of the old generation (a checkpoint being written) keep its
+            // inode alive; the name can go.
+            let _ = std::fs::remove_file(generation_path(base, self.generation - 1));
+        }
         self.raw.mut_store().install_snapshot(snapshot.clone());
         self.applied = index;
         // Whatever waited on entries the snapshot covers cannot be matched any more.
@@ -692,9 +714,24 @@ impl Replica {
     }
 }
 
-fn load(snapshot: &Snapshot) -> Result<Ledger, Halt> {
+/// The file of generation `generation` of the transfers file `base`.
+pub fn generation_path(base: &std::path::Path, generation: u64) -> std::path::PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(format!(".{generation}"));
+    name.into()
+}
+
+/// An empty store as `config` asks for it.
+fn new_store(config: &Config, generation: u64) -> Result<MemStore, Halt> {
+    let Some(base) = &config.transfers_file else { return Ok(MemStore::default()) };
+    let path = generation_path(base, generation);
+    MemStore::with_transfer_file(&path, config.transfers_capacity)
+        .map_err(|e| Halt::Storage { path: path.display().to_string(), reason: e.to_string() })
+}
+
+fn load(store: MemStore, snapshot: &Snapshot) -> Result<Ledger, Halt> {
     let data = &snapshot.data;
-    Ledger::read_snapshot(MemStore::default(), data.len() as u64, || Ok(&data[..])).map_err(|e| {
+    Ledger::read_snapshot(store, data.len() as u64, || Ok(&data[..])).map_err(|e| {
         Halt::BadSnapshot { index: snapshot.get_metadata().index, reason: e.to_string() }
     })
 }

@@ -342,7 +342,9 @@ impl Engine {
             settle_replica::ConfState { voters: entry.replicas.clone(), ..Default::default() };
         let log = settle_replica::LogStore::new(first);
         let seed = self.config.seed ^ shard;
-        let config = super::replica_config(self.config.node_id, seed, self.config.tuning);
+        let (node_id, dir, tuning) =
+            (self.config.node_id, &self.config.data_dir, self.config.tuning);
+        let config = super::replica_config(node_id, shard, dir, seed, tuning);
         match Replica::new(config, log) {
             Ok(replica) => {
                 tracing::info!(shard, "joining the shard as a new replica");

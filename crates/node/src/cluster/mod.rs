@@ -59,20 +59,47 @@ pub struct Tuning {
     /// The shared log is rewritten from memory once this large (and twice what the
     /// rewrite would write).
     pub log_rewrite_bytes: u64,
+    /// Transfers each replica's indexes are sized for up front (a hint, not a limit).
+    pub transfers_capacity: usize,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { checkpoint_entries: 1024, log_rewrite_bytes: 1 << 30 }
+        Tuning {
+            checkpoint_entries: 1024,
+            log_rewrite_bytes: 1 << 30,
+            transfers_capacity: 12 << 20,
+        }
     }
 }
 
-/// A replica's settings on this node.
-pub(crate) fn replica_config(node_id: u64, seed: u64, tuning: Tuning) -> settle_replica::Config {
+/// A replica's settings on this node: its ledger keeps transfer records in
+/// `shard-<id>.transfers.<generation>` files in the data directory.
+pub(crate) fn replica_config(
+    node_id: u64,
+    shard: u64,
+    data_dir: &std::path::Path,
+    seed: u64,
+    tuning: Tuning,
+) -> settle_replica::Config {
     let mut config = settle_replica::Config::new(node_id, seed);
     config.checkpoint_entries = tuning.checkpoint_entries;
     config.keep_entries = config.keep_entries.min(tuning.checkpoint_entries);
+    config.transfers_file = Some(data_dir.join(format!("shard-{shard}.transfers")));
+    config.transfers_capacity = tuning.transfers_capacity;
     config
+}
+
+/// Transfers files are rebuilt at every start (from the snapshot and the log): the
+/// ones a previous run left are removed.
+fn remove_transfer_files(data_dir: &std::path::Path, shard: u64) {
+    let prefix = format!("shard-{shard}.transfers.");
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(|name| name.starts_with(&prefix)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// A running cluster node.
@@ -261,7 +288,8 @@ fn build_replicas(
             log.attach_snapshot_data(data);
         }
         snapshots::remove_others(data_dir, shard.id, index, false);
-        let config = replica_config(node_id, seed(node_id) ^ shard.id, tuning);
+        remove_transfer_files(data_dir, shard.id);
+        let config = replica_config(node_id, shard.id, data_dir, seed(node_id) ^ shard.id, tuning);
         let replica = Replica::new(config, log)
             .map_err(|halt| NodeError::Config(format!("shard {}: {halt}", shard.id)))?;
         replicas.insert(shard.id, replica);
