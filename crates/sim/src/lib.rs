@@ -111,6 +111,28 @@ impl Faults {
     }
 }
 
+/// Protocol paths a run went through: evidence that the faults reached them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exercised {
+    /// Leaders seen taking office (a new term or a new replica leading).
+    pub leaders_elected: u64,
+    /// Checkpoints taken (ledger snapshot + log compaction).
+    pub checkpoints: u64,
+    /// Snapshots a follower installed because the leader had compacted past it.
+    pub snapshots_installed: u64,
+    /// (term, replica) of the last leader seen.
+    #[doc(hidden)]
+    pub last_leader: Option<(u64, usize)>,
+}
+
+impl Exercised {
+    pub fn add(&mut self, other: &Exercised) {
+        self.leaders_elected += other.leaders_elected;
+        self.checkpoints += other.checkpoints;
+        self.snapshots_installed += other.snapshots_installed;
+    }
+}
+
 /// What one seed did and found.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -120,6 +142,7 @@ pub struct Report {
     /// Entries in the committed log.
     pub committed: u64,
     pub faults: Faults,
+    pub exercised: Exercised,
     pub violations: Vec<Violation>,
 }
 
@@ -159,6 +182,7 @@ pub fn run(options: Options) -> Report {
             acknowledged: world.acks.len() as u64,
             committed: world.log.len() as u64,
             faults: world.faults,
+            exercised: world.exercised,
             violations: world.violations.found,
         },
         Err(panic) => {
@@ -172,6 +196,7 @@ pub fn run(options: Options) -> Report {
                 acknowledged: 0,
                 committed: 0,
                 faults: Faults::default(),
+                exercised: Exercised::default(),
                 violations: vec![Violation {
                     checker: Checker::NoHalts,
                     detail: format!("the simulation panicked: {message}"),

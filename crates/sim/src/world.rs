@@ -20,7 +20,7 @@ use settle_replica::{
 
 use crate::check::{Checker, Violations};
 use crate::workload::{Ack, Client, Op, Outstanding};
-use crate::{Bugs, Faults, Options};
+use crate::{Bugs, Exercised, Faults, Options};
 
 const MS: u64 = 1_000_000;
 /// The simulated shard's group id.
@@ -117,6 +117,7 @@ pub struct World {
     pub log: BTreeMap<u64, Applied>,
     pub acks: Vec<Ack>,
     pub faults: Faults,
+    pub exercised: Exercised,
     pub violations: Violations,
     bit_rot_done: bool,
 }
@@ -141,6 +142,7 @@ impl World {
             log: BTreeMap::new(),
             acks: Vec::new(),
             faults: Faults::default(),
+            exercised: Exercised::default(),
             violations: Violations::default(),
             bit_rot_done: false,
             options,
@@ -297,6 +299,12 @@ impl World {
                 if self.hosts[replica].incarnation != incarnation {
                     return;
                 }
+                if let Some(r) = self.hosts[replica].replica.as_ref() {
+                    if r.is_leader() && self.exercised.last_leader != Some((r.term(), replica)) {
+                        self.exercised.last_leader = Some((r.term(), replica));
+                        self.exercised.leaders_elected += 1;
+                    }
+                }
                 let clock = self.clock(replica);
                 if let Some(r) = self.hosts[replica].replica.as_mut() {
                     r.tick(clock);
@@ -380,6 +388,15 @@ impl World {
         }
         for message in messages {
             self.send(index, message);
+        }
+        for record in &writes {
+            match record {
+                settle_replica::Record::Checkpoint { .. } => self.exercised.checkpoints += 1,
+                settle_replica::Record::InstalledSnapshot(_) => {
+                    self.exercised.snapshots_installed += 1;
+                }
+                _ => {}
+            }
         }
         let host = &mut self.hosts[index];
         for record in &writes {

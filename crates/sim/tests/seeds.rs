@@ -14,9 +14,11 @@ fn seeds() -> u64 {
 fn every_guarantee_holds_over_the_seeds() {
     let mut failed = Vec::new();
     let mut acknowledged = 0;
+    let mut exercised = settle_sim::Exercised::default();
     for seed in 1..=seeds() {
         let report = settle_sim::run(Options::new(seed));
         acknowledged += report.acknowledged;
+        exercised.add(&report.exercised);
         if !report.passed() {
             failed.push(report.to_string());
         }
@@ -28,6 +30,10 @@ fn every_guarantee_holds_over_the_seeds() {
     );
     // The workload did work: a run that acknowledges nothing checks nothing.
     assert!(acknowledged > 100 * seeds(), "only {acknowledged} requests acknowledged");
+    // The faults reached the rare paths: failovers, compaction, catch-up by snapshot.
+    assert!(exercised.leaders_elected > 2 * seeds(), "{exercised:?}");
+    assert!(exercised.checkpoints > seeds(), "{exercised:?}");
+    assert!(exercised.snapshots_installed > seeds() / 10, "{exercised:?}");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use settle_sim::{Checker, Faults, Options, Report};
+use settle_sim::{Checker, Exercised, Faults, Options, Report};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -41,11 +41,13 @@ pub fn run(args: Args) -> ExitCode {
         let report = settle_sim::run(options(seed));
         println!("{report}");
         print_faults(&report.faults);
+        print_exercised(&report.exercised);
         return exit_code(report.passed());
     }
     let mut acknowledged = 0;
     let mut committed = 0;
     let mut faults = Faults::default();
+    let mut exercised = Exercised::default();
     let mut failed: Vec<Report> = Vec::new();
     let last = args.first_seed.saturating_add(args.seeds);
     for seed in args.first_seed..last {
@@ -53,6 +55,7 @@ pub fn run(args: Args) -> ExitCode {
         acknowledged += report.acknowledged;
         committed += report.committed;
         faults.add(&report.faults);
+        exercised.add(&report.exercised);
         if !report.passed() {
             eprintln!("{report}");
             failed.push(report);
@@ -62,6 +65,7 @@ pub fn run(args: Args) -> ExitCode {
     println!("operations acknowledged = {acknowledged}");
     println!("entries committed = {committed}");
     print_faults(&faults);
+    print_exercised(&exercised);
     println!("checkers:");
     for checker in Checker::ALL {
         let failures = failed.iter().filter(|r| r.violations.iter().any(|v| v.checker == checker));
@@ -83,6 +87,13 @@ fn print_faults(faults: &Faults) {
     for (kind, count) in faults.by_kind() {
         println!("  {kind:<30} {count}");
     }
+}
+
+fn print_exercised(exercised: &Exercised) {
+    println!("exercised:");
+    println!("  {:<30} {}", "leaders elected", exercised.leaders_elected);
+    println!("  {:<30} {}", "checkpoints", exercised.checkpoints);
+    println!("  {:<30} {}", "snapshots installed", exercised.snapshots_installed);
 }
 
 fn exit_code(passed: bool) -> ExitCode {
