@@ -17,8 +17,9 @@
 //! the others follow it instead of each moving it one node further.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Instant;
 
 use settle_proto::pb::admin_client::AdminClient;
 use settle_proto::pb::ledger_client::LedgerClient;
@@ -82,6 +83,10 @@ pub(crate) struct Node {
     pub(crate) grpc: LedgerClient<Channel>,
     /// The operator service, over the same channel.
     pub(crate) admin: AdminClient<Channel>,
+    /// Until when (ms since `Nodes::epoch`) this node counts as unreachable: a leader
+    /// hint naming it is then not followed (a replica cut off from the group, or
+    /// removed from it, may keep naming a leader that is down).
+    suspect_until_ms: AtomicU64,
 }
 
 impl Node {
@@ -90,6 +95,7 @@ impl Node {
             address: address.to_string(),
             uri: endpoint_uri(address),
             admin: AdminClient::new(channel.clone()),
+            suspect_until_ms: AtomicU64::new(0),
             grpc: LedgerClient::new(channel).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         }
     }
@@ -111,7 +117,12 @@ pub(crate) struct Nodes {
     adding: Mutex<()>,
     /// For the endpoints of learnt addresses.
     options: ClientOptions,
+    /// The origin of the nodes' `suspect_until_ms`.
+    epoch: Instant,
 }
+
+/// How long a node that did not answer stays suspect (see `Node::suspect_until_ms`).
+pub(crate) const SUSPECT_MS: u64 = 2_000;
 
 impl Nodes {
     /// `nodes` (at least one), starting with `nodes[current]`.
@@ -129,7 +140,12 @@ impl Nodes {
             current: AtomicUsize::new(current),
             adding: Mutex::new(()),
             options,
+            epoch: Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn node(&self, index: usize) -> &Node {
@@ -157,10 +173,26 @@ impl Nodes {
     /// Returns whether this follows a hint to another node (then the caller retries
     /// promptly); `false` if it rotated to the next node or stayed (the hint names
     /// `used` itself, or `used` is the only node).
-    pub(crate) fn after_failure(&self, used: usize, hint: Option<&str>) -> bool {
+    ///
+    /// `unreachable` says the node did not answer at all (transport error, timeout): it
+    /// is then suspect for [`SUSPECT_MS`], and hints naming it are not followed.
+    pub(crate) fn after_failure(&self, used: usize, hint: Option<&str>, unreachable: bool) -> bool {
+        if unreachable {
+            let until = self.now_ms() + SUSPECT_MS;
+            self.node(used).suspect_until_ms.store(until, Ordering::Release);
+        }
         if let Some(hint) = hint {
             match self.find_or_learn(hint) {
                 Some(leader) if leader == used => return false,
+                Some(leader)
+                    if self.node(leader).suspect_until_ms.load(Ordering::Acquire)
+                        > self.now_ms() =>
+                {
+                    tracing::debug!(
+                        hint = %self.node(leader).address,
+                        "not following a hint to a node that just did not answer"
+                    );
+                }
                 Some(leader) => {
                     self.move_from(used, leader);
                     tracing::debug!(
@@ -268,27 +300,43 @@ mod tests {
         assert_eq!(nodes.current().1.address, "127.0.0.1:1");
 
         // A hint naming a known node in another spelling moves there.
-        assert!(nodes.after_failure(0, Some("127.0.0.1:2")));
+        assert!(nodes.after_failure(0, Some("127.0.0.1:2"), false));
         assert_eq!(nodes.current().0, 1);
         assert_eq!(nodes.addresses(), ["127.0.0.1:1", "http://127.0.0.1:2"]);
 
         // A new address is learnt.
-        assert!(nodes.after_failure(1, Some("127.0.0.1:3")));
+        assert!(nodes.after_failure(1, Some("127.0.0.1:3"), false));
         assert_eq!(nodes.current().0, 2);
         assert_eq!(nodes.current().1.address, "127.0.0.1:3");
 
         // No hint: the next node, round robin.
-        assert!(!nodes.after_failure(2, None));
+        assert!(!nodes.after_failure(2, None, false));
         assert_eq!(nodes.current().0, 0);
 
         // A hint naming the node that failed: stay there.
-        assert!(!nodes.after_failure(0, Some("http://127.0.0.1:1")));
+        assert!(!nodes.after_failure(0, Some("http://127.0.0.1:1"), false));
         assert_eq!(nodes.current().0, 0);
 
         // An invalid hint counts as none.
-        assert!(!nodes.after_failure(0, Some("not a uri")));
+        assert!(!nodes.after_failure(0, Some("not a uri"), false));
         assert_eq!(nodes.current().0, 1);
         assert_eq!(nodes.addresses().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_hint_naming_a_node_that_did_not_answer_is_not_followed() {
+        let nodes =
+            Nodes::lazy(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], ClientOptions::default());
+        // Node 0 does not answer: the client moves on to node 1...
+        assert!(!nodes.after_failure(0, None, true));
+        assert_eq!(nodes.current().0, 1);
+        // ...which (cut off, or removed from the group) still names node 0 as leader:
+        // the client goes round to node 2 instead of back to node 0.
+        assert!(!nodes.after_failure(1, Some("127.0.0.1:1"), false));
+        assert_eq!(nodes.current().0, 2);
+        // A node that answered (even with a refusal) is not suspect: its hint is followed.
+        assert!(nodes.after_failure(2, Some("127.0.0.1:2"), false));
+        assert_eq!(nodes.current().0, 1);
     }
 
     #[tokio::test]
@@ -297,10 +345,10 @@ mod tests {
             Nodes::lazy(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], ClientOptions::default());
         // Two requests failed on node 0: the first moves the client to node 1, the
         // second finds it moved already and leaves it there.
-        assert!(!nodes.after_failure(0, None));
-        assert!(!nodes.after_failure(0, None));
+        assert!(!nodes.after_failure(0, None, false));
+        assert!(!nodes.after_failure(0, None, false));
         assert_eq!(nodes.current().0, 1);
-        assert!(nodes.after_failure(0, Some("127.0.0.1:3")));
+        assert!(nodes.after_failure(0, Some("127.0.0.1:3"), false));
         assert_eq!(nodes.current().0, 1);
     }
 
@@ -309,17 +357,17 @@ mod tests {
         let nodes = Nodes::lazy(&["127.0.0.1:1"], ClientOptions::default());
         for port in 2..=MAX_KNOWN_NODES {
             let (used, _) = nodes.current();
-            assert!(nodes.after_failure(used, Some(&format!("127.0.0.1:{port}"))));
+            assert!(nodes.after_failure(used, Some(&format!("127.0.0.1:{port}")), false));
         }
         assert_eq!(nodes.addresses().len(), MAX_KNOWN_NODES);
         assert_eq!(nodes.current().0, MAX_KNOWN_NODES - 1);
 
         // Full: a new address is not learnt, and the client rotates instead.
-        assert!(!nodes.after_failure(MAX_KNOWN_NODES - 1, Some("127.0.0.1:100")));
+        assert!(!nodes.after_failure(MAX_KNOWN_NODES - 1, Some("127.0.0.1:100"), false));
         assert_eq!(nodes.addresses().len(), MAX_KNOWN_NODES);
         assert_eq!(nodes.current().0, 0);
         // Known addresses are still followed.
-        assert!(nodes.after_failure(0, Some("127.0.0.1:5")));
+        assert!(nodes.after_failure(0, Some("127.0.0.1:5"), false));
         assert_eq!(nodes.current().1.address, "127.0.0.1:5");
     }
 }

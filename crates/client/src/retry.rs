@@ -76,6 +76,18 @@ pub(crate) fn is_transient(status: &tonic::Status) -> bool {
     false
 }
 
+/// Whether the failure came from the connection, not from the server.
+fn from_transport(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::transport::Error>() || error.is::<std::io::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 fn describe(status: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     if let Some(source) = std::error::Error::source(status) {
@@ -138,7 +150,9 @@ where
         let (error, redirected) = match reply {
             Ok(Ok(response)) => return Ok(response.into_inner()),
             Ok(Err(status)) if is_transient(&status) => {
-                (describe(&status), nodes.after_failure(used, leader_hint(&status)))
+                let unreachable =
+                    status.code() != tonic::Code::Unavailable || from_transport(&status);
+                (describe(&status), nodes.after_failure(used, leader_hint(&status), unreachable))
             }
             Ok(Err(status)) => {
                 return Err(ClientError::Refused {
@@ -149,7 +163,7 @@ where
             }
             Err(_) => (
                 format!("no reply within {:?}", options.request_timeout),
-                nodes.after_failure(used, None),
+                nodes.after_failure(used, None, true),
             ),
         };
         let last_error = format!("{}: {error}", node.address);

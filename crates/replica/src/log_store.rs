@@ -22,6 +22,10 @@ pub struct LogStore {
     entries: Vec<Entry>,
     compacted_index: u64,
     compacted_term: u64,
+    /// Set when raft-rs asked for a snapshot this log cannot give (older than asked, or
+    /// made before the peer it is for joined: raft-rs refuses a snapshot whose
+    /// configuration does not name it). The replica then checkpoints at once.
+    snapshot_wanted: std::cell::Cell<bool>,
 }
 
 impl LogStore {
@@ -66,6 +70,11 @@ impl LogStore {
     /// About how many bytes the entries held take.
     pub fn entry_bytes(&self) -> u64 {
         self.entries.iter().map(|e| (e.data.len() + e.context.len() + 32) as u64).sum()
+    }
+
+    /// Whether raft-rs asked for a snapshot newer than the latest (and clears the ask).
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
     }
 
     pub fn first(&self) -> u64 {
@@ -184,9 +193,15 @@ impl Storage for LogStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snapshot.get_metadata().index < request_index {
-            // Not yet: the next checkpoint will cover it, and raft-rs asks again.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let meta = self.snapshot.get_metadata();
+        let conf = meta.get_conf_state();
+        let names_peer = [&conf.voters, &conf.learners, &conf.voters_outgoing, &conf.learners_next]
+            .iter()
+            .any(|ids| ids.contains(&to));
+        if meta.index < request_index || !names_peer {
+            // Not yet: a checkpoint is taken now, and raft-rs asks again.
+            self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         Ok(self.snapshot.clone())

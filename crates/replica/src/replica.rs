@@ -47,6 +47,10 @@ pub struct Config {
     pub reads_max: usize,
     /// A request not answered after this many ticks is answered `Unknown`.
     pub request_timeout_ticks: u64,
+    /// A snapshot sent to a follower and not reported delivered or installed within
+    /// this many ticks is taken as lost, and sent again (a lost snapshot message would
+    /// otherwise stall that follower for good).
+    pub snapshot_timeout_ticks: u64,
     /// Seeds the election timeouts.
     pub seed: u64,
     /// Keep the ledger's transfer records in files named after this path (a new
@@ -69,6 +73,7 @@ impl Config {
             proposals_max: 1024,
             reads_max: 1024,
             request_timeout_ticks: 50,
+            snapshot_timeout_ticks: 500,
             seed,
             transfers_file: None,
             transfers_capacity: 0,
@@ -175,6 +180,8 @@ pub struct Replica {
     applied: u64,
     /// Election-timeout generator (splitmix64 state).
     rng: u64,
+    /// Followers the leader is sending a snapshot to, since which tick.
+    snapshots_sent: BTreeMap<u64, u64>,
     /// Generation of the transfers file in use (see `Config::transfers_file`).
     generation: u64,
     /// (term, role) when the election timeout was last set.
@@ -226,6 +233,7 @@ impl Replica {
         let mut replica = Replica {
             rng: config.seed ^ (config.id << 32),
             generation: 0,
+            snapshots_sent: BTreeMap::new(),
             config,
             seen: (raw.raft.term, raw.raft.state),
             raw,
@@ -297,7 +305,32 @@ impl Replica {
         self.raw.tick();
         self.set_election_timeout();
         self.expire_requests();
+        self.expire_snapshots();
         self.maybe_pulse();
+    }
+
+    /// Takes a snapshot transfer that neither arrived nor failed in time as failed.
+    fn expire_snapshots(&mut self) {
+        if !self.is_leader() {
+            self.snapshots_sent.clear();
+            return;
+        }
+        let in_snapshot: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, progress)| progress.state == raft::ProgressState::Snapshot)
+            .map(|(&id, _)| id)
+            .collect();
+        self.snapshots_sent.retain(|id, _| in_snapshot.contains(id));
+        for id in in_snapshot {
+            let since = *self.snapshots_sent.entry(id).or_insert(self.ticks);
+            if self.ticks - since >= self.config.snapshot_timeout_ticks {
+                self.snapshots_sent.remove(&id);
+                self.raw.report_snapshot(id, raft::SnapshotStatus::Failure);
+            }
+        }
     }
 
     /// A message from another replica of this group.
@@ -388,6 +421,16 @@ impl Replica {
             self.out.membership.push((token, Err(refusal)));
             return;
         }
+        if remove && node == self.config.id {
+            // raft-rs cannot lead a group it is no longer in: hand leadership to another
+            // member first; the retry (the answer says no leader is known) reaches it.
+            let others = self.voters().into_iter().filter(|&id| id != node);
+            if let Some(successor) = others.max_by_key(|&id| self.match_index(id)) {
+                self.raw.transfer_leader(successor);
+            }
+            self.out.membership.push((token, Err(Refusal::NotLeader { leader: None })));
+            return;
+        }
         let mut single = ConfChangeSingle { node_id: node, ..Default::default() };
         single.set_change_type(if remove {
             ConfChangeType::RemoveNode
@@ -407,6 +450,11 @@ impl Replica {
         assert_eq!(index, last_before + 1, "one proposal, one entry");
         let deadline_tick = self.ticks + self.config.request_timeout_ticks;
         self.changes.insert(index, (self.raw.raft.term, token, deadline_tick));
+    }
+
+    /// How far `id`'s log is known to match the leader's (0 when unknown).
+    fn match_index(&self, id: u64) -> u64 {
+        self.raw.raft.prs().get(id).map_or(0, |progress| progress.matched)
     }
 
     /// The voters of the current configuration (both halves while joint).
@@ -582,6 +630,13 @@ impl Replica {
         };
         let conf_state = self.raw.apply_conf_change(&change).map_err(|e| bad(e.to_string()))?;
         self.raw.mut_store().set_conf_state(conf_state);
+        if self.is_leader() && !self.voters().contains(&self.config.id) {
+            // This leader was removed (a change proposed before it led). raft-rs leaves
+            // stepping down to the application; leading a group it is not in would
+            // break it. The remaining members elect a leader among themselves.
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
         let joint = !self.raw.store().conf_state().voters_outgoing.is_empty();
         if let Some((term, token, deadline)) = self.changes.remove(&entry.index) {
             if term != entry.term {
@@ -658,7 +713,9 @@ impl Replica {
     fn maybe_checkpoint(&mut self) {
         let store = self.raw.store();
         let last = store.latest_snapshot().get_metadata().index;
-        let due = self.applied >= last + self.config.checkpoint_entries;
+        // raft-rs may need one the latest cannot serve (see `LogStore::snapshot`).
+        let wanted = store.take_snapshot_wanted() && self.applied > last;
+        let due = wanted || self.applied >= last + self.config.checkpoint_entries;
         if self.halted.is_some() || self.checkpointing.is_some() || !due {
             return;
         }

@@ -117,8 +117,14 @@ pub fn at_end(world: &mut World) {
 }
 
 fn convergence(world: &World, found: &mut Violations) {
-    let states: Vec<(u64, u64, [u8; 32])> =
-        world.replicas().map(|r| (r.id(), r.applied(), r.ledger().digest())).collect();
+    let before = found.found.len();
+    // Replicas removed from the group stop receiving its log: only members must agree.
+    let members = world.members();
+    let states: Vec<(u64, u64, [u8; 32])> = world
+        .replicas()
+        .filter(|r| members.contains(&r.id()))
+        .map(|r| (r.id(), r.applied(), r.ledger().digest()))
+        .collect();
     for pair in states.windows(2) {
         let ((a, a_applied, a_digest), (b, b_applied, b_digest)) = (pair[0], pair[1]);
         if a_applied != b_applied {
@@ -129,6 +135,10 @@ fn convergence(world: &World, found: &mut Violations) {
             let detail = format!("replicas {a} and {b} differ in state after {a_applied} entries");
             found.add(Checker::Convergence, detail);
         }
+    }
+    if found.found.len() > before {
+        let detail = format!("members {members:?}; {}", world.describe());
+        found.add(Checker::Convergence, detail);
     }
 }
 

@@ -27,7 +27,10 @@ pub use check::{Checker, Violation};
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub seed: u64,
+    /// The group's first members.
     pub replicas: usize,
+    /// Hosts that start without a replica, for membership changes to add.
+    pub spares: usize,
     pub clients: usize,
     /// How long faults are injected (simulated ms); then they heal.
     pub fault_ms: u64,
@@ -42,6 +45,7 @@ impl Options {
         Options {
             seed,
             replicas: 3,
+            spares: 1,
             clients: 3,
             fault_ms: 8_000,
             partitions: true,
@@ -74,6 +78,8 @@ pub struct Faults {
     pub torn_writes: u64,
     pub clock_jumps: u64,
     pub bit_rot: u64,
+    /// Membership changes proposed (add a spare host, or remove a member).
+    pub membership_changes: u64,
     /// Restarts refused because the log was corrupt (expected after bit rot).
     pub refused_starts: u64,
 }
@@ -90,11 +96,12 @@ impl Faults {
         self.torn_writes += other.torn_writes;
         self.clock_jumps += other.clock_jumps;
         self.bit_rot += other.bit_rot;
+        self.membership_changes += other.membership_changes;
         self.refused_starts += other.refused_starts;
     }
 
     /// (name, count) for printing.
-    pub fn by_kind(&self) -> [(&'static str, u64); 11] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 12] {
         [
             ("messages lost", self.messages_lost),
             ("messages duplicated", self.messages_duplicated),
@@ -106,6 +113,7 @@ impl Faults {
             ("torn writes", self.torn_writes),
             ("clock jumps", self.clock_jumps),
             ("bit rot", self.bit_rot),
+            ("membership changes proposed", self.membership_changes),
             ("refused starts (corrupt log)", self.refused_starts),
         ]
     }
@@ -120,6 +128,8 @@ pub struct Exercised {
     pub checkpoints: u64,
     /// Snapshots a follower installed because the leader had compacted past it.
     pub snapshots_installed: u64,
+    /// Membership changes completed (joint configuration entered and left).
+    pub membership_changes: u64,
     /// (term, replica) of the last leader seen.
     #[doc(hidden)]
     pub last_leader: Option<(u64, usize)>,
@@ -130,6 +140,7 @@ impl Exercised {
         self.leaders_elected += other.leaders_elected;
         self.checkpoints += other.checkpoints;
         self.snapshots_installed += other.snapshots_installed;
+        self.membership_changes += other.membership_changes;
     }
 }
 

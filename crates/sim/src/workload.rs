@@ -43,6 +43,8 @@ pub struct Client {
     pub outstanding: Option<Outstanding>,
     /// Index of the replica the client believes leads.
     pub leader_guess: usize,
+    /// The replica the last attempt failed at (timeout or refusal without a hint).
+    pub failed: Option<usize>,
     pub acks: u64,
     pub acks_after_heal: u64,
 }
@@ -65,6 +67,7 @@ impl Client {
             created: Vec::new(),
             outstanding: None,
             leader_guess: index % replicas,
+            failed: None,
             acks: 0,
             acks_after_heal: 0,
         }

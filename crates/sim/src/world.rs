@@ -126,6 +126,7 @@ impl World {
     pub fn new(options: Options) -> World {
         let mut rng = StdRng::seed_from_u64(options.seed);
         let voters: Vec<u64> = (1..=options.replicas as u64).collect();
+        let hosts = options.replicas + options.spares;
         let loss = rng.gen_range(0.0..0.08);
         let duplication = rng.gen_range(0.0..0.04);
         let mut world = World {
@@ -134,7 +135,7 @@ impl World {
             seq: 0,
             queue: BinaryHeap::new(),
             hosts: Vec::new(),
-            clients: (0..options.clients).map(|i| Client::new(i, options.replicas)).collect(),
+            clients: (0..options.clients).map(|i| Client::new(i, hosts)).collect(),
             cut: BTreeSet::new(),
             loss,
             duplication,
@@ -147,11 +148,15 @@ impl World {
             bit_rot_done: false,
             options,
         };
-        for index in 0..world.options.replicas {
-            let conf = world.initial_conf(index, &voters);
-            let replica = world.new_replica(index, settle_replica::LogStore::new(conf));
+        for index in 0..hosts {
+            // Spare hosts hold no replica until the group adds them (they then join on
+            // the first message, as a production node does).
+            let replica = (index < world.options.replicas).then(|| {
+                let conf = world.initial_conf(index, &voters);
+                world.new_replica(index, settle_replica::LogStore::new(conf))
+            });
             world.hosts.push(Host {
-                replica: Some(replica.expect("a new replica starts")),
+                replica: replica.map(|r| r.expect("a new replica starts")),
                 incarnation: 0,
                 disk: Disk::default(),
                 clock_offset_ns: 0,
@@ -159,8 +164,10 @@ impl World {
                 unreported: None,
                 lost: None,
             });
-            let first_tick = world.rng.gen_range(1..=TICK_NS);
-            world.schedule(first_tick, Event::Tick { replica: index, incarnation: 0 });
+            if index < world.options.replicas {
+                let first_tick = world.rng.gen_range(1..=TICK_NS);
+                world.schedule(first_tick, Event::Tick { replica: index, incarnation: 0 });
+            }
         }
         for client in 0..world.options.clients {
             // Client 0 creates the accounts first; the others start a little later.
@@ -236,7 +243,7 @@ impl World {
     }
 
     /// Each replica's role, term, applied index, or why it is down: for violation reports.
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let hosts =
             self.hosts.iter().enumerate().map(|(i, host)| match (&host.replica, &host.lost) {
                 (_, Some(lost)) => format!("replica {}: lost ({lost})", i + 1),
@@ -254,9 +261,28 @@ impl World {
     }
 
     fn converged(&self) -> bool {
-        let mut applied = self.replicas().map(|r| r.applied());
+        let members = self.members();
+        let mut applied =
+            self.replicas().filter(|r| members.contains(&r.id())).map(|r| r.applied());
         let first = applied.next();
         applied.all(|a| Some(a) == first)
+    }
+
+    /// A spare host receives its first message: the group added it. It starts an empty
+    /// replica from the group's first configuration, which the log brings up to date.
+    fn join(&mut self, index: usize) {
+        let voters: Vec<u64> = (1..=self.options.replicas as u64).collect();
+        let conf = self.initial_conf(index, &voters);
+        if let Ok(replica) = self.new_replica(index, settle_replica::LogStore::new(conf)) {
+            self.hosts[index].replica = Some(replica);
+            self.hosts[index].incarnation = 1;
+            self.schedule(TICK_NS, Event::Tick { replica: index, incarnation: 1 });
+        }
+    }
+
+    /// The members of the group now: the voters as the most advanced replica knows them.
+    pub fn members(&self) -> Vec<u64> {
+        self.replicas().max_by_key(|r| r.applied()).map(|r| r.voters()).unwrap_or_default()
     }
 
     fn initial_conf(&self, index: usize, voters: &[u64]) -> ConfState {
@@ -279,6 +305,7 @@ impl World {
         config.checkpoint_entries = 48;
         config.keep_entries = 8;
         config.request_timeout_ticks = 40;
+        config.snapshot_timeout_ticks = 100;
         let mut replica = Replica::new(config, log)?;
         replica.record_applied(true);
         Ok(replica)
@@ -313,14 +340,21 @@ impl World {
                 }
             }
             Event::Deliver { to, message } => {
+                let host = &self.hosts[to];
+                let never_started = host.disk.bytes.is_empty() && host.lost.is_none();
+                if host.replica.is_none() && never_started && host.incarnation == 0 {
+                    self.join(to);
+                }
+                let (from, snapshot) =
+                    (message.from, message.get_msg_type() == MessageType::MsgSnapshot);
                 if let Some(r) = self.hosts[to].replica.as_mut() {
-                    let (from, snapshot) =
-                        (message.from, message.get_msg_type() == MessageType::MsgSnapshot);
                     r.step(message);
                     self.drain(to);
-                    if snapshot {
-                        self.report_snapshot(from, to as u64 + 1, true);
-                    }
+                }
+                if snapshot {
+                    // The transfer fails when nobody is there to take it.
+                    let delivered = self.hosts[to].replica.is_some();
+                    self.report_snapshot(from, to as u64 + 1, delivered);
                 }
             }
             Event::SyncDone { replica, incarnation, len, number } => {
@@ -374,7 +408,10 @@ impl World {
     }
 
     fn carry_out(&mut self, index: usize, output: Output) {
-        let Output { messages, writes, persist_number, replies, applied, checkpoint, .. } = output;
+        let Output { messages, writes, persist_number, replies, applied, checkpoint, membership } =
+            output;
+        self.exercised.membership_changes +=
+            membership.iter().filter(|(_, m)| m.is_ok()).count() as u64;
         if let Some(job) = checkpoint {
             // Written at once, in memory: the record carries the data to the disk.
             let mut data = Vec::new();
@@ -526,6 +563,8 @@ impl World {
         let c = &mut self.clients[client];
         let Some(outstanding) = c.outstanding.as_mut() else { return };
         if elsewhere {
+            // Remembered so that a stale hint cannot send the client straight back.
+            c.failed = Some(c.leader_guess);
             c.leader_guess = (c.leader_guess + 1) % replicas;
         }
         outstanding.attempts += 1;
@@ -567,8 +606,15 @@ impl World {
                 self.schedule(think, Event::ClientNext { client });
             }
             Err(Refusal::NotLeader { leader: Some(leader) }) => {
-                c.leader_guess = (leader as usize - 1) % replicas;
-                self.retry(client, false);
+                let hinted = (leader as usize - 1) % replicas;
+                // A replica removed from the group, or cut off, may name a leader that
+                // just failed this client: go round the others instead.
+                if c.failed == Some(hinted) {
+                    self.retry(client, true);
+                } else {
+                    c.leader_guess = hinted;
+                    self.retry(client, false);
+                }
             }
             Err(Refusal::NotLeader { leader: None } | Refusal::Unknown | Refusal::Busy) => {
                 self.retry(client, true);
@@ -578,8 +624,9 @@ impl World {
 
     fn inject_fault(&mut self) {
         let replicas = self.hosts.len();
-        let kinds = if self.options.partitions { 6 } else { 4 };
+        let kinds = if self.options.partitions { 7 } else { 5 };
         match self.rng.gen_range(0..kinds) {
+            4 => self.change_membership(),
             0 | 1 => {
                 let victim = self.rng.gen_range(0..replicas);
                 if self.hosts[victim].replica.is_some() {
@@ -613,7 +660,7 @@ impl World {
                 self.bit_rot_done = true;
                 self.faults.bit_rot += 1;
             }
-            4 => {
+            5 => {
                 let mut sides: Vec<bool> = (0..replicas).map(|_| self.rng.gen_bool(0.5)).collect();
                 if sides.iter().all(|&s| s) || sides.iter().all(|&s| !s) {
                     sides[self.rng.gen_range(0..replicas)] ^= true;
@@ -636,6 +683,31 @@ impl World {
                 self.faults.partitions_asymmetric += 1;
             }
         }
+    }
+
+    /// Asks the leader, if there is one, to add a host that is not a member or to remove
+    /// one that is, keeping between `replicas` and every host as members.
+    fn change_membership(&mut self) {
+        let hosts = self.hosts.len();
+        let Some(leader) =
+            (0..hosts).find(|&i| self.hosts[i].replica.as_ref().is_some_and(Replica::is_leader))
+        else {
+            return;
+        };
+        let members = self.hosts[leader].replica.as_ref().expect("found").voters();
+        let outsiders: Vec<u64> = (1..=hosts as u64).filter(|id| !members.contains(id)).collect();
+        let (node, remove) = if !outsiders.is_empty() && members.len() <= self.options.replicas {
+            (outsiders[self.rng.gen_range(0..outsiders.len())], false)
+        } else if members.len() > self.options.replicas {
+            (members[self.rng.gen_range(0..members.len())], true)
+        } else {
+            return;
+        };
+        self.faults.membership_changes += 1;
+        // The answer (in `Output::membership`) only counts toward coverage.
+        let replica = self.hosts[leader].replica.as_mut().expect("found");
+        replica.change_membership(u64::MAX, node, remove);
+        self.drain(leader);
     }
 
     fn partition(&mut self, cut: Vec<(usize, usize)>) {
@@ -690,7 +762,10 @@ impl World {
         // The torn tail is cut for good, as the production log does.
         self.hosts[index].disk.bytes.truncate(len);
         self.hosts[index].disk.durable = len;
-        let voters: Vec<u64> = (1..=self.hosts.len() as u64).collect();
+        if records.is_empty() && self.hosts[index].incarnation == 0 {
+            return; // a spare that was never added: nothing to start
+        }
+        let voters: Vec<u64> = (1..=self.options.replicas as u64).collect();
         let records = records.into_iter().map(|(group, record)| {
             assert_eq!(group, SHARD, "one shard");
             record

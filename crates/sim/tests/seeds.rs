@@ -34,6 +34,7 @@ fn every_guarantee_holds_over_the_seeds() {
     assert!(exercised.leaders_elected > 2 * seeds(), "{exercised:?}");
     assert!(exercised.checkpoints > seeds(), "{exercised:?}");
     assert!(exercised.snapshots_installed > seeds() / 10, "{exercised:?}");
+    assert!(exercised.membership_changes > seeds() / 2, "{exercised:?}");
 }
 
 #[test]

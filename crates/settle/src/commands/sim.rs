@@ -94,6 +94,7 @@ fn print_exercised(exercised: &Exercised) {
     println!("  {:<30} {}", "leaders elected", exercised.leaders_elected);
     println!("  {:<30} {}", "checkpoints", exercised.checkpoints);
     println!("  {:<30} {}", "snapshots installed", exercised.snapshots_installed);
+    println!("  {:<30} {}", "membership changes", exercised.membership_changes);
 }
 
 fn exit_code(passed: bool) -> ExitCode {
