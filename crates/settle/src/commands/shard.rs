@@ -34,7 +34,10 @@ pub async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::AddReplica(args) => (args, false),
         Command::RemoveReplica(args) => (args, true),
     };
-    let session = Session::connect(&args.client.addresses, cli_options()).await?;
+    // Removing the leader's own replica hands leadership over first, and the request
+    // follows it: allow a few more attempts than other commands.
+    let options = settle_client::ClientOptions { max_attempts: 20, ..cli_options() };
+    let session = Session::connect(&args.client.addresses, options).await?;
     let voters =
         session.call(session.client().change_replicas(args.shard, args.node, remove)).await?;
     if args.client.json {
