@@ -61,22 +61,12 @@ impl Default for ClientOptions {
 /// error raised by the transport itself (connection refused or reset, broken HTTP/2
 /// stream), as opposed to a status the server chose to send.
 pub(crate) fn is_transient(status: &tonic::Status) -> bool {
-    if status.code() == tonic::Code::Unavailable {
-        return true;
-    }
-    // A status that the server sent has no source; one made on this side from a failure
-    // of the connection carries that failure as its source.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error.is::<tonic::transport::Error>() || error.is::<std::io::Error>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
+    status.code() == tonic::Code::Unavailable || from_transport(status)
 }
 
-/// Whether the failure came from the connection, not from the server.
+/// Whether the failure came from the connection, not from the server: a status that
+/// the server sent has no source; one made on this side from a failure of the
+/// connection carries that failure as its source.
 fn from_transport(status: &tonic::Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(error) = source {

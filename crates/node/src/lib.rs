@@ -134,6 +134,47 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
 }
 
+/// The gRPC server settings every node uses. A full batch is about 1 MiB: HTTP/2's
+/// default 64 KiB windows would make it crawl through window-update round trips.
+pub(crate) fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_WINDOW_BYTES)
+}
+
+/// The client-facing service, handing requests to `requests`.
+pub(crate) fn ledger_service(requests: mpsc::Sender<Request>) -> LedgerServer<server::Service> {
+    LedgerServer::new(server::Service { requests })
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
+}
+
+/// Serves `router` on `listener` until `stopped` fires (or its sender is dropped).
+pub(crate) async fn serve(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    stopped: oneshot::Receiver<()>,
+) -> Result<(), tonic::transport::Error> {
+    // Replies are small: without TCP_NODELAY, Nagle's algorithm holds them back until
+    // the client's delayed ACK (about 40 ms on Linux), for every request.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    router
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stopped.await;
+        })
+        .await
+}
+
+/// Binds the node's listener; returns it with the address it got (port 0 picks one).
+pub(crate) async fn bind(
+    address: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), NodeError> {
+    let listen_error = |source| NodeError::Listen { addr: address, source };
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(listen_error)?;
+    let local_addr = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, local_addr))
+}
+
 pub(crate) fn lock(data_dir: &Path) -> Result<File, NodeError> {
     let dir_error = |source| NodeError::DataDir { path: data_dir.to_path_buf(), source };
     fs::create_dir_all(data_dir).map_err(dir_error)?;
@@ -167,12 +208,7 @@ impl Node {
             tracing::warn!("fsync is OFF: acknowledged requests can be lost on a crash");
         }
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let (listener, local_addr) = bind(config.listen).await?;
 
         let executor::Spawned { requests, state, thread: executor } = executor::spawn(
             recovered.ledger,
@@ -185,25 +221,9 @@ impl Node {
             },
         )?;
         let pulse = tokio::spawn(pulse(requests.clone(), state));
-        let service = LedgerServer::new(server::Service { requests })
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX);
         let (stop_server, stopped) = oneshot::channel::<()>();
-        // Replies are small: without TCP_NODELAY, Nagle's algorithm holds them back until
-        // the client's delayed ACK (about 40 ms on Linux), for every request.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                // A full batch is about 1 MiB: HTTP/2's default 64 KiB windows would make
-                // it crawl through window-update round trips.
-                .initial_stream_window_size(HTTP2_WINDOW_BYTES)
-                .initial_connection_window_size(HTTP2_WINDOW_BYTES)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                }),
-        );
+        let router = grpc_server().add_service(ledger_service(requests));
+        let server = tokio::spawn(serve(router, listener, stopped));
         tracing::info!(%local_addr, "serving");
         Ok(Node { local_addr, stop_server, server, pulse, executor })
     }

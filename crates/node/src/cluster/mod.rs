@@ -27,14 +27,13 @@ use std::path::PathBuf;
 use std::sync::mpsc::SyncSender;
 
 use settle_proto::pb::admin_server::AdminServer;
-use settle_proto::pb::ledger_server::LedgerServer;
 use settle_proto::pb::peer_server::PeerServer;
 use settle_replica::{durable, ConfState, Record, Replica};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::executor::Request;
-use crate::{lock, server, NodeError, HTTP2_WINDOW_BYTES, MESSAGE_BYTES_MAX};
+use crate::{lock, NodeError};
 pub use config::{ClusterConfig, ConfigError};
 pub use engine::Stats;
 use engine::{offer, Engine, EngineConfig, Input};
@@ -147,12 +146,7 @@ impl ClusterNode {
             tracing::warn!("fsync is OFF: acknowledged requests can be lost on a crash");
         }
 
-        let listener = tokio::net::TcpListener::bind(me.address)
-            .await
-            .map_err(|source| NodeError::Listen { addr: me.address, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| NodeError::Listen { addr: me.address, source })?;
+        let (listener, local_addr) = crate::bind(me.address).await?;
 
         let (inbox_sender, inbox) = std::sync::mpsc::sync_channel(engine::INBOX_MAX);
         let stats = std::sync::Arc::new(Stats::default());
@@ -190,27 +184,16 @@ impl ClusterNode {
                 offer(&to_engine, Input::Request(request));
             }
         });
-        let ledger = LedgerServer::new(server::Service { requests })
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX);
         let admin = AdminServer::new(admin::AdminService { inbox: inbox_sender.clone() });
         let peer = PeerServer::new(transport::PeerService { node_id, inbox: inbox_sender.clone() })
             .max_decoding_message_size(transport::PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(transport::PEER_MESSAGE_BYTES_MAX);
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .initial_stream_window_size(HTTP2_WINDOW_BYTES)
-                .initial_connection_window_size(HTTP2_WINDOW_BYTES)
-                .add_service(ledger)
-                .add_service(peer)
-                .add_service(admin)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                }),
-        );
+        let router = crate::grpc_server()
+            .add_service(crate::ledger_service(requests))
+            .add_service(peer)
+            .add_service(admin);
+        let server = tokio::spawn(crate::serve(router, listener, stopped));
         tracing::info!(node = node_id, %local_addr, "serving");
         Ok(ClusterNode {
             local_addr,
