@@ -37,6 +37,11 @@ use clap::{Parser, Subcommand};
 
 use commands::{account, bench, dev, shard, sim, start, transfer};
 
+/// Batches are a megabyte each, and every request allocates a few such buffers: glibc
+/// malloc would map and unmap each one, paying page faults and zeroing every time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// settle: a distributed payment ledger.
 #[derive(Parser, Debug)]
 #[command(name = "settle", version, propagate_version = true)]
