@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{RawNode, StateRole};
 use raft_proto::ConfChangeI;
 use settle_ledger::{Ledger, MemStore, Read, Reply, Write, BATCH_EVENTS_MAX};
@@ -302,7 +302,12 @@ impl Replica {
         }
         self.ticks += 1;
         self.clock_ns = now_ns;
-        self.raw.tick();
+        // While an installed snapshot is not yet durable, raft-rs's applied index lags
+        // the compacted log, and a campaign would read entries that are gone: raft-rs
+        // is not ticked (as TiKV does while it applies a snapshot).
+        if self.snapshot_unpersisted.is_none() {
+            self.raw.tick();
+        }
         self.set_election_timeout();
         self.expire_requests();
         self.expire_snapshots();
@@ -336,6 +341,12 @@ impl Replica {
     /// A message from another replica of this group.
     pub fn step(&mut self, message: Message) {
         if self.halted.is_some() {
+            return;
+        }
+        // For the same reason as in `tick`: no campaign while a snapshot is not durable.
+        if self.snapshot_unpersisted.is_some()
+            && message.get_msg_type() == MessageType::MsgTimeoutNow
+        {
             return;
         }
         // Errors are messages raft-rs chose to ignore (stale term, unknown peer).
@@ -535,6 +546,12 @@ impl Replica {
         self.awaiting_persist.push_back((number, ready.take_persisted_messages()));
         self.out.persist_number = Some(number);
         self.raw.advance_append_async(ready);
+        // Only now: telling raft-rs what was applied may append an entry (leaving a
+        // joint configuration), which must not happen between `ready()` and
+        // `advance_append_async`. Not while an installed snapshot is not yet durable.
+        if self.snapshot_unpersisted.is_none() {
+            self.raw.advance_apply_to(self.applied);
+        }
         self.set_election_timeout();
     }
 
@@ -603,9 +620,6 @@ impl Replica {
                 let (index, term) = (entry.index, entry.term);
                 self.out.applied.push(Applied { index, term, timestamp, write, reply });
             }
-        }
-        if self.snapshot_unpersisted.is_none() {
-            self.raw.advance_apply_to(self.applied);
         }
     }
 

@@ -77,6 +77,8 @@ pub struct Faults {
     pub restarts: u64,
     pub torn_writes: u64,
     pub clock_jumps: u64,
+    /// Periods in which one replica's fsyncs were slow (20-300 ms).
+    pub slow_disks: u64,
     pub bit_rot: u64,
     /// Membership changes proposed (add a spare host, or remove a member).
     pub membership_changes: u64,
@@ -95,13 +97,14 @@ impl Faults {
         self.restarts += other.restarts;
         self.torn_writes += other.torn_writes;
         self.clock_jumps += other.clock_jumps;
+        self.slow_disks += other.slow_disks;
         self.bit_rot += other.bit_rot;
         self.membership_changes += other.membership_changes;
         self.refused_starts += other.refused_starts;
     }
 
     /// (name, count) for printing.
-    pub fn by_kind(&self) -> [(&'static str, u64); 12] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 13] {
         [
             ("messages lost", self.messages_lost),
             ("messages duplicated", self.messages_duplicated),
@@ -112,6 +115,7 @@ impl Faults {
             ("restarts", self.restarts),
             ("torn writes", self.torn_writes),
             ("clock jumps", self.clock_jumps),
+            ("slow disk periods", self.slow_disks),
             ("bit rot", self.bit_rot),
             ("membership changes proposed", self.membership_changes),
             ("refused starts (corrupt log)", self.refused_starts),

@@ -97,6 +97,9 @@ struct Host {
     unreported: Option<u64>,
     /// Why this replica will never start again (its disk is corrupt).
     lost: Option<String>,
+    /// Until when (simulated ns) this replica's disk is slow: fsyncs take far longer,
+    /// so more is written and not yet durable when a crash comes.
+    slow_disk_until: u64,
 }
 
 pub struct World {
@@ -163,6 +166,7 @@ impl World {
                 syncing: false,
                 unreported: None,
                 lost: None,
+                slow_disk_until: 0,
             });
             if index < world.options.replicas {
                 let first_tick = world.rng.gen_range(1..=TICK_NS);
@@ -464,8 +468,12 @@ impl World {
         }
         host.syncing = true;
         let (len, number) = (host.disk.bytes.len(), host.unreported.take());
-        let incarnation = host.incarnation;
-        let latency = self.rng.gen_range(MS / 10..=3 * MS);
+        let (incarnation, slow) = (host.incarnation, self.now < host.slow_disk_until);
+        let latency = if slow {
+            self.rng.gen_range(20 * MS..=300 * MS)
+        } else {
+            self.rng.gen_range(MS / 10..=3 * MS)
+        };
         self.schedule(latency, Event::SyncDone { replica: index, incarnation, len, number });
     }
 
@@ -634,6 +642,12 @@ impl World {
                     let downtime = self.rng.gen_range(50 * MS..=2_000 * MS);
                     self.schedule(downtime, Event::Restart { replica: victim });
                 }
+            }
+            2 if self.rng.gen_bool(0.5) => {
+                let victim = self.rng.gen_range(0..replicas);
+                let duration = self.rng.gen_range(500 * MS..=3_000 * MS);
+                self.hosts[victim].slow_disk_until = self.now + duration;
+                self.faults.slow_disks += 1;
             }
             2 => {
                 let victim = self.rng.gen_range(0..replicas);

@@ -56,8 +56,8 @@ fn first_caught(bugs: Bugs, limit: u64, checkers: &[Checker]) -> Option<Report> 
 #[test]
 fn acknowledging_before_fsync_is_caught() {
     let bugs = Bugs { ack_before_fsync: true, ..Bugs::default() };
-    let caught = first_caught(bugs, 300, &Checker::ALL);
-    let report = caught.expect("acking before fsync went unnoticed for 300 seeds");
+    let caught = first_caught(bugs, 100, &Checker::ALL);
+    let report = caught.expect("acking before fsync went unnoticed for 100 seeds");
     println!("caught at {report}");
 }
 
