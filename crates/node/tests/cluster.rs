@@ -201,10 +201,17 @@ async fn a_node_missing_from_the_config_or_with_a_foreign_log_is_refused() {
     assert!(matches!(&error, NodeError::Config(m) if m.contains("shard 1")), "{error}");
 }
 
-/// Sends a membership change to whichever node leads, following redirects.
+/// Sends a membership change to shard 1's leader, following redirects.
 async fn change_replicas(addresses: &[SocketAddr], node: u64, remove: bool) -> Vec<u64> {
+    change_replicas_request(addresses, pb::ChangeReplicasRequest { shard: 1, node, remove }).await
+}
+
+/// Sends `request` to whichever node leads its shard, following redirects.
+async fn change_replicas_request(
+    addresses: &[SocketAddr],
+    request: pb::ChangeReplicasRequest,
+) -> Vec<u64> {
     use settle_proto::pb::admin_client::AdminClient;
-    let request = pb::ChangeReplicasRequest { shard: 1, node, remove };
     let mut target = addresses[0];
     for _ in 0..500 {
         let Ok(mut admin) = AdminClient::connect(format!("http://{target}")).await else {
@@ -217,12 +224,17 @@ async fn change_replicas(addresses: &[SocketAddr], node: u64, remove: bool) -> V
                 assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
                 match status.metadata().get("settle-leader") {
                     Some(leader) => target = leader.to_str().unwrap().parse().unwrap(),
-                    None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                    // No leader known there (or no replica of the shard): try the next
+                    // node after a moment.
+                    None => {
+                        target = next(addresses, target);
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
                 }
             }
         }
     }
-    panic!("the membership change never went through");
+    panic!("the membership change {request:?} never went through");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,6 +334,47 @@ async fn checkpoints_and_log_rewrites_keep_everything_across_restarts() {
         assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
     }
     for node in nodes.into_iter().flatten() {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_process_holds_replicas_of_several_shards() {
+    use settle_node::cluster::config::ShardEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = addresses(3);
+    let mut cluster = ClusterConfig::single_shard(&addresses);
+    // Shard 2 on the same three nodes, shard 3 on two of them: every node holds two or
+    // three groups, all writing to its one log.
+    cluster.shards.push(ShardEntry { id: 2, replicas: vec![1, 2, 3] });
+    cluster.shards.push(ShardEntry { id: 3, replicas: vec![2, 3] });
+    let start = |id: u64| ClusterNode::start(options(&cluster, id, dir.path()));
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(id).await.unwrap());
+    }
+    create_accounts_anywhere(&addresses, &[1, 2]).await;
+    // Each group elects a leader and commits: a membership request is a Raft entry.
+    let voters = |shard: u64, expected: Vec<u64>| {
+        let addresses = addresses.clone();
+        async move {
+            let request = pb::ChangeReplicasRequest { shard, node: expected[0], remove: false };
+            assert_eq!(change_replicas_request(&addresses, request).await, expected);
+        }
+    };
+    voters(2, vec![1, 2, 3]).await;
+    voters(3, vec![2, 3]).await;
+    // After a restart of every node, every group is back, from the one shared log.
+    for node in nodes.drain(..) {
+        node.shutdown().await.unwrap();
+    }
+    for id in 1..=3 {
+        nodes.push(start(id).await.unwrap());
+    }
+    voters(3, vec![2, 3]).await;
+    let accounts = lookup_accounts(addresses[0], &[1, 2]).await;
+    assert_eq!(accounts.len(), 2);
+    for node in nodes {
         node.shutdown().await.unwrap();
     }
 }
