@@ -378,3 +378,38 @@ async fn one_node_process_holds_replicas_of_several_shards() {
         node.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_log_tail_is_cut_and_a_corrupt_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = addresses(1);
+    let cluster = ClusterConfig::single_shard(&addresses);
+    let node = ClusterNode::start(options(&cluster, 1, dir.path())).await.unwrap();
+    create_accounts_anywhere(&addresses, &[1, 2]).await;
+    for id in 0..20 {
+        create_transfers_anywhere(&addresses, &[transfer(100 + id)]).await;
+    }
+    node.shutdown().await.unwrap();
+    let log = dir.path().join("node-1/raft.log");
+    let bytes = std::fs::read(&log).unwrap();
+
+    // A torn last write: the start cuts it and serves what was acknowledged.
+    std::fs::write(&log, [&bytes[..], &[0xAB; 37][..]].concat()).unwrap();
+    let node = ClusterNode::start(options(&cluster, 1, dir.path())).await.unwrap();
+    let accounts = lookup_accounts(addresses[0], &[1, 2]).await;
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (200, 200));
+    node.shutdown().await.unwrap();
+    // The torn tail was cut (and the node's later records written in its place).
+    let after = std::fs::read(&log).unwrap();
+    assert_eq!(&after[..bytes.len()], &bytes[..]);
+    assert!(!after[bytes.len()..].starts_with(&[0xAB; 37]), "the torn tail is still there");
+
+    // A flipped byte in the middle: the start is refused, naming the file.
+    let mut damaged = bytes.clone();
+    damaged[bytes.len() / 2] ^= 0x10;
+    std::fs::write(&log, &damaged).unwrap();
+    let error = ClusterNode::start(options(&cluster, 1, dir.path())).await.err().unwrap();
+    assert!(matches!(&error, NodeError::CorruptLog { .. }), "{error}");
+    assert!(error.to_string().contains("raft.log"), "{error}");
+    assert_eq!(std::fs::read(&log).unwrap(), damaged, "a refused start changes nothing");
+}
