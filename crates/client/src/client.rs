@@ -354,6 +354,76 @@ impl Client {
     }
 }
 
+/// What one node of a cluster knows of the shards it holds (see [`Client::status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub node: u64,
+    pub shards: Vec<ShardStatus>,
+}
+
+/// One replica's view of its shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStatus {
+    pub shard: u64,
+    /// "leader", "follower", "candidate" or "pre-candidate".
+    pub role: String,
+    pub term: u64,
+    /// The leader's node id, if known.
+    pub leader: Option<u64>,
+    /// Entries of the shard's log this replica has applied.
+    pub applied: u64,
+    pub voters: Vec<u64>,
+}
+
+impl Client {
+    /// Asks every known node, one attempt each (within `request_timeout`), what it
+    /// knows of its shards: (address, status or why not). For operators: which node
+    /// leads, whether replicas keep up.
+    pub async fn status(&self) -> Vec<(String, Result<NodeStatus, ClientError>)> {
+        const OP: &str = "status";
+        let mut statuses = Vec::new();
+        for node in self.nodes.known() {
+            let mut admin = node.admin.clone();
+            let reply = tokio::time::timeout(
+                self.options.request_timeout,
+                admin.status(pb::StatusRequest {}),
+            )
+            .await;
+            let status = match reply {
+                Ok(Ok(reply)) => {
+                    let reply = reply.into_inner();
+                    let shards = reply
+                        .shards
+                        .into_iter()
+                        .map(|s| ShardStatus {
+                            shard: s.shard,
+                            role: s.role,
+                            term: s.term,
+                            leader: Some(s.leader).filter(|&id| id != 0),
+                            applied: s.applied,
+                            voters: s.voters,
+                        })
+                        .collect();
+                    Ok(NodeStatus { node: reply.node, shards })
+                }
+                Ok(Err(status)) => Err(ClientError::Refused {
+                    operation: OP,
+                    code: status.code(),
+                    message: status.message().to_string(),
+                }),
+                Err(_) => Err(ClientError::TimedOut {
+                    operation: OP,
+                    attempts: 1,
+                    elapsed: self.options.request_timeout,
+                    last_error: format!("{}: no reply", node.address),
+                }),
+            };
+            statuses.push((node.address.clone(), status));
+        }
+        statuses
+    }
+}
+
 fn invalid(operation: &'static str, error: ConvertError) -> ClientError {
     ClientError::InvalidResponse { operation, reason: error.to_string() }
 }

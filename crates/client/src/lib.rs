@@ -102,6 +102,6 @@ mod error;
 mod nodes;
 mod retry;
 
-pub use client::Client;
+pub use client::{Client, NodeStatus, ShardStatus};
 pub use error::ClientError;
 pub use retry::ClientOptions;

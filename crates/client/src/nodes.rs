@@ -152,7 +152,7 @@ impl Nodes {
         self.slots[index].get().expect("the slots of known nodes are set")
     }
 
-    fn known(&self) -> impl Iterator<Item = &Node> {
+    pub(crate) fn known(&self) -> impl Iterator<Item = &Node> {
         self.slots[..self.len.load(Ordering::Acquire)].iter().filter_map(OnceLock::get)
     }
 

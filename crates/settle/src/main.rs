@@ -35,7 +35,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{account, bench, dev, shard, sim, start, transfer};
+use commands::{account, bench, dev, shard, sim, start, status, transfer};
 
 /// Batches are a megabyte each, and every request allocates a few such buffers: glibc
 /// malloc would map and unmap each one, paying page faults and zeroing every time.
@@ -62,6 +62,8 @@ enum Command {
     /// Create, post, void and look up transfers.
     #[command(subcommand)]
     Transfer(transfer::Command),
+    /// Show what each node knows of its shards: role, term, leader, applied, voters.
+    Status(status::Args),
     /// Add or remove a replica of a shard (a replicated cluster's membership).
     #[command(subcommand)]
     Shard(shard::Command),
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
             Command::Account(command) => account::run(command).await,
             Command::Transfer(command) => transfer::run(command).await,
             Command::Shard(command) => shard::run(command).await,
+            Command::Status(args) => status::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Sim(_) => unreachable!("run above"),
         }

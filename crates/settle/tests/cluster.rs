@@ -125,6 +125,18 @@ fn killing_the_leader_loses_nothing_and_service_resumes() {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     });
+    // `settle status` shows every node, exactly one leader, all on the same term.
+    let output = std::process::Command::new(fault_support::SETTLE)
+        .args(["status", "--json", "--addresses", &all.join(",")])
+        .output()
+        .expect("run settle status");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let nodes_json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let shards: Vec<&serde_json::Value> =
+        nodes_json.as_array().unwrap().iter().map(|n| &n["shards"][0]).collect();
+    assert_eq!(shards.len(), 3, "{nodes_json}");
+    assert_eq!(shards.iter().filter(|s| s["role"] == "leader").count(), 1, "{nodes_json}");
+    assert!(shards.iter().all(|s| s["term"] == shards[0]["term"]), "{nodes_json}");
     for node in nodes.into_iter().flatten() {
         let (clean, stderr) = node.stop();
         assert!(clean, "a node did not stop cleanly:\n{stderr}");

@@ -35,4 +35,16 @@ impl pb::admin_server::Admin for AdminService {
             .map_err(status_of)?;
         Ok(Response::new(pb::ChangeReplicasReply { voters }))
     }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .try_send(Input::Status { reply })
+            .map_err(|_| Status::unavailable("the node is busy or stopping; retry"))?;
+        let status = answer.await.map_err(|_| Status::unavailable("the node stopped"))?;
+        Ok(Response::new(status))
+    }
 }

@@ -41,6 +41,10 @@ pub const TICK: Duration = Duration::from_millis(20);
 
 pub enum Input {
     Request(Request),
+    /// What each replica on this node knows of its shard.
+    Status {
+        reply: oneshot::Sender<settle_proto::pb::StatusReply>,
+    },
     /// Add or remove `node` as a replica of `shard`; answered with the new voters.
     ChangeReplicas {
         shard: u64,
@@ -184,6 +188,22 @@ impl Engine {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Request(request) => self.submit(request),
+            Input::Status { reply } => {
+                let shards = self
+                    .replicas
+                    .iter()
+                    .map(|(&shard, replica)| settle_proto::pb::ShardStatus {
+                        shard,
+                        role: replica.role().to_string(),
+                        term: replica.term(),
+                        leader: replica.leader().unwrap_or(0),
+                        applied: replica.applied(),
+                        voters: replica.voters(),
+                    })
+                    .collect();
+                let _ =
+                    reply.send(settle_proto::pb::StatusReply { node: self.config.node_id, shards });
+            }
             Input::ChangeReplicas { shard, node, remove, reply } => {
                 let Some(replica) = self.replicas.get_mut(&shard) else {
                     let _ = reply.send(Err(NodeError::NoReplica { shard }));

@@ -7,6 +7,7 @@ pub mod dev;
 pub mod shard;
 pub mod sim;
 pub mod start;
+pub mod status;
 pub mod transfer;
 
 use std::future::Future;
