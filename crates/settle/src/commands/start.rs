@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use settle_node::cluster::{ClusterConfig, ClusterNode, ClusterOptions};
+use settle_node::cluster::{ClusterConfig, ClusterNode, ClusterOptions, Tuning};
 use settle_node::{Config, Node};
 
 use super::{Error, ShutdownSignals};
@@ -38,6 +38,11 @@ pub struct Args {
     /// (default: the node's, 1 GiB). Smaller means faster recovery, more writing.
     #[arg(long, value_name = "BYTES", value_parser = parse::u64_value)]
     pub checkpoint_bytes: Option<u64>,
+    /// In a cluster: each replica checkpoints (snapshot file + log compaction) every this
+    /// many Raft entries (default 1024). Smaller means less memory and faster catch-up,
+    /// more writing.
+    #[arg(long, value_name = "N", requires = "config", value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_entries: Option<u64>,
     /// Stop (as on SIGTERM) when the parent process dies; `settle bench` sets this on
     /// the node it starts, so that no node outlives the benchmark.
     #[arg(long, hide = true)]
@@ -69,7 +74,12 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
             node_id,
             data_dir: args.data_dir,
             fsync: !args.no_fsync,
-            tuning: Default::default(),
+            tuning: Tuning {
+                checkpoint_entries: args
+                    .checkpoint_entries
+                    .unwrap_or(Tuning::default().checkpoint_entries),
+                ..Tuning::default()
+            },
         };
         return serve_cluster(vec![options], |addresses| {
             println!("listening on {}", addresses[0]);

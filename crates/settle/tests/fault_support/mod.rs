@@ -156,9 +156,11 @@ pub fn start(data_dir: &Path, extra_args: &[String]) -> Started {
 
 /// Starts node `node` of the cluster described by `config` (`settle start --config
 /// --node`) and waits until it serves or exits.
-pub fn start_cluster_node(config: &Path, node: u64, data_dir: &Path) -> Started {
-    let args = ["--config".to_string(), config.display().to_string()];
-    start_with(data_dir, &[&args[..], &["--node".to_string(), node.to_string()]].concat())
+pub fn start_cluster_node(config: &Path, node: u64, data_dir: &Path, extra: &[String]) -> Started {
+    let mut args = vec!["--config".to_string(), config.display().to_string()];
+    args.extend(["--node".to_string(), node.to_string()]);
+    args.extend_from_slice(extra);
+    start_with(data_dir, &args)
 }
 
 fn start_with(data_dir: &Path, extra_args: &[String]) -> Started {
