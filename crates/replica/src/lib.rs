@@ -24,7 +24,7 @@ pub mod log_store;
 pub mod replica;
 
 pub use durable::{CorruptLog, Record};
-pub use log_store::LogStore;
+pub use log_store::{LogStore, SnapshotLoader};
 pub use raft::eraftpb::{ConfState, Message, MessageType, Snapshot};
 pub use replica::{Applied, CheckpointJob, Config, Halt, Output, Refusal, Replica, Token};
 

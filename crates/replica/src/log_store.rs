@@ -8,8 +8,20 @@
 //!
 //! Touches nothing but itself.
 
+use std::sync::Arc;
+
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+/// Reads back the data of the snapshot at an index, which the shell stored (a file).
+#[derive(Clone)]
+pub struct SnapshotLoader(pub Arc<dyn Fn(u64) -> std::io::Result<Vec<u8>> + Send + Sync>);
+
+impl std::fmt::Debug for SnapshotLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotLoader")
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct LogStore {
@@ -26,6 +38,9 @@ pub struct LogStore {
     /// made before the peer it is for joined: raft-rs refuses a snapshot whose
     /// configuration does not name it). The replica then checkpoints at once.
     snapshot_wanted: std::cell::Cell<bool>,
+    /// When set, the latest snapshot's data is not kept in memory once the shell has
+    /// stored it: it is read back when a follower needs it (rarely; it can be large).
+    loader: Option<SnapshotLoader>,
 }
 
 impl LogStore {
@@ -46,6 +61,19 @@ impl LogStore {
 
     pub fn latest_snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// Keep snapshot data out of memory from now on, reading it back with `loader`.
+    pub fn set_loader(&mut self, loader: SnapshotLoader) {
+        self.loader = Some(loader);
+        self.drop_snapshot_data();
+    }
+
+    /// Drops the latest snapshot's data from memory if it can be read back.
+    pub fn drop_snapshot_data(&mut self) {
+        if self.loader.is_some() {
+            self.snapshot.data = Default::default();
+        }
     }
 
     /// Gives the latest snapshot its data, which the shell stored apart from the log.
@@ -204,7 +232,20 @@ impl Storage for LogStore {
             self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
-        Ok(self.snapshot.clone())
+        let mut snapshot = self.snapshot.clone();
+        if snapshot.data.is_empty() && meta.index > 0 {
+            let Some(loader) = &self.loader else {
+                panic!("the snapshot at {} has no data and no way to read it", meta.index)
+            };
+            match (loader.0)(meta.index) {
+                Ok(data) => snapshot.data = data.into(),
+                // Reported by the shell's own checks on its files; raft-rs asks again.
+                Err(_) => {
+                    return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+                }
+            }
+        }
+        Ok(snapshot)
     }
 }
 

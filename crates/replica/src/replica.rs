@@ -60,6 +60,8 @@ pub struct Config {
     pub transfers_file: Option<std::path::PathBuf>,
     /// How many transfers the indexes are sized for up front (a hint).
     pub transfers_capacity: usize,
+    /// Where the shell keeps snapshot data, if it does: then it is not kept in memory.
+    pub snapshot_loader: Option<crate::log_store::SnapshotLoader>,
 }
 
 impl Config {
@@ -77,6 +79,7 @@ impl Config {
             seed,
             transfers_file: None,
             transfers_capacity: 0,
+            snapshot_loader: None,
         }
     }
 }
@@ -216,6 +219,10 @@ impl Replica {
         let index = snapshot.get_metadata().index;
         let store = new_store(&config, 0)?;
         let ledger = if index == 0 { Ledger::new(store) } else { load(store, &snapshot)? };
+        let mut log = log;
+        if let Some(loader) = &config.snapshot_loader {
+            log.set_loader(loader.clone());
+        }
         let raft_config = raft::Config {
             id: config.id,
             election_tick: config.election_ticks,
@@ -576,6 +583,9 @@ impl Replica {
             let _ = std::fs::remove_file(generation_path(base, self.generation - 1));
         }
         self.raw.mut_store().install_snapshot(snapshot.clone());
+        // The record going out carries the data; the shell stores it before anything
+        // could ask for it back.
+        self.raw.mut_store().drop_snapshot_data();
         self.applied = index;
         // Whatever waited on entries the snapshot covers cannot be matched any more.
         if let Some((token, _)) = self.leaving.take() {
@@ -770,6 +780,8 @@ impl Replica {
         snapshot.set_metadata(meta);
         let keep_from = (index + 1).saturating_sub(self.config.keep_entries).max(1);
         self.raw.mut_store().checkpoint(snapshot.clone(), keep_from);
+        // The shell stored the data before handing it back.
+        self.raw.mut_store().drop_snapshot_data();
         self.out.writes.push(Record::Checkpoint { snapshot, keep_from });
     }
 

@@ -86,6 +86,11 @@ pub(crate) fn replica_config(
     config.keep_entries = config.keep_entries.min(tuning.checkpoint_entries);
     config.transfers_file = Some(data_dir.join(format!("shard-{shard}.transfers")));
     config.transfers_capacity = tuning.transfers_capacity;
+    let dir = data_dir.to_path_buf();
+    config.snapshot_loader =
+        Some(settle_replica::SnapshotLoader(std::sync::Arc::new(move |index| {
+            snapshots::read(&dir, shard, index)
+        })));
     config
 }
 
