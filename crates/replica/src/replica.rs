@@ -766,11 +766,13 @@ impl Replica {
         self.out.checkpoint = Some(CheckpointJob { index: self.applied, source });
     }
 
-    /// The shell wrote the checkpoint at `index` durably; `data` is its bytes. The log
-    /// is compacted behind it and the checkpoint record is output (the shell may store
-    /// the data apart from the log, as long as recovery finds it again).
+    /// The shell wrote the checkpoint at `index` durably; `data` is its bytes, or empty
+    /// when the shell keeps them (`Config::snapshot_loader` then reads them back). The
+    /// log is compacted behind it and the checkpoint record is output (the shell may
+    /// store the data apart from the log, as long as recovery finds it again).
     pub fn checkpoint_written(&mut self, index: u64, data: Vec<u8>) {
         let Some(meta) = self.checkpointing.take() else { return };
+        assert!(!data.is_empty() || self.config.snapshot_loader.is_some(), "snapshot data");
         assert_eq!(meta.index, index, "the checkpoint handed out");
         if self.halted.is_some() || index <= self.raw.store().latest_snapshot().get_metadata().index
         {

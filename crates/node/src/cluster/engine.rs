@@ -62,7 +62,8 @@ pub enum Input {
         delivered: bool,
     },
     Synced(Result<Vec<(u64, u64)>, std::io::Error>),
-    /// A checkpoint's file is written (the bytes), or why not.
+    /// A checkpoint's file is written, or why not. (The data stays in the file: the
+    /// replica's snapshot loader reads it back; the bytes sent are empty.)
     CheckpointWritten {
         shard: u64,
         index: u64,
@@ -418,17 +419,14 @@ impl Engine {
         let inbox = self.inbox_sender.clone();
         let spawned = thread::Builder::new().name("settle-checkpoint".into()).spawn(move || {
             let started = Instant::now();
-            let mut data = Vec::new();
-            let outcome = job
-                .source
-                .write(&mut data)
-                .and_then(|()| snapshots::write(&dir, shard, job.index, &data))
-                .map(|()| data)
-                .map_err(|e| e.to_string());
-            if let Ok(data) = &outcome {
-                let (bytes, ms) = (data.len(), started.elapsed().as_millis());
+            // Straight to the file: the replica reads it back when a follower needs it.
+            let written =
+                snapshots::write_with(&dir, shard, job.index, |out| job.source.write(out));
+            if let Ok(bytes) = &written {
+                let ms = started.elapsed().as_millis();
                 tracing::info!(shard, index = job.index, bytes, ms, "checkpoint written");
             }
+            let outcome = written.map(|_| Vec::new()).map_err(|e| e.to_string());
             // Blocking is fine: the engine drains its inbox continuously.
             let _ = inbox.send(Input::CheckpointWritten { shard, index: job.index, outcome });
         });

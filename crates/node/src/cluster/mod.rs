@@ -83,7 +83,9 @@ pub(crate) fn replica_config(
 ) -> settle_replica::Config {
     let mut config = settle_replica::Config::new(node_id, seed);
     config.checkpoint_entries = tuning.checkpoint_entries;
-    config.keep_entries = config.keep_entries.min(tuning.checkpoint_entries);
+    // A follower slowed down (a busy machine) should not need the whole state: keep a
+    // quarter of the checkpoint interval behind each checkpoint.
+    config.keep_entries = (tuning.checkpoint_entries / 4).max(1);
     config.transfers_file = Some(data_dir.join(format!("shard-{shard}.transfers")));
     config.transfers_capacity = tuning.transfers_capacity;
     let dir = data_dir.to_path_buf();

@@ -23,16 +23,30 @@ pub fn path(data_dir: &Path, shard: u64, index: u64) -> PathBuf {
 }
 
 /// Writes `data` as the snapshot of `shard` at `index`, durably.
-pub fn write(data_dir: &Path, shard: u64, index: u64, data: &[u8]) -> io::Result<()> {
+pub fn write(data_dir: &Path, shard: u64, index: u64, data: &[u8]) -> io::Result<u64> {
+    write_with(data_dir, shard, index, |out| out.write_all(data))
+}
+
+/// Writes the snapshot of `shard` at `index` with `fill`, streaming (a snapshot can be
+/// larger than memory should hold twice), durably. Returns its size.
+pub fn write_with(
+    data_dir: &Path,
+    shard: u64,
+    index: u64,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<u64> {
     let dir = data_dir.join(DIR);
     fs::create_dir_all(&dir)?;
     let path = path(data_dir, shard, index);
     let tmp = path.with_extension("snap.tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(data)?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    fill(&mut out)?;
+    let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
+    let len = file.metadata()?.len();
     fs::rename(&tmp, &path)?;
-    File::open(&dir)?.sync_all()
+    File::open(&dir)?.sync_all()?;
+    Ok(len)
 }
 
 pub fn read(data_dir: &Path, shard: u64, index: u64) -> io::Result<Vec<u8>> {

@@ -25,8 +25,9 @@ use super::engine::{offer, Input};
 
 /// Batches waiting per peer before new ones are dropped.
 const PEER_QUEUE_MAX: usize = 64;
-/// Largest message between nodes: snapshots travel whole.
-pub const PEER_MESSAGE_BYTES_MAX: usize = 1 << 30;
+/// Largest message between nodes: snapshots travel whole, and protobuf messages stop
+/// at 2 GiB. (Sending snapshots in chunks would lift this limit on a shard's state.)
+pub const PEER_MESSAGE_BYTES_MAX: usize = (2 << 30) - 1;
 /// Merge waiting batches up to about this many bytes per RPC.
 const MERGE_BYTES_MAX: usize = 32 << 20;
 
