@@ -378,6 +378,10 @@ impl Engine {
     fn send(&mut self, shard: u64, message: Message) {
         let to = message.to;
         let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+        if snapshot {
+            let index = message.get_snapshot().get_metadata().index;
+            tracing::info!(shard, to, index, "sending a snapshot to a follower that fell behind");
+        }
         if !self.outbound.queue(to, shard, encode_message(&message), snapshot) && snapshot {
             if let Some(replica) = self.replicas.get_mut(&shard) {
                 replica.report_snapshot(to, false);
