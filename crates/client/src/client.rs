@@ -409,7 +409,11 @@ impl Client {
                 Ok(Err(status)) => Err(ClientError::Refused {
                     operation: OP,
                     code: status.code(),
-                    message: status.message().to_string(),
+                    message: if status.code() == tonic::Code::Unimplemented {
+                        "a standalone node (not part of a cluster) has no shard status".into()
+                    } else {
+                        status.message().to_string()
+                    },
                 }),
                 Err(_) => Err(ClientError::TimedOut {
                     operation: OP,

@@ -518,3 +518,11 @@ fn bench_reports_the_five_lines_of_record() {
     let data_dir = dir_line.rsplit("data in ").next().unwrap();
     assert!(!Path::new(data_dir).exists(), "{data_dir} was removed");
 }
+
+#[test]
+fn status_of_a_standalone_node_says_it_has_no_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path());
+    let stdout = run_at(&node, &["status"], 1);
+    assert!(stdout.contains("a standalone node (not part of a cluster)"), "{stdout}");
+}
