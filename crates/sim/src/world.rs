@@ -20,7 +20,7 @@ use settle_replica::{
 
 use crate::check::{Checker, Violations};
 use crate::workload::{Ack, Client, Op, Outstanding};
-use crate::{Bugs, Exercised, Faults, Options};
+use crate::{Exercised, Faults, Options};
 
 const MS: u64 = 1_000_000;
 /// The simulated shard's group id.
@@ -219,11 +219,6 @@ impl World {
 
     pub fn replicas(&self) -> impl Iterator<Item = &Replica> {
         self.hosts.iter().filter_map(|h| h.replica.as_ref())
-    }
-
-    /// Replicas that will never start again, with the reason.
-    pub fn lost(&self) -> impl Iterator<Item = (usize, &str)> {
-        self.hosts.iter().enumerate().filter_map(|(i, h)| h.lost.as_deref().map(|l| (i, l)))
     }
 
     /// No more clients: only ticks, messages and syncs, so that every live replica
@@ -812,10 +807,6 @@ impl World {
         for index in 0..self.hosts.len() {
             self.restart(index);
         }
-    }
-
-    pub fn bugs(&self) -> Bugs {
-        self.options.bugs
     }
 }
 
