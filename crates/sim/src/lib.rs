@@ -134,9 +134,6 @@ pub struct Exercised {
     pub snapshots_installed: u64,
     /// Membership changes completed (joint configuration entered and left).
     pub membership_changes: u64,
-    /// (term, replica) of the last leader seen.
-    #[doc(hidden)]
-    pub last_leader: Option<(u64, usize)>,
 }
 
 impl Exercised {

@@ -123,6 +123,8 @@ pub struct World {
     pub exercised: Exercised,
     pub violations: Violations,
     bit_rot_done: bool,
+    /// (term, replica) of the last leader seen, to count elections.
+    last_leader: Option<(u64, usize)>,
 }
 
 impl World {
@@ -149,6 +151,7 @@ impl World {
             exercised: Exercised::default(),
             violations: Violations::default(),
             bit_rot_done: false,
+            last_leader: None,
             options,
         };
         for index in 0..hosts {
@@ -326,8 +329,8 @@ impl World {
                     return;
                 }
                 if let Some(r) = self.hosts[replica].replica.as_ref() {
-                    if r.is_leader() && self.exercised.last_leader != Some((r.term(), replica)) {
-                        self.exercised.last_leader = Some((r.term(), replica));
+                    if r.is_leader() && self.last_leader != Some((r.term(), replica)) {
+                        self.last_leader = Some((r.term(), replica));
                         self.exercised.leaders_elected += 1;
                     }
                 }

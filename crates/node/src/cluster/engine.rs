@@ -63,11 +63,11 @@ pub enum Input {
     },
     Synced(Result<Vec<(u64, u64)>, std::io::Error>),
     /// A checkpoint's file is written, or why not. (The data stays in the file: the
-    /// replica's snapshot loader reads it back; the bytes sent are empty.)
+    /// replica's snapshot loader reads it back.)
     CheckpointWritten {
         shard: u64,
         index: u64,
-        outcome: Result<Vec<u8>, String>,
+        outcome: Result<(), String>,
     },
     Stop,
 }
@@ -246,9 +246,10 @@ impl Engine {
                 }
             }
             Input::CheckpointWritten { shard, index, outcome } => match outcome {
-                Ok(data) => {
+                Ok(()) => {
                     if let Some(replica) = self.replicas.get_mut(&shard) {
-                        replica.checkpoint_written(index, data);
+                        // The data stays in the file; the replica's loader reads it back.
+                        replica.checkpoint_written(index, Vec::new());
                     }
                 }
                 Err(error) => self.failed = Some(format!("checkpoint of shard {shard}: {error}")),
@@ -430,7 +431,7 @@ impl Engine {
                 let ms = started.elapsed().as_millis();
                 tracing::info!(shard, index = job.index, bytes, ms, "checkpoint written");
             }
-            let outcome = written.map(|_| Vec::new()).map_err(|e| e.to_string());
+            let outcome = written.map(|_| ()).map_err(|e| e.to_string());
             // Blocking is fine: the engine drains its inbox continuously.
             let _ = inbox.send(Input::CheckpointWritten { shard, index: job.index, outcome });
         });
