@@ -35,7 +35,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{account, bench, dev, shard, sim, start, status, transfer};
+use commands::{account, bench, dev, lab, shard, sim, start, status, transfer};
 
 /// Batches are a megabyte each, and every request allocates a few such buffers: glibc
 /// malloc would map and unmap each one, paying page faults and zeroing every time.
@@ -71,6 +71,8 @@ enum Command {
     Bench(bench::Args),
     /// Run the deterministic simulator: one seed exactly, or many with a summary.
     Sim(sim::Args),
+    /// Compare 2PC, 3PC and Paxos Commit on one workload and one fault schedule.
+    Lab(lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,9 +84,11 @@ fn main() -> ExitCode {
     };
     init_logging(default_level);
     // The simulator is one thread on simulated time: no runtime.
-    if let Command::Sim(args) = cli.command {
-        return sim::run(args);
-    }
+    let cli = match cli.command {
+        Command::Sim(args) => return sim::run(args),
+        Command::Lab(args) => return lab::run(args),
+        _ => cli,
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -102,7 +106,7 @@ fn main() -> ExitCode {
             Command::Shard(command) => shard::run(command).await,
             Command::Status(args) => status::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Sim(_) => unreachable!("run above"),
+            Command::Sim(_) | Command::Lab(_) => unreachable!("run above"),
         }
     });
     match outcome {

@@ -526,3 +526,28 @@ fn status_of_a_standalone_node_says_it_has_no_shards() {
     let stdout = run_at(&node, &["status"], 1);
     assert!(stdout.contains("a standalone node (not part of a cluster)"), "{stdout}");
 }
+
+#[test]
+fn cross_shard_sim_and_lab_report_per_protocol() {
+    let out = settle(&["sim", "--shards", "3", "--protocol", "paxos-commit", "--seeds", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("protocol = paxos-commit"), "{stdout}");
+    assert!(stdout.contains("atomicity") && !stdout.contains("VIOLATED"), "{stdout}");
+
+    let out = settle(&["sim", "--shards", "3", "--protocol", "3pc", "--seed", "1"]);
+    assert!(text(&out.stderr).contains("unsafe under network partitions"), "3pc says so");
+
+    let out = settle(&["sim", "--shards", "3", "--protocol", "4pc"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("expected 2pc, 3pc or paxos-commit"));
+
+    let out = settle(&["lab", "--fault-free", "--fault-ms", "2000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for protocol in ["== 2pc ==", "== 3pc ==", "== paxos-commit =="] {
+        assert!(stdout.contains(protocol), "{stdout}");
+    }
+    assert!(stdout.contains("messages / txn") && stdout.contains("forced writes / txn"));
+    assert!(stdout.contains("invariant violations         none"), "{stdout}");
+}

@@ -13,10 +13,13 @@
 //! - [`world`]: the simulated world and its faults (the simulator's IO shell);
 //! - [`workload`]: the clients and what they ask;
 //! - [`check`]: the checkers.
+//! - [`xshard`]: the cross-shard simulator: several shards, the commit protocols between
+//!   them (`settle-commit`), their own checkers and the lab's measurements.
 
 pub mod check;
 pub mod workload;
 pub mod world;
+pub mod xshard;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};

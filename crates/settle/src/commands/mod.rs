@@ -4,6 +4,7 @@
 pub mod account;
 pub mod bench;
 pub mod dev;
+pub mod lab;
 pub mod shard;
 pub mod sim;
 pub mod start;
@@ -131,4 +132,10 @@ impl ShutdownSignals {
             _ = self.terminate.recv() => "SIGTERM",
         }
     }
+}
+
+/// Parses an atomic-commit protocol name for clap.
+pub fn parse_protocol(name: &str) -> Result<settle_sim::xshard::Protocol, String> {
+    settle_sim::xshard::Protocol::from_name(name)
+        .ok_or_else(|| format!("unknown protocol {name:?}: expected 2pc, 3pc or paxos-commit"))
 }

@@ -1,0 +1,31 @@
+//! # settle-commit
+//!
+//! Atomic commit across shards, as pure state machines: two-phase commit (2PC),
+//! three-phase commit (3PC, Skeen, with the timeout-driven termination protocol) and
+//! Paxos Commit (Gray & Lamport). They are built on the ledger's one-sided hooks
+//! (`Ledger::prepare_side` / `commit_side` / `abort_side`): prepare = validate and
+//! reserve, commit = post the reservation, abort = release it.
+//!
+//! The cores do no IO and read no clock. A shell (the simulator now; the node's engine
+//! next) carries out their commands: send a message, persist an entry in the shard's
+//! group, answer a client. Layout, top-down:
+//! - [`txn`]: a transaction (a transfer or a linked chain) and where its sides live; votes,
+//!   outcomes, and `decide`, which turns votes into the outcome and the client's results.
+//! - [`placement`]: the rule that maps accounts to shards.
+//! - [`message`]: messages, records and commands.
+//! - [`state`]: a shard's replicated state (ledger + protocol records) and `apply`.
+//! - [`shard`]: `ShardCore`, a shard's participant and coordinator roles.
+//! - [`acceptor`]: `AcceptorCore`, Paxos Commit's acceptor (one per replica of a shard).
+
+pub mod acceptor;
+pub mod message;
+pub mod placement;
+pub mod shard;
+pub mod state;
+pub mod txn;
+
+pub use acceptor::{AcceptorCommand, AcceptorCore, AcceptorEntry, AcceptorTxn};
+pub use message::{Address, Body, Command, Entry, Kind, Message, Record};
+pub use shard::{Config, Refusal, ShardCore};
+pub use state::{Applied, ShardState};
+pub use txn::{decide, paper_cost, Outcome, Protocol, ShardId, Txn, TxnId, Vote};

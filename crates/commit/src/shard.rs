@@ -1,0 +1,1077 @@
+//! A shard's protocol roles, as one pure state machine: the participant (Gray &
+//! Lamport's resource manager) for every transaction that touches this shard, and the
+//! coordinator (2PC, 3PC) or leader (Paxos Commit) for every transaction whose first
+//! debit account lives here. In production it runs at the shard's Raft leader; a new
+//! leader builds a fresh core over the replicated `ShardState` and finishes what the
+//! old one started.
+//!
+//! Inputs: `submit` / `submit_local` (a client's request), `receive` (a protocol
+//! message), `persisted` (an entry this core asked to persist is durable in the group, in
+//! order), `tick` (time passes). Output: `take_commands`. The core reads no clock: every
+//! input carries `now_ms`.
+//!
+//! Messages between this shard's own roles (its participant and its coordinator) go
+//! through the shell like any other, so that the counts compare with Gray & Lamport's
+//! table, whose coordinator is not co-located.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use settle_ledger::{CreateTransferResult as R, Transfer};
+
+use crate::message::{
+    Accepted, Address, Ballot, Body, ClientRef, Command, Entry, Message, Record, ThreePhaseState,
+};
+use crate::state::{Applied, CoordinatorRecord, ParticipantRecord, ShardState};
+use crate::txn::{decide, Outcome, Protocol, ShardId, Txn, TxnId, Vote};
+
+/// Timing and sizing of the protocols. Every wait has a limit.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Acceptors per coordinator shard (Paxos Commit): 2F+1, one per replica.
+    pub acceptors: u8,
+    /// Resend what is unanswered this often.
+    pub resend_ms: u64,
+    /// A coordinator waits this long for votes before it aborts (2PC, 3PC) or starts a
+    /// recovery ballot (Paxos Commit).
+    pub vote_timeout_ms: u64,
+    /// An in-doubt participant asks its coordinator this often.
+    pub inquire_ms: u64,
+    /// 3PC: a participant that hears nothing from its coordinator this long runs the
+    /// termination protocol; the coordinator commits after waiting this long for
+    /// PreCommit acknowledgements.
+    pub termination_ms: u64,
+    /// Most transactions a coordinator works on at once; more are refused with
+    /// `Overloaded` until some finish.
+    pub in_flight_max: usize,
+    /// Decided outcomes a Paxos Commit leader remembers for late questions (older ones
+    /// are learned again from the acceptors).
+    pub outcomes_max: usize,
+}
+
+impl Config {
+    pub fn new(acceptors: u8) -> Config {
+        assert!(acceptors % 2 == 1, "2F+1 acceptors");
+        Config {
+            acceptors,
+            resend_ms: 250,
+            vote_timeout_ms: 3_000,
+            inquire_ms: 500,
+            termination_ms: 2_500,
+            in_flight_max: 10_000,
+            outcomes_max: 100_000,
+        }
+    }
+
+    /// F: the acceptor faults Paxos Commit tolerates.
+    pub fn faults_tolerated(&self) -> u8 {
+        self.acceptors / 2
+    }
+}
+
+/// Why a submitted transaction was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// This shard is not the transaction's coordinator.
+    NotCoordinator,
+    /// Too many transactions in flight; retry later.
+    Overloaded,
+}
+
+/// Where a coordination stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Collecting votes (2PC, 3PC) or phase 2b messages (Paxos Commit).
+    Voting,
+    /// 3PC: PreCommit written or being written; collecting acknowledgements.
+    PreCommitting,
+    /// The decision is being written (2PC, 3PC).
+    Deciding,
+    /// Paxos Commit: a recovery ballot's phase 1.
+    Recovering,
+}
+
+/// A transaction this shard coordinates (volatile: a new leader rebuilds it).
+#[derive(Debug)]
+struct Coordination {
+    txn: Txn,
+    phase: Phase,
+    started_ms: u64,
+    resent_ms: u64,
+    /// 2PC, 3PC: votes by participant.
+    votes: BTreeMap<ShardId, Vote>,
+    /// 3PC: PreCommit acknowledgements.
+    acks: BTreeSet<ShardId>,
+    amounts: Vec<u128>,
+    /// Paxos Commit: what each acceptor accepted, per instance.
+    accepted: BTreeMap<ShardId, BTreeMap<u8, Accepted>>,
+    ballot: Ballot,
+    promises: BTreeMap<u8, Vec<Accepted>>,
+}
+
+impl Coordination {
+    fn new(txn: Txn, phase: Phase, now_ms: u64) -> Coordination {
+        Coordination {
+            txn,
+            phase,
+            started_ms: now_ms,
+            resent_ms: now_ms,
+            votes: BTreeMap::new(),
+            acks: BTreeSet::new(),
+            amounts: Vec::new(),
+            accepted: BTreeMap::new(),
+            ballot: 0,
+            promises: BTreeMap::new(),
+        }
+    }
+}
+
+/// A participant's timers for a transaction it prepared and has not resolved.
+#[derive(Clone, Copy, Debug)]
+struct Doubt {
+    since_ms: u64,
+    asked_ms: u64,
+    /// 3PC: when the coordinator was last heard about this transaction.
+    heard_ms: u64,
+}
+
+/// 3PC: a participant's answer to the termination protocol: its state, its outcome
+/// once it has one, its amounts once precommitted.
+type PeerState = (ThreePhaseState, Option<Outcome>, Option<Vec<u128>>);
+
+/// 3PC: a termination this shard runs as backup coordinator.
+#[derive(Debug)]
+struct Termination {
+    started_ms: u64,
+    asked_ms: u64,
+    states: BTreeMap<ShardId, PeerState>,
+}
+
+/// One shard's protocol core. See the module docs.
+pub struct ShardCore {
+    config: Config,
+    state: ShardState,
+    incarnation: u32,
+    now_ms: u64,
+    /// Nanosecond timestamps handed to entries; never decrease.
+    last_timestamp: u64,
+    commands: Vec<Command>,
+    coordinating: BTreeMap<TxnId, Coordination>,
+    /// Paxos Commit outcomes this leader learned (oldest first evicted).
+    outcomes: BTreeMap<TxnId, Outcome>,
+    outcome_order: std::collections::VecDeque<TxnId>,
+    waiting: BTreeMap<TxnId, Vec<ClientRef>>,
+    doubts: BTreeMap<TxnId, Doubt>,
+    terminations: BTreeMap<TxnId, Termination>,
+    /// Entries handed to the shell and not yet back, by transaction and kind, so that a
+    /// resent message does not write twice.
+    persisting: BTreeSet<(TxnId, u8)>,
+    /// Message delays so far, per transaction.
+    depth: BTreeMap<TxnId, u32>,
+    /// Highest recovery round seen (Paxos Commit), so new ballots are higher.
+    round: u64,
+}
+
+const PERSIST_PREPARE: u8 = 0;
+const PERSIST_PRECOMMIT: u8 = 1;
+const PERSIST_COORDINATOR: u8 = 2;
+const PERSIST_RESOLVE: u8 = 3;
+
+impl ShardCore {
+    /// A core over `state` (what the group holds). `incarnation` must differ for every
+    /// core ever built for this shard (a term and node id in production), because it
+    /// makes Paxos ballots unique.
+    pub fn new(config: Config, state: ShardState, incarnation: u32, now_ms: u64) -> ShardCore {
+        let mut core = ShardCore {
+            config,
+            last_timestamp: state.ledger.commit_timestamp(),
+            state,
+            incarnation,
+            now_ms,
+            commands: Vec::new(),
+            coordinating: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            outcome_order: Default::default(),
+            waiting: BTreeMap::new(),
+            doubts: BTreeMap::new(),
+            terminations: BTreeMap::new(),
+            persisting: BTreeSet::new(),
+            depth: BTreeMap::new(),
+            round: 0,
+        };
+        // Whatever is in doubt stays in doubt: ask about it soon.
+        let doubts: Vec<TxnId> = core.state.in_doubt().map(|record| record.txn.id()).collect();
+        for id in doubts {
+            core.doubts.insert(id, Doubt { since_ms: now_ms, asked_ms: now_ms, heard_ms: now_ms });
+        }
+        // A 3PC coordinator that wrote PreCommit finishes the round it started.
+        let precommitted: Vec<(Txn, Vec<u128>)> = core
+            .state
+            .coordinated
+            .values()
+            .filter_map(|record| match record {
+                CoordinatorRecord::PreCommitted { txn, amounts } => {
+                    Some((txn.clone(), amounts.clone()))
+                }
+                CoordinatorRecord::Decided { .. } => None,
+            })
+            .collect();
+        for (txn, amounts) in precommitted {
+            let mut coordination = Coordination::new(txn.clone(), Phase::PreCommitting, now_ms);
+            coordination.amounts = amounts.clone();
+            core.coordinating.insert(txn.id(), coordination);
+            core.broadcast(&txn, |_| Body::PreCommit {
+                txn: txn.clone(),
+                amounts: amounts.clone(),
+            });
+        }
+        core
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.state.shard
+    }
+
+    pub fn state(&self) -> &ShardState {
+        &self.state
+    }
+
+    /// Gives the state back (a crash: the volatile part is dropped).
+    pub fn into_state(self) -> ShardState {
+        self.state
+    }
+
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// Transactions this coordinator is working on.
+    pub fn coordinating(&self) -> usize {
+        self.coordinating.len()
+    }
+
+    fn entry(&mut self, record: Record) -> Entry {
+        let timestamp = (self.now_ms * 1_000_000).max(self.last_timestamp + 1_000);
+        self.last_timestamp = timestamp;
+        Entry { timestamp, record }
+    }
+
+    fn persist(&mut self, txn: TxnId, kind: u8, record: Record) {
+        if self.persisting.insert((txn, kind)) {
+            let entry = self.entry(record);
+            self.commands.push(Command::Persist(entry));
+        }
+    }
+
+    fn send(&mut self, to: Address, txn: TxnId, body: Body) {
+        let depth = self.depth.get(&txn).copied().unwrap_or(0) + 1;
+        self.commands.push(Command::Send { to, message: Message { txn, depth, body } });
+    }
+
+    fn broadcast(&mut self, txn: &Txn, body: impl Fn(ShardId) -> Body) {
+        for shard in txn.participants() {
+            self.send(Address::Shard(shard), txn.id(), body(shard));
+        }
+    }
+
+    fn heard(&mut self, message: &Message) {
+        let depth = self.depth.entry(message.txn).or_insert(0);
+        *depth = (*depth).max(message.depth);
+        if let Some(doubt) = self.doubts.get_mut(&message.txn) {
+            doubt.heard_ms = self.now_ms;
+        }
+    }
+
+    fn reply(&mut self, txn: &Txn, outcome: &Outcome) {
+        let id = txn.id();
+        for client in self.waiting.remove(&id).unwrap_or_default() {
+            let results = outcome.results(txn.transfers.len());
+            self.commands.push(Command::Reply { client, txn: id, results });
+        }
+    }
+
+    /// The fast path: a batch whose accounts all live on this shard, in one write.
+    pub fn submit_local(&mut self, now_ms: u64, client: ClientRef, transfers: Vec<Transfer>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let entry = self.entry(Record::Local { client, transfers });
+        self.commands.push(Command::Persist(entry));
+    }
+
+    /// A client asks to commit `txn` (a retry of the same transaction is welcome).
+    pub fn submit(&mut self, now_ms: u64, client: ClientRef, txn: Txn) -> Result<(), Refusal> {
+        self.now_ms = self.now_ms.max(now_ms);
+        if txn.coordinator() != self.shard() {
+            return Err(Refusal::NotCoordinator);
+        }
+        let id = txn.id();
+        if let Some(CoordinatorRecord::Decided { txn: decided, outcome }) =
+            self.state.coordinated.get(&id)
+        {
+            let results = outcome.results(decided.transfers.len());
+            self.commands.push(Command::Reply { client, txn: id, results });
+            return Ok(());
+        }
+        if let Some(outcome) = self.outcomes.get(&id).cloned() {
+            let results = outcome.results(txn.transfers.len());
+            self.commands.push(Command::Reply { client, txn: id, results });
+            return Ok(());
+        }
+        if !self.coordinating.contains_key(&id)
+            && self.coordinating.len() >= self.config.in_flight_max
+        {
+            return Err(Refusal::Overloaded);
+        }
+        self.waiting.entry(id).or_default().push(client);
+        if self.coordinating.contains_key(&id) {
+            return Ok(());
+        }
+        self.depth.entry(id).or_insert(0);
+        match txn.protocol {
+            Protocol::PaxosCommit => {
+                // The initiating participant tells the leader, and prepares.
+                self.send(Address::Shard(self.shard()), id, Body::BeginCommit { txn: txn.clone() });
+                self.prepare_here(txn);
+            }
+            Protocol::TwoPhase | Protocol::ThreePhase => match self.state.participants.get(&id) {
+                // Prepared before a crash: the vote goes to the coordinator again.
+                Some(record) => {
+                    let vote = record.vote.clone();
+                    self.send(Address::Shard(self.shard()), id, Body::Prepared { txn, vote });
+                }
+                None => self.prepare_here(txn),
+            },
+        }
+        Ok(())
+    }
+
+    fn prepare_here(&mut self, txn: Txn) {
+        let id = txn.id();
+        if self.state.participants.contains_key(&id) {
+            // Asked again: the first answer went astray somewhere, so a Paxos Commit
+            // vote now goes to every acceptor.
+            if let Some(doubt) = self.doubts.get_mut(&id) {
+                doubt.asked_ms = doubt.asked_ms.max(doubt.since_ms + 1);
+            }
+            self.vote(id);
+        } else {
+            self.persist(id, PERSIST_PREPARE, Record::Prepare { txn });
+        }
+    }
+
+    /// This participant's vote goes where its protocol sends it.
+    fn vote(&mut self, id: TxnId) {
+        let Some(record) = self.state.participants.get(&id) else { return };
+        let (txn, vote) = (record.txn.clone(), record.vote.clone());
+        let coordinator = Address::Shard(txn.coordinator());
+        match txn.protocol {
+            Protocol::TwoPhase | Protocol::ThreePhase => {
+                if txn.coordinator() == self.shard() {
+                    self.send(coordinator, id, Body::Prepared { txn, vote });
+                } else {
+                    self.send(coordinator, id, Body::Vote { vote });
+                }
+            }
+            Protocol::PaxosCommit => {
+                // Ballot 0 is this participant's own; F+1 acceptors suffice when all
+                // answer (Gray & Lamport's count); a resend goes to all 2F+1.
+                let first =
+                    self.doubts.get(&id).is_none_or(|doubt| doubt.asked_ms <= doubt.since_ms);
+                let count =
+                    if first { self.config.faults_tolerated() + 1 } else { self.config.acceptors };
+                let accepted = Accepted { instance: self.shard(), ballot: 0, vote };
+                for index in 0..count {
+                    let to = Address::Acceptor { shard: txn.coordinator(), index };
+                    let body = Body::Phase2a { txn: txn.clone(), accepted: accepted.clone() };
+                    self.send(to, id, body);
+                }
+            }
+        }
+    }
+
+    /// An entry this core handed out is durable in the group.
+    pub fn persisted(&mut self, now_ms: u64, entry: &Entry) -> Applied {
+        self.now_ms = self.now_ms.max(now_ms);
+        let applied = self.state.apply(entry);
+        let kind = match &entry.record {
+            Record::Local { .. } => None,
+            Record::Prepare { txn } => Some((txn.id(), PERSIST_PREPARE)),
+            Record::PreCommit { txn, .. } => Some((*txn, PERSIST_PRECOMMIT)),
+            Record::CoordinatorPreCommit { txn, .. } | Record::Decide { txn, .. } => {
+                Some((txn.id(), PERSIST_COORDINATOR))
+            }
+            Record::Resolve { txn, .. } => Some((txn.id(), PERSIST_RESOLVE)),
+        };
+        if let Some(key) = kind {
+            self.persisting.remove(&key);
+        }
+        match &applied {
+            Applied::Local { client, results } => {
+                let (client, results) = (*client, results.clone());
+                let txn = match &entry.record {
+                    Record::Local { transfers, .. } => transfers.first().map_or(0, |t| t.id),
+                    _ => 0,
+                };
+                self.commands.push(Command::Reply { client, txn, results });
+            }
+            Applied::Participant(id) => self.participant_changed(*id, &entry.record),
+            Applied::Coordinator(id) => self.coordinator_changed(*id),
+            Applied::Refused(_) => {}
+        }
+        applied
+    }
+
+    fn participant_changed(&mut self, id: TxnId, record: &Record) {
+        let Some(participant) = self.state.participants.get(&id) else { return };
+        if participant.outcome.is_some() {
+            self.doubts.remove(&id);
+            self.terminations.remove(&id);
+            return;
+        }
+        match record {
+            Record::Prepare { .. } => {
+                let now = self.now_ms;
+                self.doubts.entry(id).or_insert(Doubt {
+                    since_ms: now,
+                    asked_ms: now,
+                    heard_ms: now,
+                });
+                self.vote(id);
+            }
+            Record::PreCommit { .. } => {
+                let coordinator = Address::Shard(participant.txn.coordinator());
+                self.send(coordinator, id, Body::PreCommitAck { aborted: false });
+            }
+            _ => {}
+        }
+    }
+
+    fn coordinator_changed(&mut self, id: TxnId) {
+        match self.state.coordinated.get(&id).cloned() {
+            Some(CoordinatorRecord::Decided { txn, outcome }) => {
+                self.coordinating.remove(&id);
+                self.reply(&txn, &outcome);
+                self.broadcast(&txn, |_| Body::Decision {
+                    txn: txn.clone(),
+                    outcome: outcome.clone(),
+                });
+            }
+            Some(CoordinatorRecord::PreCommitted { txn, amounts }) => {
+                if let Some(coordination) = self.coordinating.get_mut(&id) {
+                    coordination.phase = Phase::PreCommitting;
+                    coordination.resent_ms = self.now_ms;
+                    coordination.started_ms = self.now_ms;
+                }
+                self.broadcast(&txn, |_| Body::PreCommit {
+                    txn: txn.clone(),
+                    amounts: amounts.clone(),
+                });
+            }
+            None => {}
+        }
+    }
+
+    /// A protocol message arrived from `from`.
+    pub fn receive(&mut self, now_ms: u64, from: Address, message: Message) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.heard(&message);
+        let id = message.txn;
+        let from_shard = match from {
+            Address::Shard(shard) => shard,
+            Address::Acceptor { shard, .. } => shard,
+        };
+        match message.body {
+            Body::Prepared { txn, vote } => {
+                if txn.id() == id && txn.coordinator() == self.shard() {
+                    self.coordinator_vote(txn, from_shard, vote);
+                }
+            }
+            Body::BeginCommit { txn } => {
+                if txn.id() == id && txn.coordinator() == self.shard() {
+                    self.begin_commit(txn);
+                }
+            }
+            Body::Prepare { txn } => {
+                if txn.id() == id && !txn.sides_of(self.shard()).is_empty() {
+                    self.prepare_here(txn);
+                }
+            }
+            Body::Vote { vote } => {
+                if let Some(txn) = self.coordinating.get(&id).map(|c| c.txn.clone()) {
+                    self.coordinator_vote(txn, from_shard, vote);
+                } else {
+                    self.answer_decided(id, from);
+                }
+            }
+            Body::PreCommit { txn, amounts } => self.precommit(txn, amounts),
+            Body::PreCommitAck { aborted } => self.precommit_ack(id, from_shard, aborted),
+            Body::Decision { txn, outcome } => self.decision(txn, outcome),
+            Body::Inquire { txn } => self.inquire(txn, from),
+            Body::StateRequest { txn } => self.state_request(txn, from),
+            Body::StateReply { state, outcome, amounts } => {
+                if let Some(termination) = self.terminations.get_mut(&id) {
+                    termination.states.insert(from_shard, (state, outcome, amounts));
+                }
+                self.try_terminate(id);
+            }
+            Body::Phase2b { from: acceptor, accepted } => self.phase2b(id, acceptor, accepted),
+            Body::Phase1b { from: acceptor, ballot, accepted, rejected } => {
+                self.phase1b(id, acceptor, ballot, accepted, rejected)
+            }
+            // Acceptor messages are not for a shard; a stray one changes nothing.
+            Body::Phase2a { .. } | Body::Phase1a { .. } => {}
+        }
+    }
+
+    fn answer_decided(&mut self, id: TxnId, to: Address) {
+        let decided = match self.state.coordinated.get(&id) {
+            Some(CoordinatorRecord::Decided { txn, outcome }) => {
+                Some((txn.clone(), outcome.clone()))
+            }
+            _ => None,
+        };
+        if let Some((txn, outcome)) = decided {
+            self.send(to, id, Body::Decision { txn, outcome });
+        }
+    }
+
+    // ---- 2PC and 3PC coordinator ----
+
+    fn coordinator_vote(&mut self, txn: Txn, from: ShardId, vote: Vote) {
+        let id = txn.id();
+        if self.state.coordinated.contains_key(&id) {
+            // Decided (or 3PC precommitted) already: answer from the record.
+            match self.state.coordinated.get(&id) {
+                Some(CoordinatorRecord::Decided { .. }) => {
+                    self.answer_decided(id, Address::Shard(from))
+                }
+                _ => {
+                    if !self.coordinating.contains_key(&id) {
+                        // Rebuilt after a crash; `new` resumed it.
+                    }
+                }
+            }
+            return;
+        }
+        let now = self.now_ms;
+        let first = !self.coordinating.contains_key(&id);
+        let coordination = self
+            .coordinating
+            .entry(id)
+            .or_insert_with(|| Coordination::new(txn.clone(), Phase::Voting, now));
+        if coordination.phase != Phase::Voting {
+            return;
+        }
+        coordination.votes.insert(from, vote);
+        if first {
+            for shard in txn.participants() {
+                if shard != from {
+                    self.send(Address::Shard(shard), id, Body::Prepare { txn: txn.clone() });
+                }
+            }
+        }
+        self.try_decide(id);
+    }
+
+    fn try_decide(&mut self, id: TxnId) {
+        let Some(coordination) = self.coordinating.get_mut(&id) else { return };
+        let participants = coordination.txn.participants();
+        if coordination.phase != Phase::Voting
+            || !participants.iter().all(|shard| coordination.votes.contains_key(shard))
+        {
+            return;
+        }
+        let outcome = decide(&coordination.txn, &coordination.votes);
+        let txn = coordination.txn.clone();
+        match (&outcome, txn.protocol) {
+            (Outcome::Commit { amounts }, Protocol::ThreePhase) => {
+                coordination.phase = Phase::PreCommitting;
+                coordination.amounts = amounts.clone();
+                let record = Record::CoordinatorPreCommit { txn, amounts: amounts.clone() };
+                self.persist(id, PERSIST_COORDINATOR, record);
+            }
+            _ => {
+                coordination.phase = Phase::Deciding;
+                self.persist(id, PERSIST_COORDINATOR, Record::Decide { txn, outcome });
+            }
+        }
+    }
+
+    fn give_up(&mut self, id: TxnId) {
+        let Some(coordination) = self.coordinating.get_mut(&id) else { return };
+        coordination.phase = Phase::Deciding;
+        let txn = coordination.txn.clone();
+        let outcome = Outcome::gave_up(txn.transfers.len());
+        self.persist(id, PERSIST_COORDINATOR, Record::Decide { txn, outcome });
+    }
+
+    fn precommit_ack(&mut self, id: TxnId, from: ShardId, aborted: bool) {
+        let Some(coordination) = self.coordinating.get_mut(&id) else { return };
+        if coordination.phase != Phase::PreCommitting
+            || !matches!(
+                self.state.coordinated.get(&id),
+                Some(CoordinatorRecord::PreCommitted { .. })
+            )
+        {
+            return;
+        }
+        if aborted {
+            // A participant's termination aborted: commit is no longer possible.
+            self.give_up(id);
+            return;
+        }
+        coordination.acks.insert(from);
+        if coordination.txn.participants().iter().all(|shard| coordination.acks.contains(shard)) {
+            self.commit_precommitted(id);
+        }
+    }
+
+    fn commit_precommitted(&mut self, id: TxnId) {
+        let Some(coordination) = self.coordinating.get_mut(&id) else { return };
+        coordination.phase = Phase::Deciding;
+        let txn = coordination.txn.clone();
+        let outcome = Outcome::Commit { amounts: coordination.amounts.clone() };
+        self.persist(id, PERSIST_COORDINATOR, Record::Decide { txn, outcome });
+    }
+
+    fn inquire(&mut self, txn: Txn, from: Address) {
+        let id = txn.id();
+        if txn.coordinator() != self.shard() {
+            return;
+        }
+        if let Some(outcome) = self.outcomes.get(&id).cloned() {
+            self.send(from, id, Body::Decision { txn, outcome });
+            return;
+        }
+        match self.state.coordinated.get(&id) {
+            Some(CoordinatorRecord::Decided { .. }) => return self.answer_decided(id, from),
+            Some(CoordinatorRecord::PreCommitted { .. }) => return,
+            None => {}
+        }
+        if self.coordinating.contains_key(&id) {
+            return;
+        }
+        // The coordinator that started this is gone (a crash or a new leader): finish
+        // what it started.
+        self.resume(txn);
+    }
+
+    fn resume(&mut self, txn: Txn) {
+        let id = txn.id();
+        match txn.protocol {
+            Protocol::TwoPhase | Protocol::ThreePhase => {
+                let now = self.now_ms;
+                let mut coordination = Coordination::new(txn.clone(), Phase::Voting, now);
+                if let Some(record) = self.state.participants.get(&id) {
+                    coordination.votes.insert(self.shard(), record.vote.clone());
+                } else {
+                    self.persist(id, PERSIST_PREPARE, Record::Prepare { txn: txn.clone() });
+                }
+                self.coordinating.insert(id, coordination);
+                for shard in txn.participants() {
+                    if shard != self.shard() {
+                        self.send(Address::Shard(shard), id, Body::Prepare { txn: txn.clone() });
+                    }
+                }
+                self.try_decide(id);
+            }
+            Protocol::PaxosCommit => {
+                let mut coordination = Coordination::new(txn, Phase::Voting, self.now_ms);
+                coordination.started_ms = 0; // Recover at once.
+                self.coordinating.insert(id, coordination);
+                self.start_recovery(id);
+            }
+        }
+    }
+
+    // ---- participant ----
+
+    fn precommit(&mut self, txn: Txn, amounts: Vec<u128>) {
+        let id = txn.id();
+        let Some(record) = self.state.participants.get(&id) else { return };
+        let coordinator = Address::Shard(txn.coordinator());
+        match record.three_phase_state() {
+            ThreePhaseState::Uncertain => {
+                self.persist(id, PERSIST_PRECOMMIT, Record::PreCommit { txn: id, amounts })
+            }
+            ThreePhaseState::PreCommitted | ThreePhaseState::Committed => {
+                self.send(coordinator, id, Body::PreCommitAck { aborted: false })
+            }
+            ThreePhaseState::Aborted => {
+                self.send(coordinator, id, Body::PreCommitAck { aborted: true })
+            }
+            ThreePhaseState::Unprepared => {}
+        }
+    }
+
+    fn decision(&mut self, txn: Txn, outcome: Outcome) {
+        let id = txn.id();
+        if txn.sides_of(self.shard()).is_empty() {
+            return;
+        }
+        if let Some(record) = self.state.participants.get(&id) {
+            if record.outcome.is_some() {
+                return;
+            }
+            if outcome.committed() && !record.vote.prepared() {
+                return; // Contradicts this shard's vote: not from an honest coordinator.
+            }
+        } else if outcome.committed() {
+            return; // A commit needs this shard's vote.
+        }
+        self.persist(id, PERSIST_RESOLVE, Record::Resolve { txn, outcome });
+    }
+
+    fn state_request(&mut self, txn: Txn, from: Address) {
+        let id = txn.id();
+        let (state, outcome, amounts) = match self.state.participants.get(&id) {
+            Some(record) => {
+                (record.three_phase_state(), record.outcome.clone(), record.precommitted.clone())
+            }
+            None => (ThreePhaseState::Unprepared, None, None),
+        };
+        self.send(from, id, Body::StateReply { state, outcome, amounts });
+    }
+
+    fn try_terminate(&mut self, id: TxnId) {
+        let Some(termination) = self.terminations.get(&id) else { return };
+        let Some(record) = self.state.participants.get(&id) else { return };
+        if record.outcome.is_some() {
+            self.terminations.remove(&id);
+            return;
+        }
+        let txn = record.txn.clone();
+        let others: Vec<ShardId> =
+            txn.participants().into_iter().filter(|&s| s != self.shard()).collect();
+        let everyone = others.iter().all(|shard| termination.states.contains_key(shard));
+        let deadline = termination.started_ms + self.config.termination_ms / 2;
+        if !everyone && self.now_ms < deadline {
+            return;
+        }
+        // Skeen's rule, from the states this backup could collect: an outcome anywhere
+        // wins; any precommitted participant (this one included) means commit;
+        // otherwise abort.
+        let mut outcome = termination.states.values().find_map(|(_, outcome, _)| outcome.clone());
+        if outcome.is_none() {
+            let amounts = record.precommitted.clone().or_else(|| {
+                termination.states.values().find_map(|(_, _, amounts)| amounts.clone())
+            });
+            outcome = Some(match amounts {
+                Some(amounts) => Outcome::Commit { amounts },
+                None => Outcome::gave_up(txn.transfers.len()),
+            });
+        }
+        let outcome = outcome.expect("chosen above");
+        self.terminations.remove(&id);
+        self.persist(
+            id,
+            PERSIST_RESOLVE,
+            Record::Resolve { txn: txn.clone(), outcome: outcome.clone() },
+        );
+        for shard in others {
+            let body = Body::Decision { txn: txn.clone(), outcome: outcome.clone() };
+            self.send(Address::Shard(shard), id, body);
+        }
+    }
+
+    // ---- Paxos Commit leader ----
+
+    fn begin_commit(&mut self, txn: Txn) {
+        let id = txn.id();
+        if let Some(outcome) = self.outcomes.get(&id).cloned() {
+            self.reply(&txn, &outcome);
+            return;
+        }
+        if self.coordinating.contains_key(&id) {
+            return;
+        }
+        self.coordinating.insert(id, Coordination::new(txn.clone(), Phase::Voting, self.now_ms));
+        for shard in txn.participants() {
+            if shard != self.shard() {
+                self.send(Address::Shard(shard), id, Body::Prepare { txn: txn.clone() });
+            }
+        }
+    }
+
+    fn quorum(&self) -> usize {
+        self.config.faults_tolerated() as usize + 1
+    }
+
+    fn phase2b(&mut self, id: TxnId, acceptor: u8, accepted: Vec<Accepted>) {
+        if acceptor >= self.config.acceptors {
+            return;
+        }
+        let Some(coordination) = self.coordinating.get_mut(&id) else {
+            if let Some(outcome) = self.outcomes.get(&id).cloned() {
+                let _ = outcome; // Already decided; nothing to learn.
+            }
+            return;
+        };
+        for value in accepted {
+            let slot = coordination.accepted.entry(value.instance).or_default();
+            if slot.get(&acceptor).is_none_or(|old| old.ballot <= value.ballot) {
+                slot.insert(acceptor, value);
+            }
+        }
+        self.try_learn(id);
+    }
+
+    /// The vote chosen for each instance, if every instance has one: F+1 acceptors
+    /// accepted the same ballot.
+    fn chosen(&self, coordination: &Coordination) -> Option<BTreeMap<ShardId, Vote>> {
+        let votes = self.chosen_instances(coordination);
+        (votes.len() == coordination.txn.participants().len()).then_some(votes)
+    }
+
+    /// The instances whose vote is chosen so far.
+    fn chosen_instances(&self, coordination: &Coordination) -> BTreeMap<ShardId, Vote> {
+        let mut votes = BTreeMap::new();
+        for shard in coordination.txn.participants() {
+            let Some(slot) = coordination.accepted.get(&shard) else { continue };
+            let mut by_ballot: BTreeMap<Ballot, (usize, &Vote)> = BTreeMap::new();
+            for value in slot.values() {
+                let count = by_ballot.entry(value.ballot).or_insert((0, &value.vote));
+                count.0 += 1;
+            }
+            if let Some((_, vote)) = by_ballot.values().find(|(count, _)| *count >= self.quorum()) {
+                votes.insert(shard, (*vote).clone());
+            }
+        }
+        votes
+    }
+
+    fn try_learn(&mut self, id: TxnId) {
+        let Some(coordination) = self.coordinating.get(&id) else { return };
+        let Some(votes) = self.chosen(coordination) else { return };
+        let txn = coordination.txn.clone();
+        let outcome = decide(&txn, &votes);
+        self.coordinating.remove(&id);
+        self.remember(id, outcome.clone());
+        self.reply(&txn, &outcome);
+        self.broadcast(&txn, |_| Body::Decision { txn: txn.clone(), outcome: outcome.clone() });
+    }
+
+    fn remember(&mut self, id: TxnId, outcome: Outcome) {
+        if self.outcomes.insert(id, outcome).is_none() {
+            self.outcome_order.push_back(id);
+        }
+        while self.outcome_order.len() > self.config.outcomes_max {
+            if let Some(old) = self.outcome_order.pop_front() {
+                self.outcomes.remove(&old);
+            }
+        }
+    }
+
+    fn start_recovery(&mut self, id: TxnId) {
+        self.round += 1;
+        let ballot = (self.round << 32) | u64::from(self.incarnation);
+        let Some(coordination) = self.coordinating.get_mut(&id) else { return };
+        coordination.phase = Phase::Recovering;
+        coordination.ballot = ballot;
+        coordination.promises.clear();
+        coordination.resent_ms = self.now_ms;
+        let txn = coordination.txn.clone();
+        for index in 0..self.config.acceptors {
+            let to = Address::Acceptor { shard: self.shard(), index };
+            self.send(to, id, Body::Phase1a { txn: txn.clone(), ballot });
+        }
+    }
+
+    fn phase1b(
+        &mut self,
+        id: TxnId,
+        acceptor: u8,
+        ballot: Ballot,
+        accepted: Vec<Accepted>,
+        rejected: Option<Ballot>,
+    ) {
+        if acceptor >= self.config.acceptors {
+            return;
+        }
+        if let Some(higher) = rejected {
+            self.round = self.round.max(higher >> 32);
+            return; // The next resend uses a higher ballot.
+        }
+        let quorum = self.quorum();
+        let Some(coordination) = self.coordinating.get_mut(&id) else { return };
+        if coordination.phase != Phase::Recovering || coordination.ballot != ballot {
+            return;
+        }
+        coordination.promises.insert(acceptor, accepted);
+        if coordination.promises.len() < quorum {
+            return;
+        }
+        // Phase 2a: for each instance, the value of the highest ballot any promiser
+        // accepted, or "aborted" when none did.
+        let txn = coordination.txn.clone();
+        let mut proposals = Vec::new();
+        for shard in txn.participants() {
+            let highest = coordination
+                .promises
+                .values()
+                .flatten()
+                .filter(|value| value.instance == shard)
+                .max_by_key(|value| value.ballot);
+            let vote = highest.map_or(Vote::Aborted, |value| value.vote.clone());
+            proposals.push(Accepted { instance: shard, ballot, vote });
+        }
+        coordination.phase = Phase::Voting;
+        coordination.accepted.clear();
+        for index in 0..self.config.acceptors {
+            for proposal in &proposals {
+                let to = Address::Acceptor { shard: self.shard(), index };
+                let body = Body::Phase2a { txn: txn.clone(), accepted: proposal.clone() };
+                self.send(to, id, body);
+            }
+        }
+    }
+
+    // ---- time ----
+
+    /// Time passes: resend what is unanswered, give up what waited too long.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now = self.now_ms;
+        let resend = self.config.resend_ms;
+        let ids: Vec<TxnId> = self.coordinating.keys().copied().collect();
+        for id in ids {
+            let Some(coordination) = self.coordinating.get(&id) else { continue };
+            if now < coordination.resent_ms + resend {
+                continue;
+            }
+            let (txn, phase, started) =
+                (coordination.txn.clone(), coordination.phase, coordination.started_ms);
+            let chosen = self.chosen_instances(coordination);
+            let missing: Vec<ShardId> = match phase {
+                Phase::Voting => txn
+                    .participants()
+                    .into_iter()
+                    .filter(|s| !coordination.votes.contains_key(s) && !chosen.contains_key(s))
+                    .collect(),
+                Phase::PreCommitting => txn
+                    .participants()
+                    .into_iter()
+                    .filter(|s| !coordination.acks.contains(s))
+                    .collect(),
+                Phase::Deciding | Phase::Recovering => Vec::new(),
+            };
+            if let Some(coordination) = self.coordinating.get_mut(&id) {
+                coordination.resent_ms = now;
+            }
+            let waited = now.saturating_sub(started);
+            match (txn.protocol, phase) {
+                (Protocol::PaxosCommit, Phase::Voting | Phase::Recovering) => {
+                    if waited >= self.config.vote_timeout_ms {
+                        self.start_recovery(id);
+                    } else {
+                        for shard in missing {
+                            self.send(
+                                Address::Shard(shard),
+                                id,
+                                Body::Prepare { txn: txn.clone() },
+                            );
+                        }
+                    }
+                }
+                (_, Phase::Voting) => {
+                    if waited >= self.config.vote_timeout_ms {
+                        self.give_up(id);
+                    } else {
+                        for shard in missing {
+                            self.send(
+                                Address::Shard(shard),
+                                id,
+                                Body::Prepare { txn: txn.clone() },
+                            );
+                        }
+                    }
+                }
+                (_, Phase::PreCommitting) => {
+                    let written = matches!(
+                        self.state.coordinated.get(&id),
+                        Some(CoordinatorRecord::PreCommitted { .. })
+                    );
+                    if !written {
+                        continue;
+                    }
+                    if waited >= self.config.termination_ms {
+                        // Skeen: every participant voted yes, so commit.
+                        self.commit_precommitted(id);
+                    } else {
+                        let amounts = self.coordinating[&id].amounts.clone();
+                        for shard in missing {
+                            let body =
+                                Body::PreCommit { txn: txn.clone(), amounts: amounts.clone() };
+                            self.send(Address::Shard(shard), id, body);
+                        }
+                    }
+                }
+                (_, Phase::Deciding | Phase::Recovering) => {}
+            }
+        }
+        self.tick_doubts();
+    }
+
+    fn tick_doubts(&mut self) {
+        let now = self.now_ms;
+        let ids: Vec<TxnId> = self.doubts.keys().copied().collect();
+        for id in ids {
+            let Some(record) = self.state.participants.get(&id).cloned() else {
+                self.doubts.remove(&id);
+                continue;
+            };
+            if record.outcome.is_some() {
+                self.doubts.remove(&id);
+                continue;
+            }
+            let doubt = self.doubts[&id];
+            if record.txn.protocol == Protocol::ThreePhase
+                && now >= doubt.heard_ms + self.config.termination_ms
+            {
+                self.tick_termination(id, &record);
+                continue;
+            }
+            if now < doubt.asked_ms + self.config.inquire_ms {
+                continue;
+            }
+            if let Some(doubt) = self.doubts.get_mut(&id) {
+                doubt.asked_ms = now;
+            }
+            let coordinator = Address::Shard(record.txn.coordinator());
+            if record.txn.protocol == Protocol::PaxosCommit {
+                self.vote(id);
+            }
+            self.send(coordinator, id, Body::Inquire { txn: record.txn.clone() });
+        }
+    }
+
+    fn tick_termination(&mut self, id: TxnId, record: &ParticipantRecord) {
+        let now = self.now_ms;
+        let me = self.shard();
+        let termination = self.terminations.entry(id).or_insert(Termination {
+            started_ms: now,
+            asked_ms: 0,
+            states: BTreeMap::new(),
+        });
+        if now >= termination.asked_ms + self.config.resend_ms {
+            termination.asked_ms = now;
+            let missing: Vec<ShardId> = record
+                .txn
+                .participants()
+                .into_iter()
+                .filter(|&s| s != me && !termination.states.contains_key(&s))
+                .collect();
+            for shard in missing {
+                self.send(
+                    Address::Shard(shard),
+                    id,
+                    Body::StateRequest { txn: record.txn.clone() },
+                );
+            }
+        }
+        self.try_terminate(id);
+    }
+}
+
+/// The first result of a batch's replies, for callers that only need to know it ended.
+pub fn first_result(results: &[R]) -> R {
+    results.first().copied().unwrap_or(R::Ok)
+}

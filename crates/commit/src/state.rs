@@ -1,0 +1,224 @@
+//! A shard's replicated state: the ledger plus the protocol records that must survive a
+//! crash or a change of leader. `apply` is deterministic: every replica of the shard
+//! applies the same entries in the same order and ends in the same state.
+
+use std::collections::BTreeMap;
+
+use settle_ledger::store::ReservationState;
+use settle_ledger::{CreateTransferResult as R, Ledger, SideError, SideVote, Transfer};
+
+use crate::message::{ClientRef, Entry, Record, ThreePhaseState};
+use crate::txn::{Outcome, ShardId, SideEntry, Txn, TxnId, Vote};
+
+/// What this shard, as a participant, knows of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParticipantRecord {
+    pub txn: Txn,
+    pub vote: Vote,
+    /// 3PC: PreCommit received, with the amounts to commit.
+    pub precommitted: Option<Vec<u128>>,
+    /// Set once this shard's sides are committed or aborted.
+    pub outcome: Option<Outcome>,
+}
+
+impl ParticipantRecord {
+    pub fn three_phase_state(&self) -> ThreePhaseState {
+        match &self.outcome {
+            Some(outcome) if outcome.committed() => ThreePhaseState::Committed,
+            Some(_) => ThreePhaseState::Aborted,
+            None if self.precommitted.is_some() => ThreePhaseState::PreCommitted,
+            None if self.vote.prepared() => ThreePhaseState::Uncertain,
+            None => ThreePhaseState::Unprepared,
+        }
+    }
+}
+
+/// What this shard, as coordinator (2PC, 3PC), wrote down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinatorRecord {
+    /// 3PC: every vote was yes and PreCommit went out.
+    PreCommitted {
+        txn: Txn,
+        amounts: Vec<u128>,
+    },
+    Decided {
+        txn: Txn,
+        outcome: Outcome,
+    },
+}
+
+/// What applying an entry did, for the core to react to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Local {
+        client: ClientRef,
+        results: Vec<R>,
+    },
+    /// A participant record changed (prepared, precommitted or resolved).
+    Participant(TxnId),
+    /// A coordinator record changed.
+    Coordinator(TxnId),
+    /// The entry contradicted the state (a protocol bug or a hostile peer); nothing
+    /// changed. The shell reports it; the simulator counts it as a violation.
+    Refused(String),
+}
+
+/// The replicated state of one shard.
+pub struct ShardState {
+    pub shard: ShardId,
+    pub ledger: Ledger,
+    pub participants: BTreeMap<TxnId, ParticipantRecord>,
+    pub coordinated: BTreeMap<TxnId, CoordinatorRecord>,
+}
+
+impl ShardState {
+    pub fn new(shard: ShardId, ledger: Ledger) -> ShardState {
+        ShardState { shard, ledger, participants: BTreeMap::new(), coordinated: BTreeMap::new() }
+    }
+
+    /// The next timestamp for a one-event ledger operation at or after `timestamp`.
+    fn tick(&self, timestamp: u64) -> u64 {
+        self.ledger.next_batch_timestamp(timestamp, 1)
+    }
+
+    pub fn apply(&mut self, entry: &Entry) -> Applied {
+        match &entry.record {
+            Record::Local { client, transfers } => {
+                let timestamp = self.ledger.next_batch_timestamp(entry.timestamp, transfers.len());
+                let results = self
+                    .ledger
+                    .create_transfers(timestamp, transfers)
+                    .expect("a local batch is bounded and its timestamp is the ledger's next");
+                Applied::Local { client: *client, results }
+            }
+            Record::Prepare { txn } => self.prepare(entry.timestamp, txn),
+            Record::PreCommit { txn, amounts } => match self.participants.get_mut(txn) {
+                Some(record) if record.outcome.is_none() && record.vote.prepared() => {
+                    record.precommitted = Some(amounts.clone());
+                    Applied::Participant(*txn)
+                }
+                _ => Applied::Participant(*txn),
+            },
+            Record::CoordinatorPreCommit { txn, amounts } => {
+                self.coordinated.entry(txn.id()).or_insert_with(|| {
+                    CoordinatorRecord::PreCommitted { txn: txn.clone(), amounts: amounts.clone() }
+                });
+                Applied::Coordinator(txn.id())
+            }
+            Record::Decide { txn, outcome } => {
+                let id = txn.id();
+                match self.coordinated.get(&id) {
+                    Some(CoordinatorRecord::Decided { .. }) => {}
+                    Some(CoordinatorRecord::PreCommitted { .. }) | None => {
+                        let record = CoordinatorRecord::Decided {
+                            txn: txn.clone(),
+                            outcome: outcome.clone(),
+                        };
+                        self.coordinated.insert(id, record);
+                    }
+                }
+                Applied::Coordinator(id)
+            }
+            Record::Resolve { txn, outcome } => self.resolve(entry.timestamp, txn, outcome),
+        }
+    }
+
+    fn prepare(&mut self, timestamp: u64, txn: &Txn) -> Applied {
+        let id = txn.id();
+        if self.participants.contains_key(&id) {
+            return Applied::Participant(id);
+        }
+        let mut entries = Vec::new();
+        for (index, side) in txn.sides_of(self.shard) {
+            let at = self.tick(timestamp);
+            let vote = self
+                .ledger
+                .prepare_side(at, &txn.transfers[index], side)
+                .expect("a one-event prepare at the ledger's next timestamp");
+            entries.push(SideEntry { transfer: index as u16, side, vote });
+        }
+        let record = ParticipantRecord {
+            txn: txn.clone(),
+            vote: Vote::Sides(entries),
+            precommitted: None,
+            outcome: None,
+        };
+        self.participants.insert(id, record);
+        Applied::Participant(id)
+    }
+
+    fn resolve(&mut self, timestamp: u64, txn: &Txn, outcome: &Outcome) -> Applied {
+        let id = txn.id();
+        let record = self.participants.entry(id).or_insert_with(|| ParticipantRecord {
+            txn: txn.clone(),
+            vote: Vote::Aborted,
+            precommitted: None,
+            outcome: None,
+        });
+        if record.outcome.is_some() {
+            return Applied::Participant(id);
+        }
+        if record.txn != *txn {
+            return Applied::Refused(format!("resolve of txn {id} names a different transaction"));
+        }
+        let prepared = record.vote.prepared();
+        let own_votes: Vec<(usize, settle_ledger::Side, Option<SideVote>)> = txn
+            .sides_of(self.shard)
+            .into_iter()
+            .map(|(index, side)| {
+                let vote = match &record.vote {
+                    Vote::Sides(entries) => entries
+                        .iter()
+                        .find(|e| e.transfer as usize == index && e.side == side)
+                        .map(|e| e.vote),
+                    Vote::Aborted => None,
+                };
+                (index, side, vote)
+            })
+            .collect();
+        match outcome {
+            Outcome::Commit { amounts } => {
+                if !prepared || amounts.len() != txn.transfers.len() {
+                    return Applied::Refused(format!(
+                        "commit of txn {id}, which this shard did not prepare"
+                    ));
+                }
+                for (index, side, _) in &own_votes {
+                    let at = self.tick(timestamp);
+                    if let Err(error) = self.ledger.commit_side(
+                        at,
+                        txn.transfers[*index].id,
+                        *side,
+                        amounts[*index],
+                    ) {
+                        return Applied::Refused(format!("commit of txn {id}: {error:?}"));
+                    }
+                }
+            }
+            Outcome::Abort { record_failed, .. } => {
+                for (index, side, vote) in &own_votes {
+                    let at = self.tick(timestamp);
+                    let transfer: &Transfer = &txn.transfers[*index];
+                    match self.ledger.abort_side(at, transfer, *side, *record_failed) {
+                        Ok(_) => {}
+                        // A side refused because its id already names a committed transfer
+                        // (an earlier transaction): nothing of this one is here to release.
+                        Err(SideError::Conflict { state: ReservationState::Committed })
+                            if !matches!(vote, Some(SideVote::Prepared { .. })) => {}
+                        Err(error) => {
+                            return Applied::Refused(format!("abort of txn {id}: {error:?}"))
+                        }
+                    }
+                }
+            }
+        }
+        let record = self.participants.get_mut(&id).expect("inserted above");
+        record.outcome = Some(outcome.clone());
+        Applied::Participant(id)
+    }
+
+    /// Transactions this shard prepared and has not resolved.
+    pub fn in_doubt(&self) -> impl Iterator<Item = &ParticipantRecord> {
+        self.participants.values().filter(|record| record.outcome.is_none())
+    }
+}

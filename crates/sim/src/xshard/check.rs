@@ -1,0 +1,355 @@
+//! The cross-shard checkers, and what the lab measures.
+//!
+//! After the faults heal and the run drains:
+//! - **atomicity**: every transaction ended the same way at every participant (no side
+//!   committed while another aborted), and every committed transfer is stored at both
+//!   of its accounts' shards with the same amount;
+//! - **resolution**: nothing is left in doubt (prepared, unresolved);
+//! - **conservation**: per ledger, over all shards, debits equal credits, posted and
+//!   pending;
+//! - **balance limits**: no account's limit is exceeded, checked every 250 simulated
+//!   ms during the run as well;
+//! - **acknowledged**: every result a client got matches the final state;
+//! - **protocol**: no participant was told to do what contradicts its state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use settle_commit::{Kind, Outcome, ShardState, TxnId};
+use settle_ledger::{AccountFlags, CreateTransferResult as R, Side, Store};
+
+use super::world::{Op, World};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Checker {
+    Atomicity,
+    Resolution,
+    Conservation,
+    BalanceLimits,
+    Acknowledged,
+    Protocol,
+    NoPanic,
+}
+
+impl Checker {
+    pub const ALL: [Checker; 7] = [
+        Checker::Atomicity,
+        Checker::Resolution,
+        Checker::Conservation,
+        Checker::BalanceLimits,
+        Checker::Acknowledged,
+        Checker::Protocol,
+        Checker::NoPanic,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Checker::Atomicity => "atomicity",
+            Checker::Resolution => "every in-doubt transaction resolves",
+            Checker::Conservation => "conservation per ledger",
+            Checker::BalanceLimits => "balance limits",
+            Checker::Acknowledged => "acknowledged results match the state",
+            Checker::Protocol => "participants never contradicted",
+            Checker::NoPanic => "no panics",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub checker: Checker,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.checker.name(), self.detail)
+    }
+}
+
+/// What a run measured (the lab's table).
+#[derive(Clone, Debug, Default)]
+pub struct Measured {
+    /// Cross-shard transactions, by final state.
+    pub committed: u64,
+    pub aborted: u64,
+    pub in_doubt: u64,
+    /// Fast-path (one shard) batches written.
+    pub local_batches: u64,
+    /// Simulated ms the workload ran.
+    pub workload_ms: u64,
+    /// Client-observed latency of cross-shard requests, ms, sorted.
+    pub latencies_ms: Vec<u64>,
+    /// Protocol messages by kind.
+    pub messages: [u64; Kind::COUNT],
+    /// Forced writes before the outcome is known (prepares, 3PC precommits, decisions).
+    pub forced_commit_path: u64,
+    /// Writes that carry an outcome out at a participant.
+    pub forced_resolution: u64,
+    /// Paxos Commit acceptor writes.
+    pub acceptor_writes: u64,
+    /// Message delays until the coordinator's first decision message, per transaction.
+    pub decision_depths: Vec<u32>,
+    pub longest_in_doubt_ms: u64,
+    pub replicas: u8,
+    /// Participants of each cross-shard transaction asked for.
+    pub txn_sizes: Vec<usize>,
+}
+
+impl Measured {
+    pub fn decided(&self) -> u64 {
+        self.committed + self.aborted
+    }
+
+    pub fn normal_path_messages(&self) -> u64 {
+        (0..Kind::COUNT).filter(|&i| KINDS[i].normal_path()).map(|i| self.messages[i]).sum()
+    }
+
+    pub fn recovery_messages(&self) -> u64 {
+        self.messages.iter().sum::<u64>() - self.normal_path_messages()
+    }
+
+    /// Gray & Lamport's (messages, forced writes) per transaction, averaged over the
+    /// transactions asked for (`None` for 3PC).
+    pub fn paper_cost(&self, protocol: settle_commit::Protocol) -> Option<(f64, f64)> {
+        if self.txn_sizes.is_empty() {
+            return None;
+        }
+        let f = u64::from(self.replicas / 2);
+        let (mut messages, mut writes) = (0, 0);
+        for &n in &self.txn_sizes {
+            let (m, w) = settle_commit::paper_cost(protocol, n as u64, f)?;
+            messages += m;
+            writes += w;
+        }
+        let count = self.txn_sizes.len() as f64;
+        Some((messages as f64 / count, writes as f64 / count))
+    }
+
+    pub fn latency_ms(&self, quantile: f64) -> u64 {
+        if self.latencies_ms.is_empty() {
+            return 0;
+        }
+        let index = ((self.latencies_ms.len() - 1) as f64 * quantile).round() as usize;
+        self.latencies_ms[index]
+    }
+}
+
+/// Every kind, indexed as `Kind::index`.
+pub const KINDS: [Kind; Kind::COUNT] = [
+    Kind::Prepared,
+    Kind::BeginCommit,
+    Kind::Prepare,
+    Kind::Vote,
+    Kind::PreCommit,
+    Kind::PreCommitAck,
+    Kind::Decision,
+    Kind::Inquire,
+    Kind::StateRequest,
+    Kind::StateReply,
+    Kind::Phase2a,
+    Kind::Phase2b,
+    Kind::Phase1a,
+    Kind::Phase1b,
+];
+
+impl World {
+    pub fn measured(&self) -> Measured {
+        let mut committed = 0;
+        let mut aborted = 0;
+        let mut in_doubt = 0;
+        for ends in transaction_ends(self).values() {
+            if ends.contains(&End::Committed) {
+                committed += 1;
+            } else if ends.contains(&End::InDoubt) {
+                in_doubt += 1;
+            } else {
+                aborted += 1;
+            }
+        }
+        let mut latencies_ms: Vec<u64> = self
+            .acks
+            .iter()
+            .filter(|ack| matches!(ack.op, Op::Txn(_)))
+            .map(|ack| ack.latency_ms)
+            .collect();
+        latencies_ms.sort_unstable();
+        Measured {
+            committed,
+            aborted,
+            in_doubt,
+            local_batches: self.local_batches,
+            workload_ms: self.workload_end_ms,
+            latencies_ms,
+            messages: self.messages,
+            forced_commit_path: self.forced_commit_path,
+            forced_resolution: self.forced_resolution,
+            acceptor_writes: self.acceptor_writes,
+            decision_depths: self.decision_depth.values().copied().collect(),
+            longest_in_doubt_ms: self.longest_in_doubt_ms,
+            replicas: self.options.replicas,
+            txn_sizes: self.txn_participants.values().copied().collect(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Committed,
+    Aborted,
+    InDoubt,
+}
+
+/// How each cross-shard transaction ended at each participant that knows it.
+fn transaction_ends(world: &World) -> BTreeMap<TxnId, Vec<End>> {
+    let mut ends: BTreeMap<TxnId, Vec<End>> = BTreeMap::new();
+    for state in world.states() {
+        for (id, record) in &state.participants {
+            let end = match &record.outcome {
+                Some(Outcome::Commit { .. }) => End::Committed,
+                Some(Outcome::Abort { .. }) => End::Aborted,
+                None if record.vote.prepared() => End::InDoubt,
+                // Refused or never prepared: nothing is held here.
+                None => End::Aborted,
+            };
+            ends.entry(*id).or_default().push(end);
+        }
+    }
+    ends
+}
+
+pub fn limits(world: &mut World) {
+    let mut found = Vec::new();
+    for state in world.states() {
+        for &(id, shard) in &world.accounts {
+            if shard != state.shard {
+                continue;
+            }
+            let account = state.ledger.store().account(id).expect("created at start");
+            let debits = account.debits_posted + account.debits_pending;
+            if account.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+                && debits > account.credits_posted
+            {
+                found.push(format!(
+                    "at {} ms account {id} on shard {shard}: debits {debits} > credits {}",
+                    world.now_ms, account.credits_posted
+                ));
+            }
+        }
+    }
+    if let Some(detail) = found.into_iter().next() {
+        if !world.violations.iter().any(|v| v.checker == Checker::BalanceLimits) {
+            world.violations.push(Violation { checker: Checker::BalanceLimits, detail });
+        }
+    }
+}
+
+pub fn at_end(world: &mut World) {
+    let mut found: Vec<Violation> = Vec::new();
+    let mut push = |checker, detail: String| {
+        if found.iter().filter(|v: &&Violation| v.checker == checker).count() < 3 {
+            found.push(Violation { checker, detail });
+        }
+    };
+    let states: Vec<&ShardState> = world.states().collect();
+
+    // Atomicity and resolution.
+    for (id, ends) in transaction_ends(world) {
+        let committed = ends.contains(&End::Committed);
+        if committed && ends.contains(&End::Aborted) {
+            push(
+                Checker::Atomicity,
+                format!("txn {id}: committed at one participant, aborted at another ({ends:?})"),
+            );
+        }
+        if ends.contains(&End::InDoubt) {
+            push(
+                Checker::Resolution,
+                format!("txn {id} is still in doubt after the faults healed ({ends:?})"),
+            );
+        }
+    }
+    // Committed sides: stored at both shards with the same amount.
+    for state in &states {
+        for record in state.participants.values() {
+            let Some(Outcome::Commit { amounts }) = &record.outcome else { continue };
+            for (index, transfer) in record.txn.transfers.iter().enumerate() {
+                for side in [Side::Debit, Side::Credit] {
+                    let shard = record.txn.placement[index][side.code() as usize];
+                    let holder = states.iter().find(|s| s.shard == shard).expect("a shard");
+                    match holder.ledger.store().transfer(transfer.id) {
+                        Some(stored) if stored.amount == amounts[index] => {}
+                        other => push(
+                            Checker::Atomicity,
+                            format!(
+                                "transfer {} committed, but shard {shard} holds {other:?}",
+                                transfer.id
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    // Conservation per ledger over every shard.
+    let mut sums: BTreeMap<u32, [u128; 4]> = BTreeMap::new();
+    for state in &states {
+        for &(id, shard) in &world.accounts {
+            if shard != state.shard {
+                continue;
+            }
+            let a = state.ledger.store().account(id).expect("created at start");
+            let sum = sums.entry(a.ledger).or_default();
+            sum[0] += a.debits_posted;
+            sum[1] += a.credits_posted;
+            sum[2] += a.debits_pending;
+            sum[3] += a.credits_pending;
+        }
+    }
+    for (ledger, [dp, cp, dpe, cpe]) in sums {
+        if dp != cp || dpe != cpe {
+            push(
+                Checker::Conservation,
+                format!("ledger {ledger}: debits posted {dp} / credits posted {cp}, pending {dpe} / {cpe}"),
+            );
+        }
+    }
+
+    // Acknowledged results.
+    for ack in &world.acks {
+        match &ack.op {
+            Op::Txn(txn) => {
+                let ok = ack.results.iter().all(|r| *r == R::Ok);
+                for (index, transfer) in txn.transfers.iter().enumerate() {
+                    for shard in txn.placement[index] {
+                        let holder = states.iter().find(|s| s.shard == shard).expect("a shard");
+                        let stored = holder.ledger.store().transfer(transfer.id);
+                        let exists_result = ack.results.iter().any(|r| matches!(r, R::Exists));
+                        if ok && stored.is_none() {
+                            push(Checker::Acknowledged, format!("txn {} acknowledged ok, but transfer {} is missing on shard {shard}", txn.id(), transfer.id));
+                        }
+                        if !ok && !exists_result && stored.is_some() {
+                            push(Checker::Acknowledged, format!("txn {} acknowledged {:?}, but transfer {} exists on shard {shard}", txn.id(), ack.results, transfer.id));
+                        }
+                    }
+                }
+            }
+            Op::Local { shard, transfers } => {
+                let holder = states.iter().find(|s| s.shard == *shard).expect("a shard");
+                for (transfer, result) in transfers.iter().zip(&ack.results) {
+                    let stored = holder.ledger.store().transfer(transfer.id);
+                    if *result == R::Ok && stored.is_none() {
+                        push(
+                            Checker::Acknowledged,
+                            format!("local transfer {} acknowledged ok but missing", transfer.id),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    drop(states);
+    limits(world);
+    world.violations.extend(found);
+}

@@ -1,0 +1,82 @@
+//! The cross-shard simulator's gates: 2PC and Paxos Commit keep every guarantee over
+//! 200 seeds under the whole fault mix; 3PC breaks atomicity under partitions and keeps
+//! it without them; fault-free message and forced-write counts equal Gray & Lamport's.
+
+use settle_commit::paper_cost;
+use settle_sim::xshard::{self, check::Checker, Options, Protocol};
+
+const SEEDS: u64 = 200;
+
+fn clean_over_seeds(protocol: Protocol) {
+    let mut decided = 0;
+    for seed in 1..=SEEDS {
+        let report = xshard::run(Options::new(seed, protocol));
+        assert!(report.passed(), "seed {seed} ({}): {report}", protocol.name());
+        assert_eq!(report.measured.in_doubt, 0, "seed {seed}: {report}");
+        decided += report.measured.decided();
+    }
+    // The workload reached the protocol: thousands of cross-shard transactions.
+    assert!(decided > 25 * SEEDS, "only {decided} transactions decided");
+}
+
+#[test]
+fn two_phase_commit_keeps_every_guarantee_over_200_seeds() {
+    clean_over_seeds(Protocol::TwoPhase);
+}
+
+#[test]
+fn paxos_commit_keeps_every_guarantee_over_200_seeds() {
+    clean_over_seeds(Protocol::PaxosCommit);
+}
+
+#[test]
+fn three_phase_commit_breaks_atomicity_under_partitions_only() {
+    let broken: Vec<u64> = (1..=SEEDS)
+        .filter(|&seed| xshard::run(Options::new(seed, Protocol::ThreePhase)).atomicity_violated())
+        .collect();
+    assert!(!broken.is_empty(), "3pc kept atomicity under partitions over {SEEDS} seeds");
+    println!("3pc atomicity violations under partitions: seeds {broken:?}");
+    for seed in 1..=SEEDS {
+        let options = Options { partitions: false, ..Options::new(seed, Protocol::ThreePhase) };
+        let report = xshard::run(options);
+        assert!(
+            !report.violations.iter().any(|v| v.checker == Checker::Atomicity),
+            "seed {seed} without partitions: {report}"
+        );
+    }
+}
+
+#[test]
+fn fault_free_costs_equal_gray_and_lamport() {
+    for protocol in [Protocol::TwoPhase, Protocol::PaxosCommit] {
+        for n in [2usize, 3] {
+            for replicas in [1u8, 3, 5] {
+                let options = Options {
+                    fault_free: true,
+                    participants: Some(n),
+                    replicas,
+                    fault_ms: 2_000,
+                    ..Options::new(7, protocol)
+                };
+                let report = xshard::run(options);
+                assert!(report.passed(), "{report}");
+                let m = &report.measured;
+                let txns = m.txn_sizes.len() as u64;
+                assert!(txns > 20, "{txns} transactions");
+                assert_eq!(m.decided(), txns, "every transaction decided");
+                let (messages, writes) =
+                    paper_cost(protocol, n as u64, u64::from(replicas / 2)).expect("a formula");
+                let what = format!("{} with N = {n}, R = {replicas}", protocol.name());
+                assert_eq!(m.normal_path_messages(), messages * txns, "messages, {what}");
+                assert_eq!(m.recovery_messages(), 0, "recovery messages, {what}");
+                assert_eq!(
+                    m.forced_commit_path + m.acceptor_writes,
+                    writes * txns,
+                    "forced writes, {what}"
+                );
+                let delays = if protocol == Protocol::TwoPhase { 4 } else { 5 };
+                assert!(m.decision_depths.iter().all(|&d| d == delays), "message delays, {what}");
+            }
+        }
+    }
+}
