@@ -958,30 +958,18 @@ impl ShardCore {
             }
             let waited = now.saturating_sub(started);
             match (txn.protocol, phase) {
-                (Protocol::PaxosCommit, Phase::Voting | Phase::Recovering) => {
-                    if waited >= self.config.vote_timeout_ms {
+                (protocol, Phase::Voting | Phase::Recovering) => {
+                    let paxos = protocol == Protocol::PaxosCommit;
+                    if waited < self.config.vote_timeout_ms {
+                        for shard in missing {
+                            let body = Body::Prepare { txn: txn.clone() };
+                            self.send(Address::Shard(shard), id, body);
+                        }
+                    } else if paxos {
+                        // Phase 1 again (a higher ballot) until a quorum promises.
                         self.start_recovery(id);
                     } else {
-                        for shard in missing {
-                            self.send(
-                                Address::Shard(shard),
-                                id,
-                                Body::Prepare { txn: txn.clone() },
-                            );
-                        }
-                    }
-                }
-                (_, Phase::Voting) => {
-                    if waited >= self.config.vote_timeout_ms {
                         self.give_up(id);
-                    } else {
-                        for shard in missing {
-                            self.send(
-                                Address::Shard(shard),
-                                id,
-                                Body::Prepare { txn: txn.clone() },
-                            );
-                        }
                     }
                 }
                 (_, Phase::PreCommitting) => {
@@ -1004,7 +992,7 @@ impl ShardCore {
                         }
                     }
                 }
-                (_, Phase::Deciding | Phase::Recovering) => {}
+                (_, Phase::Deciding) => {}
             }
         }
         self.tick_doubts();

@@ -8,6 +8,8 @@
 //! settle account create|lookup|transfers|balances ...
 //! settle transfer create|post|void|lookup ...
 //! settle bench                                 the workload of record
+//! settle sim [--shards S --protocol P]         the deterministic simulator
+//! settle lab                                   2PC, 3PC and Paxos Commit side by side
 //! ```
 //!
 //! Layout (in the style of mini-redis: this file only parses and dispatches):
@@ -17,7 +19,8 @@
 //! - `commands/`: one module per command group. `start.rs` and `dev.rs` run a node in
 //!   this process; `account.rs` and `transfer.rs` are thin clients over
 //!   `settle-client`; `bench.rs` drives the workload of record against a node it starts
-//!   as a child process (or one given with `--addresses`). `commands/mod.rs` holds what
+//!   as a child process (or one given with `--addresses`). `sim.rs` and `lab.rs` run the
+//!   simulators (no async runtime: one thread, simulated time). `commands/mod.rs` holds what
 //!   the client commands share: `--addresses`/`--json`, connecting, and the error type.
 //! - `parse.rs`: value parsers for clap (ids in decimal or 0x-hex, flag names).
 //! - `output.rs`: how records and results are printed, as aligned tables or as JSON.

@@ -201,11 +201,7 @@ pub fn run(options: Options) -> Report {
             violations: world.violations.found,
         },
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
+            let message = panic_message(panic.as_ref());
             Report {
                 seed: options.seed,
                 acknowledged: 0,
@@ -219,4 +215,13 @@ pub fn run(options: Options) -> Report {
             }
         }
     }
+}
+
+/// The text of a caught panic, for a report.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }

@@ -153,11 +153,7 @@ pub fn run(options: Options) -> Report {
             violations: world.violations,
         },
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
+            let message = crate::panic_message(panic.as_ref());
             Report {
                 seed: options.seed,
                 protocol: options.protocol,
