@@ -3,7 +3,7 @@
 //! it without them; fault-free message and forced-write counts equal Gray & Lamport's.
 
 use settle_commit::paper_cost;
-use settle_sim::xshard::{self, check::Checker, Options, Protocol};
+use settle_sim::xshard::{self, check::Checker, Bugs, Options, Protocol};
 
 const SEEDS: u64 = 200;
 
@@ -79,4 +79,15 @@ fn fault_free_costs_equal_gray_and_lamport() {
             }
         }
     }
+}
+
+#[test]
+fn the_checkers_catch_a_coordinator_that_does_not_force_its_decision() {
+    let bugs = Bugs { decisions_not_forced: true };
+    let caught = (1..=100).find(|&seed| {
+        let report = xshard::run(Options { bugs, ..Options::new(seed, Protocol::TwoPhase) });
+        !report.passed()
+    });
+    let seed = caught.expect("an unforced 2PC decision went unnoticed over 100 seeds");
+    println!("unforced decisions caught at seed {seed}");
 }

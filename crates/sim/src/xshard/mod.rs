@@ -40,6 +40,16 @@ pub struct Options {
     /// Only cross-shard transactions with exactly this many participants (the
     /// message-count test); `None`: the full mix, fast path included.
     pub participants: Option<usize>,
+    /// A guarantee broken on purpose, to show that the checkers catch it.
+    pub bugs: Bugs,
+}
+
+/// Guarantees the shell breaks on purpose (the commit cores stay as in production).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// A coordinator's decisions are not durable: a crashed coordinator shard comes
+    /// back without them (as if the decision were not forced before acting on it).
+    pub decisions_not_forced: bool,
 }
 
 impl Options {
@@ -54,6 +64,7 @@ impl Options {
             partitions: true,
             fault_free: false,
             participants: None,
+            bugs: Bugs::default(),
         }
     }
 }

@@ -573,6 +573,9 @@ impl World {
                 });
             }
         }
+        if self.options.bugs.decisions_not_forced {
+            state.coordinated.clear();
+        }
         let entries_survived: Vec<Entry> = entries[..survive].to_vec();
         self.shards[shard as usize].down_state = Some(state);
         for entry in &entries_survived {
