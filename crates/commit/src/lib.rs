@@ -18,6 +18,7 @@
 //! - [`acceptor`]: `AcceptorCore`, Paxos Commit's acceptor (one per replica of a shard).
 
 pub mod acceptor;
+pub mod codec;
 pub mod message;
 pub mod placement;
 pub mod shard;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use settle_commit::acceptor::AcceptorTxn;
+use settle_commit::codec;
 use settle_commit::placement::shard_of;
 use settle_commit::{
     AcceptorCommand, AcceptorCore, AcceptorEntry, Address, Applied, Body, Command, Config, Entry,
@@ -329,6 +330,9 @@ impl World {
 
     fn send(&mut self, from: Address, to: Address, message: Message) {
         self.messages[message.body.kind().index()] += 1;
+        // Every message crosses the wire encoding, as in production.
+        let bytes = codec::encode_message(&message);
+        let message = codec::decode_message(&bytes).expect("a message decodes");
         if let Body::Decision { txn, .. } = &message.body {
             if from == Address::Shard(txn.coordinator()) {
                 self.decision_depth.entry(message.txn).or_insert(message.depth);
@@ -398,6 +402,9 @@ impl World {
             match command {
                 Command::Send { to, message } => self.send(Address::Shard(shard), to, message),
                 Command::Persist(entry) => {
+                    // Every entry goes through the log encoding, as in production.
+                    let entry = codec::decode_entry(&codec::encode_entry(&entry))
+                        .expect("an entry decodes");
                     if entry.record.commit_path() {
                         self.forced_commit_path += 1;
                     } else if matches!(entry.record, Record::Resolve { .. }) {

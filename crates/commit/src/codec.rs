@@ -1,0 +1,591 @@
+//! The byte encoding of what the commit cores write to a shard's log (`Entry`), put in
+//! a snapshot (`ShardState`'s protocol records) and send between nodes (`Message`).
+//!
+//! Little-endian, length-prefixed, versioned by a leading tag byte. Decoding never
+//! panics and never trusts a length: a corrupt or hostile buffer yields `DecodeError`.
+//! Every list is bounded (`TXN_TRANSFERS_MAX` transfers; participants by transfers).
+
+use std::collections::BTreeMap;
+
+use settle_ledger::{CreateTransferResult as R, Side, SideVote, Transfer, RECORD_SIZE};
+
+use crate::message::{Accepted, Body, ClientRef, Entry, Message, Record, ThreePhaseState};
+use crate::state::{CoordinatorRecord, ParticipantRecord};
+use crate::txn::{Outcome, Protocol, SideEntry, Txn, TxnId, Vote, TXN_TRANSFERS_MAX};
+
+/// The first byte of an encoded entry: distinct from every ledger `Write` operation
+/// byte, so one log can carry both.
+pub const ENTRY_TAG: u8 = 0xC7;
+const MESSAGE_TAG: u8 = 0xC8;
+const STATE_TAG: u8 = 0xC9;
+
+/// Most protocol records a snapshot section may hold (far above what is in flight).
+pub const STATE_RECORDS_MAX: u64 = 1 << 24;
+
+/// Why bytes do not decode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated at byte {0}")]
+    Truncated(usize),
+    #[error("bad tag {0:#x}")]
+    BadTag(u8),
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u128(&mut self, v: u128) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn len(&mut self, n: usize) {
+        self.u32(n as u32);
+    }
+
+    fn txn(&mut self, txn: &Txn) {
+        self.u8(txn.protocol.code());
+        self.len(txn.transfers.len());
+        for (transfer, [debit, credit]) in txn.transfers.iter().zip(&txn.placement) {
+            self.0.extend_from_slice(&transfer.to_bytes());
+            self.u32(*debit);
+            self.u32(*credit);
+        }
+    }
+
+    fn side_vote(&mut self, vote: &SideVote) {
+        match vote {
+            SideVote::Prepared { amount, account_ledger } => {
+                self.u8(0);
+                self.u128(*amount);
+                self.u32(*account_ledger);
+            }
+            SideVote::Rejected { result, account_ledger } => {
+                self.u8(1);
+                self.u32(result.code());
+                match account_ledger {
+                    Some(ledger) => {
+                        self.u8(1);
+                        self.u32(*ledger);
+                    }
+                    None => self.u8(0),
+                }
+            }
+            SideVote::Busy => self.u8(2),
+            SideVote::Aborted => self.u8(3),
+        }
+    }
+
+    fn vote(&mut self, vote: &Vote) {
+        match vote {
+            Vote::Sides(entries) => {
+                self.u8(0);
+                self.len(entries.len());
+                for entry in entries {
+                    self.u16(entry.transfer);
+                    self.u8(entry.side.code());
+                    self.side_vote(&entry.vote);
+                }
+            }
+            Vote::Aborted => self.u8(1),
+        }
+    }
+
+    fn outcome(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Commit { amounts } => {
+                self.u8(0);
+                self.amounts(amounts);
+            }
+            Outcome::Abort { results, record_failed } => {
+                self.u8(1);
+                self.len(results.len());
+                for result in results {
+                    self.u32(result.code());
+                }
+                self.u8(u8::from(*record_failed));
+            }
+        }
+    }
+
+    fn amounts(&mut self, amounts: &[u128]) {
+        self.len(amounts.len());
+        for amount in amounts {
+            self.u128(*amount);
+        }
+    }
+
+    fn option_outcome(&mut self, outcome: &Option<Outcome>) {
+        match outcome {
+            Some(outcome) => {
+                self.u8(1);
+                self.outcome(outcome);
+            }
+            None => self.u8(0),
+        }
+    }
+
+    fn option_amounts(&mut self, amounts: &Option<Vec<u128>>) {
+        match amounts {
+            Some(amounts) => {
+                self.u8(1);
+                self.amounts(amounts);
+            }
+            None => self.u8(0),
+        }
+    }
+
+    fn accepted(&mut self, accepted: &Accepted) {
+        self.u32(accepted.instance);
+        self.u64(accepted.ballot);
+        self.vote(&accepted.vote);
+    }
+
+    fn accepted_list(&mut self, list: &[Accepted]) {
+        self.len(list.len());
+        for accepted in list {
+            self.accepted(accepted);
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.at.checked_add(n).ok_or(DecodeError::Truncated(self.at))?;
+        let slice = self.bytes.get(self.at..end).ok_or(DecodeError::Truncated(self.at))?;
+        self.at = end;
+        Ok(slice)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn u128(&mut self) -> Result<u128, DecodeError> {
+        Ok(u128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes")))
+    }
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Invalid("boolean")),
+        }
+    }
+    /// A list length, at most `max`.
+    fn len(&mut self, max: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(DecodeError::Invalid("list length"));
+        }
+        Ok(n)
+    }
+    fn end(&self) -> Result<(), DecodeError> {
+        match self.bytes.len() - self.at {
+            0 => Ok(()),
+            n => Err(DecodeError::Trailing(n)),
+        }
+    }
+
+    fn result(&mut self) -> Result<R, DecodeError> {
+        R::from_code(self.u32()?).ok_or(DecodeError::Invalid("result code"))
+    }
+
+    fn txn(&mut self) -> Result<Txn, DecodeError> {
+        let protocol = match self.u8()? {
+            0 => Protocol::TwoPhase,
+            1 => Protocol::ThreePhase,
+            2 => Protocol::PaxosCommit,
+            _ => return Err(DecodeError::Invalid("protocol")),
+        };
+        let n = self.len(TXN_TRANSFERS_MAX)?;
+        let mut transfers = Vec::with_capacity(n);
+        let mut placement = Vec::with_capacity(n);
+        for _ in 0..n {
+            let bytes: &[u8; RECORD_SIZE] =
+                self.take(RECORD_SIZE)?.try_into().expect("a record's size");
+            transfers.push(Transfer::from_bytes(bytes));
+            placement.push([self.u32()?, self.u32()?]);
+        }
+        let txn = Txn::new(protocol, transfers, placement).ok_or(DecodeError::Invalid("txn"))?;
+        Ok(txn)
+    }
+
+    fn side_vote(&mut self) -> Result<SideVote, DecodeError> {
+        Ok(match self.u8()? {
+            0 => SideVote::Prepared { amount: self.u128()?, account_ledger: self.u32()? },
+            1 => {
+                let result = self.result()?;
+                let account_ledger = if self.bool()? { Some(self.u32()?) } else { None };
+                SideVote::Rejected { result, account_ledger }
+            }
+            2 => SideVote::Busy,
+            3 => SideVote::Aborted,
+            _ => return Err(DecodeError::Invalid("side vote")),
+        })
+    }
+
+    fn vote(&mut self) -> Result<Vote, DecodeError> {
+        match self.u8()? {
+            0 => {
+                let n = self.len(2 * TXN_TRANSFERS_MAX)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let transfer = self.u16()?;
+                    let side = match self.u8()? {
+                        0 => Side::Debit,
+                        1 => Side::Credit,
+                        _ => return Err(DecodeError::Invalid("side")),
+                    };
+                    entries.push(SideEntry { transfer, side, vote: self.side_vote()? });
+                }
+                Ok(Vote::Sides(entries))
+            }
+            1 => Ok(Vote::Aborted),
+            _ => Err(DecodeError::Invalid("vote")),
+        }
+    }
+
+    fn amounts(&mut self) -> Result<Vec<u128>, DecodeError> {
+        let n = self.len(TXN_TRANSFERS_MAX)?;
+        (0..n).map(|_| self.u128()).collect()
+    }
+
+    fn outcome(&mut self) -> Result<Outcome, DecodeError> {
+        match self.u8()? {
+            0 => Ok(Outcome::Commit { amounts: self.amounts()? }),
+            1 => {
+                let n = self.len(TXN_TRANSFERS_MAX)?;
+                let results = (0..n).map(|_| self.result()).collect::<Result<_, _>>()?;
+                Ok(Outcome::Abort { results, record_failed: self.bool()? })
+            }
+            _ => Err(DecodeError::Invalid("outcome")),
+        }
+    }
+
+    fn option_outcome(&mut self) -> Result<Option<Outcome>, DecodeError> {
+        Ok(if self.bool()? { Some(self.outcome()?) } else { None })
+    }
+
+    fn option_amounts(&mut self) -> Result<Option<Vec<u128>>, DecodeError> {
+        Ok(if self.bool()? { Some(self.amounts()?) } else { None })
+    }
+
+    fn accepted(&mut self) -> Result<Accepted, DecodeError> {
+        Ok(Accepted { instance: self.u32()?, ballot: self.u64()?, vote: self.vote()? })
+    }
+
+    fn accepted_list(&mut self) -> Result<Vec<Accepted>, DecodeError> {
+        let n = self.len(2 * TXN_TRANSFERS_MAX)?;
+        (0..n).map(|_| self.accepted()).collect()
+    }
+}
+
+/// Encodes an entry for a shard's log.
+pub fn encode_entry(entry: &Entry) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(64));
+    w.u8(ENTRY_TAG);
+    w.u64(entry.timestamp);
+    match &entry.record {
+        Record::Local { client, transfers } => {
+            w.u8(0);
+            w.u64(*client);
+            w.len(transfers.len());
+            for transfer in transfers {
+                w.0.extend_from_slice(&transfer.to_bytes());
+            }
+        }
+        Record::Prepare { txn } => {
+            w.u8(1);
+            w.txn(txn);
+        }
+        Record::PreCommit { txn, amounts } => {
+            w.u8(2);
+            w.u128(*txn);
+            w.amounts(amounts);
+        }
+        Record::CoordinatorPreCommit { txn, amounts } => {
+            w.u8(3);
+            w.txn(txn);
+            w.amounts(amounts);
+        }
+        Record::Decide { txn, outcome } => {
+            w.u8(4);
+            w.txn(txn);
+            w.outcome(outcome);
+        }
+        Record::Resolve { txn, outcome } => {
+            w.u8(5);
+            w.txn(txn);
+            w.outcome(outcome);
+        }
+    }
+    w.0
+}
+
+/// Decodes an entry encoded by [`encode_entry`].
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
+    let mut r = Reader { bytes, at: 0 };
+    match r.u8()? {
+        ENTRY_TAG => {}
+        tag => return Err(DecodeError::BadTag(tag)),
+    }
+    let timestamp = r.u64()?;
+    let record = match r.u8()? {
+        0 => {
+            let client: ClientRef = r.u64()?;
+            let n = r.len(settle_ledger::BATCH_EVENTS_MAX)?;
+            let mut transfers = Vec::with_capacity(n);
+            for _ in 0..n {
+                let bytes: &[u8; RECORD_SIZE] =
+                    r.take(RECORD_SIZE)?.try_into().expect("a record's size");
+                transfers.push(Transfer::from_bytes(bytes));
+            }
+            Record::Local { client, transfers }
+        }
+        1 => Record::Prepare { txn: r.txn()? },
+        2 => Record::PreCommit { txn: r.u128()?, amounts: r.amounts()? },
+        3 => Record::CoordinatorPreCommit { txn: r.txn()?, amounts: r.amounts()? },
+        4 => Record::Decide { txn: r.txn()?, outcome: r.outcome()? },
+        5 => Record::Resolve { txn: r.txn()?, outcome: r.outcome()? },
+        _ => return Err(DecodeError::Invalid("record kind")),
+    };
+    r.end()?;
+    Ok(Entry { timestamp, record })
+}
+
+/// Encodes a protocol message for the wire.
+pub fn encode_message(message: &Message) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(64));
+    w.u8(MESSAGE_TAG);
+    w.u128(message.txn);
+    w.u32(message.depth);
+    match &message.body {
+        Body::Prepared { txn, vote } => {
+            w.u8(0);
+            w.txn(txn);
+            w.vote(vote);
+        }
+        Body::BeginCommit { txn } => {
+            w.u8(1);
+            w.txn(txn);
+        }
+        Body::Prepare { txn } => {
+            w.u8(2);
+            w.txn(txn);
+        }
+        Body::Vote { vote } => {
+            w.u8(3);
+            w.vote(vote);
+        }
+        Body::PreCommit { txn, amounts } => {
+            w.u8(4);
+            w.txn(txn);
+            w.amounts(amounts);
+        }
+        Body::PreCommitAck { aborted } => {
+            w.u8(5);
+            w.u8(u8::from(*aborted));
+        }
+        Body::Decision { txn, outcome } => {
+            w.u8(6);
+            w.txn(txn);
+            w.outcome(outcome);
+        }
+        Body::Inquire { txn } => {
+            w.u8(7);
+            w.txn(txn);
+        }
+        Body::StateRequest { txn } => {
+            w.u8(8);
+            w.txn(txn);
+        }
+        Body::StateReply { state, outcome, amounts } => {
+            w.u8(9);
+            w.u8(*state as u8);
+            w.option_outcome(outcome);
+            w.option_amounts(amounts);
+        }
+        Body::Phase2a { txn, accepted } => {
+            w.u8(10);
+            w.txn(txn);
+            w.accepted(accepted);
+        }
+        Body::Phase2b { from, accepted } => {
+            w.u8(11);
+            w.u8(*from);
+            w.accepted_list(accepted);
+        }
+        Body::Phase1a { txn, ballot } => {
+            w.u8(12);
+            w.txn(txn);
+            w.u64(*ballot);
+        }
+        Body::Phase1b { from, ballot, accepted, rejected } => {
+            w.u8(13);
+            w.u8(*from);
+            w.u64(*ballot);
+            w.accepted_list(accepted);
+            match rejected {
+                Some(higher) => {
+                    w.u8(1);
+                    w.u64(*higher);
+                }
+                None => w.u8(0),
+            }
+        }
+    }
+    w.0
+}
+
+/// Decodes a message encoded by [`encode_message`].
+pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
+    let mut r = Reader { bytes, at: 0 };
+    match r.u8()? {
+        MESSAGE_TAG => {}
+        tag => return Err(DecodeError::BadTag(tag)),
+    }
+    let txn = r.u128()?;
+    let depth = r.u32()?;
+    let body = match r.u8()? {
+        0 => Body::Prepared { txn: r.txn()?, vote: r.vote()? },
+        1 => Body::BeginCommit { txn: r.txn()? },
+        2 => Body::Prepare { txn: r.txn()? },
+        3 => Body::Vote { vote: r.vote()? },
+        4 => Body::PreCommit { txn: r.txn()?, amounts: r.amounts()? },
+        5 => Body::PreCommitAck { aborted: r.bool()? },
+        6 => Body::Decision { txn: r.txn()?, outcome: r.outcome()? },
+        7 => Body::Inquire { txn: r.txn()? },
+        8 => Body::StateRequest { txn: r.txn()? },
+        9 => {
+            let state = match r.u8()? {
+                0 => ThreePhaseState::Unprepared,
+                1 => ThreePhaseState::Uncertain,
+                2 => ThreePhaseState::PreCommitted,
+                3 => ThreePhaseState::Committed,
+                4 => ThreePhaseState::Aborted,
+                _ => return Err(DecodeError::Invalid("3pc state")),
+            };
+            Body::StateReply { state, outcome: r.option_outcome()?, amounts: r.option_amounts()? }
+        }
+        10 => Body::Phase2a { txn: r.txn()?, accepted: r.accepted()? },
+        11 => Body::Phase2b { from: r.u8()?, accepted: r.accepted_list()? },
+        12 => Body::Phase1a { txn: r.txn()?, ballot: r.u64()? },
+        13 => {
+            let (from, ballot, accepted) = (r.u8()?, r.u64()?, r.accepted_list()?);
+            let rejected = if r.bool()? { Some(r.u64()?) } else { None };
+            Body::Phase1b { from, ballot, accepted, rejected }
+        }
+        _ => return Err(DecodeError::Invalid("message kind")),
+    };
+    r.end()?;
+    Ok(Message { txn, depth, body })
+}
+
+/// Encodes a shard's protocol records (for its snapshots).
+pub fn encode_records(
+    participants: &BTreeMap<TxnId, ParticipantRecord>,
+    coordinated: &BTreeMap<TxnId, CoordinatorRecord>,
+) -> Vec<u8> {
+    let mut w = Writer(Vec::new());
+    w.u8(STATE_TAG);
+    w.u64(participants.len() as u64);
+    for record in participants.values() {
+        w.txn(&record.txn);
+        w.vote(&record.vote);
+        w.option_amounts(&record.precommitted);
+        w.option_outcome(&record.outcome);
+    }
+    w.u64(coordinated.len() as u64);
+    for record in coordinated.values() {
+        match record {
+            CoordinatorRecord::PreCommitted { txn, amounts } => {
+                w.u8(0);
+                w.txn(txn);
+                w.amounts(amounts);
+            }
+            CoordinatorRecord::Decided { txn, outcome } => {
+                w.u8(1);
+                w.txn(txn);
+                w.outcome(outcome);
+            }
+        }
+    }
+    w.0
+}
+
+/// Protocol records, as a snapshot holds them.
+pub type Records = (BTreeMap<TxnId, ParticipantRecord>, BTreeMap<TxnId, CoordinatorRecord>);
+
+/// Decodes what [`encode_records`] wrote; empty bytes are no records.
+pub fn decode_records(bytes: &[u8]) -> Result<Records, DecodeError> {
+    let (mut participants, mut coordinated) = (BTreeMap::new(), BTreeMap::new());
+    if bytes.is_empty() {
+        return Ok((participants, coordinated));
+    }
+    let mut r = Reader { bytes, at: 0 };
+    match r.u8()? {
+        STATE_TAG => {}
+        tag => return Err(DecodeError::BadTag(tag)),
+    }
+    let n = r.u64()?;
+    if n > STATE_RECORDS_MAX {
+        return Err(DecodeError::Invalid("participant record count"));
+    }
+    for _ in 0..n {
+        let txn = r.txn()?;
+        let vote = r.vote()?;
+        let precommitted = r.option_amounts()?;
+        let outcome = r.option_outcome()?;
+        let id = txn.id();
+        let record = ParticipantRecord { txn, vote, precommitted, outcome };
+        if participants.insert(id, record).is_some() {
+            return Err(DecodeError::Invalid("duplicate participant record"));
+        }
+    }
+    let n = r.u64()?;
+    if n > STATE_RECORDS_MAX {
+        return Err(DecodeError::Invalid("coordinator record count"));
+    }
+    for _ in 0..n {
+        let record = match r.u8()? {
+            0 => CoordinatorRecord::PreCommitted { txn: r.txn()?, amounts: r.amounts()? },
+            1 => CoordinatorRecord::Decided { txn: r.txn()?, outcome: r.outcome()? },
+            _ => return Err(DecodeError::Invalid("coordinator record")),
+        };
+        let id = match &record {
+            CoordinatorRecord::PreCommitted { txn, .. }
+            | CoordinatorRecord::Decided { txn, .. } => txn.id(),
+        };
+        if coordinated.insert(id, record).is_some() {
+            return Err(DecodeError::Invalid("duplicate coordinator record"));
+        }
+    }
+    r.end()?;
+    Ok((participants, coordinated))
+}

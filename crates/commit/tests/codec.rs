@@ -1,0 +1,141 @@
+//! The commit codec: round trips, and garbage never panics.
+
+use settle_commit::codec::{self, DecodeError};
+use settle_commit::message::ThreePhaseState;
+use settle_commit::txn::SideEntry;
+use settle_commit::{Body, Entry, Message, Outcome, Protocol, Record, Txn, Vote};
+use settle_ledger::{CreateTransferResult as R, Side, SideVote, Transfer, TransferFlags};
+
+fn transfer(id: u128) -> Transfer {
+    let mut t = Transfer::from_bytes(&[0u8; 128]);
+    t.id = id;
+    t.debit_account_id = 1;
+    t.credit_account_id = 2;
+    t.amount = 5;
+    t.ledger = 1;
+    t.code = 1;
+    t.flags = TransferFlags::PENDING;
+    t
+}
+
+fn txn() -> Txn {
+    Txn::new(Protocol::PaxosCommit, vec![transfer(10), transfer(11)], vec![[0, 1], [0, 2]])
+        .expect("a txn")
+}
+
+fn samples() -> (Vec<Entry>, Vec<Message>) {
+    let vote = Vote::Sides(vec![
+        SideEntry {
+            transfer: 0,
+            side: Side::Debit,
+            vote: SideVote::Prepared { amount: 5, account_ledger: 1 },
+        },
+        SideEntry {
+            transfer: 1,
+            side: Side::Debit,
+            vote: SideVote::Rejected { result: R::ExceedsCredits, account_ledger: Some(1) },
+        },
+        SideEntry { transfer: 1, side: Side::Credit, vote: SideVote::Busy },
+    ]);
+    let commit = Outcome::Commit { amounts: vec![5, 5] };
+    let abort = Outcome::Abort {
+        results: vec![R::LinkedEventFailed, R::ExceedsCredits],
+        record_failed: true,
+    };
+    let records = vec![
+        Record::Local { client: 7, transfers: vec![transfer(1)] },
+        Record::Prepare { txn: txn() },
+        Record::PreCommit { txn: 10, amounts: vec![5, 5] },
+        Record::CoordinatorPreCommit { txn: txn(), amounts: vec![5, 4] },
+        Record::Decide { txn: txn(), outcome: commit.clone() },
+        Record::Resolve { txn: txn(), outcome: abort.clone() },
+    ];
+    let entries = records.into_iter().map(|record| Entry { timestamp: 99, record }).collect();
+    let accepted = settle_commit::message::Accepted { instance: 2, ballot: 7 << 32, vote };
+    let bodies = vec![
+        Body::Prepared { txn: txn(), vote: accepted.vote.clone() },
+        Body::BeginCommit { txn: txn() },
+        Body::Prepare { txn: txn() },
+        Body::Vote { vote: Vote::Aborted },
+        Body::PreCommit { txn: txn(), amounts: vec![1, 2] },
+        Body::PreCommitAck { aborted: true },
+        Body::Decision { txn: txn(), outcome: abort },
+        Body::Inquire { txn: txn() },
+        Body::StateRequest { txn: txn() },
+        Body::StateReply {
+            state: ThreePhaseState::PreCommitted,
+            outcome: Some(commit),
+            amounts: Some(vec![3]),
+        },
+        Body::Phase2a { txn: txn(), accepted: accepted.clone() },
+        Body::Phase2b { from: 1, accepted: vec![accepted.clone()] },
+        Body::Phase1a { txn: txn(), ballot: 3 },
+        Body::Phase1b { from: 2, ballot: 3, accepted: vec![accepted], rejected: Some(9) },
+    ];
+    let messages = bodies.into_iter().map(|body| Message { txn: 10, depth: 3, body }).collect();
+    (entries, messages)
+}
+
+#[test]
+fn every_entry_and_message_round_trips() {
+    let (entries, messages) = samples();
+    for entry in entries {
+        assert_eq!(codec::decode_entry(&codec::encode_entry(&entry)), Ok(entry));
+    }
+    for message in messages {
+        assert_eq!(codec::decode_message(&codec::encode_message(&message)), Ok(message));
+    }
+}
+
+#[test]
+fn truncated_extended_and_flipped_bytes_are_errors_not_panics() {
+    let (entries, messages) = samples();
+    let encoded: Vec<(Vec<u8>, bool)> = entries
+        .iter()
+        .map(|e| (codec::encode_entry(e), true))
+        .chain(messages.iter().map(|m| (codec::encode_message(m), false)))
+        .collect();
+    let decode = |bytes: &[u8], entry: bool| -> Result<(), DecodeError> {
+        if entry {
+            codec::decode_entry(bytes).map(|_| ())
+        } else {
+            codec::decode_message(bytes).map(|_| ())
+        }
+    };
+    for (bytes, entry) in encoded {
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut], entry).is_err(), "a prefix of {cut} bytes decoded");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer, entry), Err(DecodeError::Trailing(1)));
+        // Any single flipped byte decodes to something or fails; it never panics.
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0xA5;
+            let _ = decode(&flipped, entry);
+        }
+    }
+    assert_eq!(codec::decode_entry(&[0x01, 2, 3]), Err(DecodeError::BadTag(1)));
+}
+
+#[test]
+fn protocol_records_round_trip_for_snapshots() {
+    use settle_commit::state::{CoordinatorRecord, ParticipantRecord};
+    use std::collections::BTreeMap;
+    let participant = ParticipantRecord {
+        txn: txn(),
+        vote: Vote::Aborted,
+        precommitted: Some(vec![5, 5]),
+        outcome: Some(Outcome::Commit { amounts: vec![5, 5] }),
+    };
+    let participants = BTreeMap::from([(10, participant)]);
+    let coordinated = BTreeMap::from([(
+        10,
+        CoordinatorRecord::Decided { txn: txn(), outcome: Outcome::Commit { amounts: vec![5, 5] } },
+    )]);
+    let bytes = codec::encode_records(&participants, &coordinated);
+    assert_eq!(codec::decode_records(&bytes), Ok((participants, coordinated)));
+    assert_eq!(codec::decode_records(&[]), Ok((BTreeMap::new(), BTreeMap::new())));
+    assert!(codec::decode_records(&bytes[..bytes.len() - 1]).is_err());
+}
