@@ -240,6 +240,26 @@ impl ShardCore {
         self.state
     }
 
+    /// The ledger, for the writes that bypass the protocols (a single-shard batch in a
+    /// replicated log): every replica applies them in log order like protocol entries.
+    pub fn ledger_mut(&mut self) -> &mut settle_ledger::Ledger {
+        &mut self.state.ledger
+    }
+
+    /// Drops the volatile part and starts over from the replicated state: what a new
+    /// leader does (`incarnation`: unique per leadership, e.g. the Raft term).
+    pub fn reset(&mut self, incarnation: u32, now_ms: u64) {
+        let shard = self.shard();
+        let empty = ShardState::new(shard, settle_ledger::Ledger::new(Default::default()));
+        let state = std::mem::replace(&mut self.state, empty);
+        *self = ShardCore::new(self.config, state, incarnation, now_ms);
+    }
+
+    /// Replaces the replicated state (a snapshot was installed) and starts over.
+    pub fn install(&mut self, state: ShardState, incarnation: u32, now_ms: u64) {
+        *self = ShardCore::new(self.config, state, incarnation, now_ms);
+    }
+
     pub fn take_commands(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.commands)
     }

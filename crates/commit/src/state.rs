@@ -76,6 +76,22 @@ impl ShardState {
         ShardState { shard, ledger, participants: BTreeMap::new(), coordinated: BTreeMap::new() }
     }
 
+    /// A state from a snapshot: the ledger and the protocol records kept beside it
+    /// (`snapshot_records`), or an error when those do not decode.
+    pub fn from_snapshot(
+        shard: ShardId,
+        ledger: Ledger,
+        records: &[u8],
+    ) -> Result<ShardState, crate::codec::DecodeError> {
+        let (participants, coordinated) = crate::codec::decode_records(records)?;
+        Ok(ShardState { shard, ledger, participants, coordinated })
+    }
+
+    /// The protocol records, encoded for a snapshot.
+    pub fn snapshot_records(&self) -> Vec<u8> {
+        crate::codec::encode_records(&self.participants, &self.coordinated)
+    }
+
     /// The next timestamp for a one-event ledger operation at or after `timestamp`.
     fn tick(&self, timestamp: u64) -> u64 {
         self.ledger.next_batch_timestamp(timestamp, 1)

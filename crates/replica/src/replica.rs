@@ -21,7 +21,9 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{RawNode, StateRole};
 use raft_proto::ConfChangeI;
-use settle_ledger::{Ledger, MemStore, Read, Reply, Write, BATCH_EVENTS_MAX};
+use settle_commit::message::ClientRef;
+use settle_commit::{codec, Address, ShardCore, ShardState, Txn};
+use settle_ledger::{CreateTransferResult, Ledger, MemStore, Read, Reply, Write, BATCH_EVENTS_MAX};
 
 use crate::durable::Record;
 use crate::log_store::LogStore;
@@ -62,6 +64,10 @@ pub struct Config {
     pub transfers_capacity: usize,
     /// Where the shell keeps snapshot data, if it does: then it is not kept in memory.
     pub snapshot_loader: Option<crate::log_store::SnapshotLoader>,
+    /// The shard this replica belongs to (cross-shard transactions name shards).
+    pub shard: u32,
+    /// The cross-shard commit protocols' timing and limits.
+    pub commit: settle_commit::Config,
 }
 
 impl Config {
@@ -80,6 +86,8 @@ impl Config {
             transfers_file: None,
             transfers_capacity: 0,
             snapshot_loader: None,
+            shard: 0,
+            commit: settle_commit::Config::new(1),
         }
     }
 }
@@ -121,6 +129,13 @@ pub struct Output {
     pub membership: Vec<(Token, Result<Vec<u64>, Refusal>)>,
     /// Filled only when `Replica::record_applied` is on (the simulator's checkers).
     pub applied: Vec<Applied>,
+    /// Cross-shard protocol messages to send (this replica leads its shard).
+    pub commit_messages: Vec<(Address, settle_commit::Message)>,
+    /// Answers to cross-shard transactions submitted here: the client's results.
+    pub commit_replies: Vec<(ClientRef, Vec<CreateTransferResult>)>,
+    /// Protocol entries that contradicted the state and changed nothing (the shell logs
+    /// them; the simulator counts them as violations).
+    pub commit_refused: Vec<String>,
     /// A checkpoint to write: the shell writes `source` (on any thread, durably), then
     /// hands the bytes back with [`Replica::checkpoint_written`].
     pub checkpoint: Option<CheckpointJob>,
@@ -147,6 +162,9 @@ impl Output {
             && self.membership.is_empty()
             && self.applied.is_empty()
             && self.checkpoint.is_none()
+            && self.commit_messages.is_empty()
+            && self.commit_replies.is_empty()
+            && self.commit_refused.is_empty()
     }
 }
 
@@ -179,7 +197,13 @@ struct PendingRead {
 pub struct Replica {
     config: Config,
     raw: RawNode<LogStore>,
-    ledger: Ledger,
+    /// The replicated state (ledger + cross-shard protocol records) and, at the leader,
+    /// the protocols' volatile side. Followers apply through it too and drop what it
+    /// asks for.
+    core: ShardCore,
+    /// Protocol entries the core asked to write, proposed once the current ready is
+    /// advanced (raft-rs takes no proposal in between).
+    commit_proposals: Vec<Vec<u8>>,
     applied: u64,
     /// Election-timeout generator (splitmix64 state).
     rng: u64,
@@ -218,7 +242,12 @@ impl Replica {
         let snapshot = log.latest_snapshot().clone();
         let index = snapshot.get_metadata().index;
         let store = new_store(&config, 0)?;
-        let ledger = if index == 0 { Ledger::new(store) } else { load(store, &snapshot)? };
+        let state = if index == 0 {
+            ShardState::new(config.shard, Ledger::new(store))
+        } else {
+            load(config.shard, store, &snapshot)?
+        };
+        let core = ShardCore::new(config.commit, state, 0, 0);
         let mut log = log;
         if let Some(loader) = &config.snapshot_loader {
             log.set_loader(loader.clone());
@@ -244,7 +273,8 @@ impl Replica {
             config,
             seen: (raw.raft.term, raw.raft.state),
             raw,
-            ledger,
+            core,
+            commit_proposals: Vec::new(),
             applied: index,
             ticks: 0,
             clock_ns: 0,
@@ -305,7 +335,74 @@ impl Replica {
     }
 
     pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+        &self.core.state().ledger
+    }
+
+    /// The replicated state: the ledger and the cross-shard protocol records.
+    pub fn shard_state(&self) -> &ShardState {
+        self.core.state()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock_ns / 1_000_000
+    }
+
+    /// A cross-shard transaction this shard coordinates (its first debit account lives
+    /// here). The answer comes in `Output::commit_replies` with `client`.
+    pub fn submit_txn(&mut self, client: ClientRef, txn: Txn) -> Result<(), Refusal> {
+        self.admit_write()?;
+        let now = self.now_ms();
+        match self.core.submit(now, client, txn) {
+            Ok(()) => {}
+            Err(settle_commit::Refusal::Overloaded) => return Err(Refusal::Busy),
+            // The router sent it to the wrong shard: nothing was done.
+            Err(settle_commit::Refusal::NotCoordinator) => return Err(Refusal::Unknown),
+        }
+        self.drain_core();
+        Ok(())
+    }
+
+    /// A cross-shard protocol message for this shard. Only a leader acts on it; the
+    /// sender resends what goes unanswered.
+    pub fn receive_commit(&mut self, from: Address, message: settle_commit::Message) {
+        if self.halted.is_some() || !self.is_leader() {
+            return;
+        }
+        let now = self.now_ms();
+        self.core.receive(now, from, message);
+        self.drain_core();
+    }
+
+    /// What the core asked for: at the leader, messages and replies go out and entries
+    /// are proposed; elsewhere they are dropped (a follower's core only applies).
+    fn drain_core(&mut self) {
+        let commands = self.core.take_commands();
+        if !self.is_leader() {
+            return;
+        }
+        for command in commands {
+            match command {
+                settle_commit::Command::Send { to, message } => {
+                    self.out.commit_messages.push((to, message))
+                }
+                settle_commit::Command::Reply { client, results, .. } => {
+                    self.out.commit_replies.push((client, results))
+                }
+                settle_commit::Command::Persist(entry) => {
+                    self.commit_proposals.push(codec::encode_entry(&entry))
+                }
+            }
+        }
+    }
+
+    fn propose_commit_entries(&mut self) {
+        for data in std::mem::take(&mut self.commit_proposals) {
+            // Refused only when leadership moved on; the next leader starts over from
+            // the replicated records.
+            if self.is_leader() {
+                let _ = self.raw.propose(vec![], data);
+            }
+        }
     }
 
     pub fn halted(&self) -> Option<&Halt> {
@@ -328,6 +425,11 @@ impl Replica {
         self.set_election_timeout();
         self.expire_requests();
         self.expire_snapshots();
+        if self.is_leader() {
+            let now = self.now_ms();
+            self.core.tick(now);
+            self.drain_core();
+        }
         self.maybe_pulse();
     }
 
@@ -497,8 +599,14 @@ impl Replica {
 
     /// Everything the inputs since the last call produced.
     pub fn poll(&mut self) -> Output {
-        while self.halted.is_none() && self.raw.has_ready() {
-            self.handle_ready();
+        loop {
+            while self.halted.is_none() && self.raw.has_ready() {
+                self.handle_ready();
+            }
+            if self.commit_proposals.is_empty() || self.halted.is_some() {
+                break;
+            }
+            self.propose_commit_entries();
         }
         self.answer_reads();
         self.maybe_checkpoint();
@@ -576,7 +684,9 @@ impl Replica {
         let index = snapshot.get_metadata().index;
         self.generation += 1;
         let store = new_store(&self.config, self.generation)?;
-        self.ledger = load(store, snapshot)?;
+        let state = load(self.config.shard, store, snapshot)?;
+        let (term, now) = (self.raw.raft.term as u32, self.now_ms());
+        self.core.install(state, term, now);
         if let Some(base) = &self.config.transfers_file {
             // Readers of the old generation (a checkpoint being written) keep its
             // inode alive; the name can go.
@@ -614,6 +724,9 @@ impl Replica {
             assert_eq!(entry.index, self.applied + 1, "entries apply once, in order");
             let outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => Ok(None),
+                EntryType::EntryNormal if entry.data[0] == codec::ENTRY_TAG => {
+                    self.apply_commit_entry(&entry).map(|()| None)
+                }
                 EntryType::EntryNormal => self.apply_write(&entry).map(Some),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     self.apply_conf_change(&entry).map(|()| None)
@@ -646,9 +759,26 @@ impl Replica {
     fn apply_write(&mut self, entry: &Entry) -> Result<(Write, Reply, u64), Halt> {
         let bad = |reason: String| Halt::BadEntry { index: entry.index, reason };
         let (write, clock_ns) = Write::decode(&entry.data).map_err(|e| bad(e.to_string()))?;
-        let (reply, timestamp) =
-            self.ledger.execute_write(clock_ns, &write).map_err(|e| bad(e.to_string()))?;
+        let (reply, timestamp) = self
+            .core
+            .ledger_mut()
+            .execute_write(clock_ns, &write)
+            .map_err(|e| bad(e.to_string()))?;
         Ok((write, reply, timestamp))
+    }
+
+    /// A cross-shard protocol entry: every replica applies it; the leader's core acts.
+    fn apply_commit_entry(&mut self, entry: &Entry) -> Result<(), Halt> {
+        let bad = |reason: String| Halt::BadEntry { index: entry.index, reason };
+        let decoded = codec::decode_entry(&entry.data).map_err(|e| bad(e.to_string()))?;
+        let now = self.now_ms();
+        if let settle_commit::Applied::Refused(why) = self.core.persisted(now, &decoded) {
+            // The state did not change (the same at every replica); a leader that wrote
+            // this entry contradicted itself. Nothing to undo; say so.
+            self.out.commit_refused.push(format!("entry {}: {why}", entry.index));
+        }
+        self.drain_core();
+        Ok(())
     }
 
     fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), Halt> {
@@ -698,7 +828,7 @@ impl Replica {
             .collect();
         for id in ready {
             let read = self.reads.remove(&id).expect("listed");
-            self.out.replies.push((read.token, Ok(self.ledger.query(&read.read))));
+            self.out.replies.push((read.token, Ok(self.core.state().ledger.query(&read.read))));
         }
     }
 
@@ -736,7 +866,7 @@ impl Replica {
     /// The leader proposes a pulse when a pending transfer's deadline has passed on its
     /// clock (one at a time).
     fn maybe_pulse(&mut self) {
-        let due = self.ledger.next_expiry().is_some_and(|deadline| deadline <= self.clock_ns);
+        let due = self.ledger().next_expiry().is_some_and(|deadline| deadline <= self.clock_ns);
         let in_flight = self.proposals.values().any(|p| p.token.is_none());
         if due && !in_flight && self.admit_write().is_ok() {
             // A refusal here only means leadership moved on; the next leader pulses.
@@ -755,7 +885,8 @@ impl Replica {
         }
         // Capturing is cheap next to writing: the shell writes, possibly in the
         // background, while this replica goes on.
-        let source = self.ledger.snapshot_source().expect("an in-memory ledger captures");
+        let mut source = self.ledger().snapshot_source().expect("an in-memory ledger captures");
+        source.set_extension(self.core.state().snapshot_records());
         let mut meta = raft::eraftpb::SnapshotMetadata {
             index: self.applied,
             term: raft::Storage::term(store, self.applied).expect("applied entries are in the log"),
@@ -797,8 +928,17 @@ impl Replica {
     fn set_election_timeout(&mut self) {
         let now = (self.raw.raft.term, self.raw.raft.state);
         if now != self.seen {
+            let was_leader = self.seen.1 == StateRole::Leader;
             self.seen = now;
             self.draw_election_timeout();
+            if was_leader || now.1 == StateRole::Leader {
+                // A new leader finishes what the last one started, from the replicated
+                // records alone; a former leader forgets what it was doing.
+                self.commit_proposals.clear();
+                let clock = self.now_ms();
+                self.core.reset(now.0 as u32, clock);
+                self.drain_core();
+            }
         }
     }
 
@@ -824,11 +964,16 @@ fn new_store(config: &Config, generation: u64) -> Result<MemStore, Halt> {
         .map_err(|e| Halt::Storage { path: path.display().to_string(), reason: e.to_string() })
 }
 
-fn load(store: MemStore, snapshot: &Snapshot) -> Result<Ledger, Halt> {
+/// The replicated state a snapshot holds: the ledger, and the protocol records in its
+/// extension.
+fn load(shard: u32, store: MemStore, snapshot: &Snapshot) -> Result<ShardState, Halt> {
     let data = &snapshot.data;
-    Ledger::read_snapshot(store, data.len() as u64, || Ok(&data[..])).map_err(|e| {
-        Halt::BadSnapshot { index: snapshot.get_metadata().index, reason: e.to_string() }
-    })
+    let index = snapshot.get_metadata().index;
+    let (ledger, records) =
+        Ledger::read_snapshot_with_extension(store, data.len() as u64, || Ok(&data[..]))
+            .map_err(|e| Halt::BadSnapshot { index, reason: e.to_string() })?;
+    ShardState::from_snapshot(shard, ledger, &records)
+        .map_err(|e| Halt::BadSnapshot { index, reason: format!("protocol records: {e}") })
 }
 
 fn splitmix64(state: &mut u64) -> u64 {

@@ -410,8 +410,19 @@ impl World {
     }
 
     fn carry_out(&mut self, index: usize, output: Output) {
-        let Output { messages, writes, persist_number, replies, applied, checkpoint, membership } =
-            output;
+        // One shard: no cross-shard traffic (`xshard` simulates that).
+        let Output {
+            messages,
+            writes,
+            persist_number,
+            replies,
+            applied,
+            checkpoint,
+            membership,
+            commit_messages: _,
+            commit_replies: _,
+            commit_refused: _,
+        } = output;
         self.exercised.membership_changes +=
             membership.iter().filter(|(_, m)| m.is_ok()).count() as u64;
         if let Some(job) = checkpoint {

@@ -154,10 +154,20 @@ impl Ledger<MemStore> {
         len: u64,
         open: impl FnMut() -> std::io::Result<R>,
     ) -> Result<Self, crate::store::SnapshotError> {
-        let (store, commit_timestamp) = MemStore::read_snapshot(store, len, open)?;
+        Ok(Self::read_snapshot_with_extension(store, len, open)?.0)
+    }
+
+    /// As [`Ledger::read_snapshot`], with the extension bytes the snapshot carries
+    /// (`SnapshotSource::set_extension`; empty if none).
+    pub fn read_snapshot_with_extension<R: std::io::Read>(
+        store: MemStore,
+        len: u64,
+        open: impl FnMut() -> std::io::Result<R>,
+    ) -> Result<(Self, Vec<u8>), crate::store::SnapshotError> {
+        let (store, commit_timestamp, extension) = MemStore::read_snapshot(store, len, open)?;
         let mut ledger = Ledger::new(store);
         ledger.observe_timestamp(commit_timestamp);
-        Ok(ledger)
+        Ok((ledger, extension))
     }
 }
 

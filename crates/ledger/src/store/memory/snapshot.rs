@@ -7,7 +7,10 @@
 //! timestamp order), transfers (likewise), pending states (id u128, state u8; by id),
 //! expiry entries (expires_at u64, id u128), failed ids (u128, ascending), history
 //! (account id u128, count u64, 128-byte balances), reservations (128-byte transfer,
-//! side u8, state u8); last, the BLAKE3 hash of everything before it (32 bytes).
+//! side u8, state u8), and (version 2) an extension: opaque bytes of the layer above the
+//! ledger (the commit protocols' records), as a count and the bytes; last, the BLAKE3
+//! hash of everything before it (32 bytes). Version 1 snapshots (no extension) still
+//! read.
 //!
 //! Reading verifies the hash over the whole stream *before* interpreting any of it, and
 //! then validates every structural rule (orders, uniqueness, references), so a corrupt
@@ -21,7 +24,7 @@ use crate::store::{PendingState, Reservation, ReservationState, Store};
 use crate::types::{Account, AccountBalance, Transfer, RECORD_SIZE};
 
 const MAGIC: &[u8; 8] = b"SETLSNAP";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HASH_SIZE: usize = 32;
 
 /// Why a snapshot could not be read.
@@ -88,6 +91,15 @@ pub struct SnapshotSource {
     failed: Vec<u128>,
     history: Vec<(u128, Vec<AccountBalance>)>,
     reservations: Vec<Reservation>,
+    extension: Vec<u8>,
+}
+
+impl SnapshotSource {
+    /// Bytes of the layer above the ledger to keep with this snapshot; they come back
+    /// from `Ledger::read_snapshot_with_extension`, covered by the same checksum.
+    pub fn set_extension(&mut self, bytes: Vec<u8>) {
+        self.extension = bytes;
+    }
 }
 
 impl MemStore {
@@ -112,6 +124,7 @@ impl MemStore {
                 .map(|(position, balances)| (self.accounts[position as usize].id, balances))
                 .collect(),
             reservations: self.reservations(),
+            extension: Vec::new(),
         })
     }
 
@@ -175,6 +188,8 @@ impl SnapshotSource {
             w.put(&r.transfer.to_bytes())?;
             w.put(&[r.side.code(), r.state.code()])?;
         }
+        w.put(&(self.extension.len() as u64).to_le_bytes())?;
+        w.put(&self.extension)?;
         let hash = w.hasher.finalize();
         w.inner.write_all(hash.as_bytes())?;
         w.inner.flush()
@@ -189,7 +204,7 @@ impl MemStore {
         store: MemStore,
         len: u64,
         mut open: impl FnMut() -> io::Result<R>,
-    ) -> Result<(MemStore, u64), SnapshotError> {
+    ) -> Result<(MemStore, u64, Vec<u8>), SnapshotError> {
         assert!(store.is_empty(), "a snapshot is read into an empty store");
         if len < (MAGIC.len() + 4 + 8 + HASH_SIZE) as u64 {
             return Err(SnapshotError::Truncated);
@@ -250,13 +265,13 @@ impl<R: Read> Parser<R> {
         Ok(count)
     }
 
-    fn parse(&mut self, mut store: MemStore) -> Result<(MemStore, u64), SnapshotError> {
+    fn parse(&mut self, mut store: MemStore) -> Result<(MemStore, u64, Vec<u8>), SnapshotError> {
         use SnapshotError::Invalid;
         if &self.bytes::<8>()? != MAGIC {
             return Err(Invalid("bad magic"));
         }
         let version = u32::from_le_bytes(self.bytes()?);
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let commit_timestamp = self.u64()?;
@@ -354,11 +369,18 @@ impl<R: Read> Parser<R> {
             }
             store.set_reservation(Reservation { transfer, side, state });
         }
+        let mut extension = Vec::new();
+        if version >= 2 {
+            let len = self.count(1)?;
+            extension = vec![0u8; len as usize];
+            self.inner.read_exact(&mut extension)?;
+            self.remaining -= len;
+        }
         let newest = store.account_timestamp_max().max(store.transfer_timestamp_max());
         if commit_timestamp < newest {
             return Err(Invalid("commit timestamp below the newest record"));
         }
-        Ok((store, commit_timestamp))
+        Ok((store, commit_timestamp, extension))
     }
 }
 
@@ -406,7 +428,7 @@ mod tests {
         ledger
     }
 
-    fn round_trip(bytes: &[u8]) -> Result<(MemStore, u64), SnapshotError> {
+    fn round_trip(bytes: &[u8]) -> Result<(MemStore, u64, Vec<u8>), SnapshotError> {
         MemStore::read_snapshot(MemStore::default(), bytes.len() as u64, || Ok(bytes))
     }
 
@@ -415,11 +437,26 @@ mod tests {
         let ledger = sample();
         let mut bytes = Vec::new();
         ledger.store().write_snapshot(ledger.commit_timestamp(), &mut bytes).unwrap();
-        let (store, commit_timestamp) = round_trip(&bytes).unwrap();
+        let (store, commit_timestamp, extension) = round_trip(&bytes).unwrap();
+        assert!(extension.is_empty());
         let restored = Ledger::new(store);
         let mut restored = restored;
         restored.observe_timestamp(commit_timestamp);
         assert_eq!(restored.digest(), ledger.digest());
+    }
+
+    #[test]
+    fn the_extension_comes_back_under_the_checksum() {
+        let ledger = sample();
+        let mut source = ledger.snapshot_source().unwrap();
+        source.set_extension(b"protocol records".to_vec());
+        let mut bytes = Vec::new();
+        source.write(&mut bytes).unwrap();
+        let (_, _, extension) = round_trip(&bytes).unwrap();
+        assert_eq!(extension, b"protocol records");
+        let at = bytes.len() - HASH_SIZE - 3;
+        bytes[at] ^= 1;
+        assert!(matches!(round_trip(&bytes), Err(SnapshotError::ChecksumMismatch)));
     }
 
     #[test]
