@@ -326,12 +326,12 @@ impl ShardCore {
         if let Some(CoordinatorRecord::Decided { txn: decided, outcome }) =
             self.state.coordinated.get(&id)
         {
-            let results = outcome.results(decided.transfers.len());
+            let results = resubmitted(outcome, decided.transfers.len());
             self.commands.push(Command::Reply { client, txn: id, results });
             return Ok(());
         }
         if let Some(outcome) = self.outcomes.get(&id).cloned() {
-            let results = outcome.results(txn.transfers.len());
+            let results = resubmitted(&outcome, txn.transfers.len());
             self.commands.push(Command::Reply { client, txn: id, results });
             return Ok(());
         }
@@ -1076,6 +1076,16 @@ impl ShardCore {
             }
         }
         self.try_terminate(id);
+    }
+}
+
+/// What a transaction submitted again after its decision answers: `exists` for each
+/// transfer of a committed one (as a single shard answers a resubmitted id), the same
+/// results for an aborted one.
+fn resubmitted(outcome: &Outcome, transfers: usize) -> Vec<R> {
+    match outcome {
+        Outcome::Commit { .. } => vec![R::Exists; transfers],
+        Outcome::Abort { .. } => outcome.results(transfers),
     }
 }
 

@@ -42,10 +42,16 @@ pub const SYNC_QUEUE_MAX: usize = 2;
 pub enum Command {
     Write(Write),
     Read(Read),
+    /// A transaction across shards (cluster nodes only): answered with its transfers'
+    /// results once the outcome is durable.
+    Txn(settle_commit::Txn),
 }
 
 pub struct Request {
     pub command: Command,
+    /// The shard it is for (cluster nodes; `None`: the lowest-numbered shard, and the
+    /// only one of a standalone node).
+    pub shard: Option<u64>,
     pub reply: oneshot::Sender<Result<Reply, NodeError>>,
 }
 
@@ -204,6 +210,11 @@ impl Executor {
         let write = match command {
             Command::Read(read) => return Ok(self.ledger.query(&read)),
             Command::Write(write) => write,
+            Command::Txn(_) => {
+                return Err(NodeError::Config(
+                    "a standalone node has one shard: nothing crosses shards".into(),
+                ))
+            }
         };
         let commit_timestamp = self.ledger.commit_timestamp();
         let (reply, timestamp) = self.ledger.execute_write(now_ns(), &write)?;

@@ -149,6 +149,15 @@ pub(crate) fn ledger_service(requests: mpsc::Sender<Request>) -> LedgerServer<se
         .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
+/// A client-facing service with the message limits every node uses.
+pub(crate) fn ledger_server<S: settle_proto::pb::ledger_server::Ledger>(
+    service: S,
+) -> LedgerServer<S> {
+    LedgerServer::new(service)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
+}
+
 /// Serves `router` on `listener` until `stopped` fires (or its sender is dropped).
 pub(crate) async fn serve(
     router: tonic::transport::server::Router,
@@ -266,7 +275,11 @@ async fn pulse(requests: mpsc::Sender<Request>, state: Arc<ExecutorState>) {
             continue;
         }
         let (reply, answer) = oneshot::channel();
-        if requests.send(Request { command: Command::Write(Write::Pulse), reply }).await.is_err() {
+        if requests
+            .send(Request { command: Command::Write(Write::Pulse), shard: None, reply })
+            .await
+            .is_err()
+        {
             return;
         }
         if let Ok(Ok(Reply::Pulsed { expired })) = answer.await {

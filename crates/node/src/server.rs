@@ -36,7 +36,7 @@ impl Service {
     async fn call(&self, command: Command) -> Result<Reply, Status> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { command, reply })
+            .send(Request { command, shard: None, reply })
             .await
             .map_err(|_| Status::unavailable("the node is shutting down"))?;
         answer.await.map_err(|_| Status::unavailable("the node stopped"))?.map_err(status_of)

@@ -1,6 +1,7 @@
 //! Three cluster nodes in one process over real loopback sockets: they elect a leader,
-//! followers redirect writes to it (`UNAVAILABLE` with the leader's address in
-//! `settle-leader`), reads are linearizable on every node, a stopped node's data
+//! followers forward writes to it (and, asked for a shard by name, refuse with the
+//! leader's address in `settle-leader`), reads are linearizable on every node,
+//! transfers and chains across shards commit atomically, a stopped node's data
 //! survives its restart, and bad cluster configurations are refused.
 
 use std::net::{SocketAddr, TcpListener};
@@ -147,21 +148,28 @@ async fn a_cluster_replicates_redirects_and_survives_a_restart() {
     let (results, leader) = create_transfers_anywhere(&addresses, &[transfer(10)]).await;
     assert_eq!(results, vec![CreateTransferResult::Ok]);
 
-    // A follower refuses the write and names the leader.
+    // Asked for the shard itself (`settle-shard`, as routers forward), a follower
+    // refuses the write and names the leader.
     let follower = *addresses.iter().find(|&&a| a != leader).unwrap();
-    let status = client(follower)
-        .await
-        .create_transfers(convert::transfers_request(&[transfer(11)]))
-        .await
-        .unwrap_err();
+    let mut request = tonic::Request::new(convert::transfers_request(&[transfer(11)]));
+    request.metadata_mut().insert("settle-shard", "1".parse().unwrap());
+    let status = client(follower).await.create_transfers(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     let hint = status.metadata().get("settle-leader").expect("a leader hint");
     assert_eq!(hint.to_str().unwrap(), leader.to_string());
+    // Asked plainly, its router forwards the write to the leader.
+    let reply = client(follower)
+        .await
+        .create_transfers(convert::transfers_request(&[transfer(11)]))
+        .await
+        .unwrap();
+    let results = convert::transfer_results_from_pb(&reply.get_ref().results).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::Ok]);
 
-    // Every node reads the acknowledged write (ReadIndex, also on followers).
+    // Every node reads the acknowledged writes (ReadIndex, also on followers).
     for &address in &addresses {
         let accounts = lookup_accounts(address, &[1, 2]).await;
-        assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (10, 10), "{address}");
+        assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (20, 20), "{address}");
     }
 
     // A follower stops cleanly; the other two keep committing; it restarts and catches up.
@@ -172,7 +180,7 @@ async fn a_cluster_replicates_redirects_and_survives_a_restart() {
     let id = index as u64 + 1;
     nodes[index] = Some(ClusterNode::start(options(&cluster, id, dir.path())).await.unwrap());
     let accounts = lookup_accounts(follower, &[1, 2]).await;
-    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (20, 20));
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (30, 30));
 
     // Resending an applied transfer answers `exists`: nothing is applied twice.
     let (results, _) = create_transfers_anywhere(&addresses, &[transfer(12)]).await;
@@ -412,4 +420,159 @@ async fn a_torn_log_tail_is_cut_and_a_corrupt_log_is_refused() {
     assert!(matches!(&error, NodeError::CorruptLog { .. }), "{error}");
     assert!(error.to_string().contains("raft.log"), "{error}");
     assert_eq!(std::fs::read(&log).unwrap(), damaged, "a refused start changes nothing");
+}
+
+/// The nodes' view of `ids`, through any node (the router finds each account's shard).
+async fn balances(addresses: &[SocketAddr], ids: &[u128]) -> Vec<Account> {
+    lookup_accounts(addresses[1], ids).await
+}
+
+async fn create_transfers_with(
+    address: SocketAddr,
+    transfers: &[Transfer],
+    protocol: Option<&str>,
+) -> Result<Vec<CreateTransferResult>, tonic::Status> {
+    let mut request = tonic::Request::new(convert::transfers_request(transfers));
+    if let Some(protocol) = protocol {
+        request.metadata_mut().insert("settle-protocol", protocol.parse().unwrap());
+    }
+    let reply = client(address).await.create_transfers(request).await?;
+    Ok(convert::transfer_results_from_pb(&reply.get_ref().results).unwrap())
+}
+
+/// Retries while the cluster elects its leaders (bounded).
+async fn create_transfers_retrying(
+    addresses: &[SocketAddr],
+    transfers: &[Transfer],
+) -> Vec<CreateTransferResult> {
+    for attempt in 0..500 {
+        match create_transfers_with(addresses[attempt % addresses.len()], transfers, None).await {
+            Ok(results) => return results,
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    panic!("the cluster never took the transfers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_and_chains_across_shards_commit_atomically() {
+    use settle_commit::placement::shard_of;
+    use settle_ledger::{AccountFlags, TransferFlags};
+    use CreateTransferResult as R;
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = addresses(3);
+    let cluster = ClusterConfig::sharded(&addresses, 2);
+    let start = |id: u64| ClusterNode::start(options(&cluster, id, dir.path()));
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(id).await.unwrap());
+    }
+    // Accounts on both shards; `limited` may not go below zero.
+    let on = |shard: u32| (1..100u128).filter(move |&id| shard_of(id, 2) == shard);
+    let (a, c) = (on(0).next().unwrap(), on(0).nth(1).unwrap());
+    let (b, limited) = (on(1).next().unwrap(), on(1).nth(1).unwrap());
+    let mut accounts: Vec<Account> = [a, b, c]
+        .iter()
+        .map(|&id| Account { id, ledger: 1, code: 1, ..Default::default() })
+        .collect();
+    accounts.push(Account {
+        id: limited,
+        ledger: 1,
+        code: 1,
+        flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        ..Default::default()
+    });
+    let request = convert::accounts_request(&accounts);
+    for attempt in 0..500 {
+        match client(addresses[attempt % 3]).await.create_accounts(request.clone()).await {
+            Ok(reply) => {
+                // An attempt that reached one shard before the other had a leader
+                // created part of the batch: the retry finds those.
+                use settle_ledger::CreateAccountResult as A;
+                let results = convert::account_results_from_pb(&reply.get_ref().results).unwrap();
+                assert!(results.iter().all(|r| matches!(r, A::Ok | A::Exists)), "{results:?}");
+                break;
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    let t = |id: u128, debit: u128, credit: u128, amount: u128, flags: TransferFlags| Transfer {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount,
+        ledger: 1,
+        code: 1,
+        flags,
+        ..Default::default()
+    };
+    let none = TransferFlags::empty();
+    // One batch: a cross-shard transfer, a local one, and a chain across both shards
+    // whose second transfer fails (the limited account has no credits): the chain
+    // leaves no trace; then a pending transfer across shards.
+    let batch = [
+        t(100, a, b, 10, none),
+        t(101, a, c, 5, none),
+        t(102, b, c, 7, TransferFlags::LINKED),
+        t(103, limited, a, 1, none),
+        t(104, b, a, 20, TransferFlags::PENDING),
+    ];
+    let results = create_transfers_retrying(&addresses, &batch).await;
+    assert_eq!(results, vec![R::Ok, R::Ok, R::LinkedEventFailed, R::ExceedsCredits, R::Ok]);
+    // Post part of the pending transfer, naming only it: the router finds its accounts.
+    let post =
+        Transfer { pending_id: 104, ..t(105, 0, 0, 15, TransferFlags::POST_PENDING_TRANSFER) };
+    assert_eq!(create_transfers_retrying(&addresses, &[post]).await, vec![R::Ok]);
+    // A chain across shards that succeeds: both transfers land. (Within a cross-shard
+    // chain a transfer cannot spend what an earlier one of the chain credits: both are
+    // only reserved until the decision.)
+    let chain = [t(106, c, limited, 3, TransferFlags::LINKED), t(107, b, a, 3, none)];
+    assert_eq!(create_transfers_retrying(&addresses, &chain).await, vec![R::Ok, R::Ok]);
+    // Resubmitting is idempotent.
+    assert_eq!(create_transfers_retrying(&addresses, &batch[..1]).await, vec![R::Exists]);
+
+    let check = |accounts: Vec<Account>| {
+        let by_id = |id: u128| *accounts.iter().find(|x| x.id == id).unwrap();
+        let (a, b, c, l) = (by_id(a), by_id(b), by_id(c), by_id(limited));
+        assert_eq!((a.debits_posted, a.credits_posted), (15, 18), "{a:?}");
+        assert_eq!((b.debits_posted, b.credits_posted), (18, 10), "{b:?}");
+        assert_eq!((c.debits_posted, c.credits_posted), (3, 5), "{c:?}");
+        assert_eq!((l.debits_posted, l.credits_posted), (0, 3), "{l:?}");
+        assert!(accounts.iter().all(|x| x.debits_pending == 0 && x.credits_pending == 0));
+        let debits: u128 = accounts.iter().map(|x| x.debits_posted).sum();
+        let credits: u128 = accounts.iter().map(|x| x.credits_posted).sum();
+        assert_eq!(debits, credits, "conservation across shards");
+    };
+    check(balances(&addresses, &[a, b, c, limited]).await);
+    // The transfers are found through any node, at both of their shards.
+    let request = pb::LookupRequest { ids: convert::ids_to_pb(&[100, 102, 105, 107]) };
+    let found = client(addresses[2]).await.lookup_transfers(request).await.unwrap();
+    let ids: Vec<u128> =
+        found.get_ref().transfers.iter().map(|x| Transfer::try_from(x).unwrap().id).collect();
+    assert_eq!(ids, vec![100, 105, 107]);
+
+    // Protocols a cluster does not run are refused before anything happens.
+    let refused = create_transfers_with(addresses[0], &[t(108, a, b, 1, none)], Some("3pc")).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    let refused =
+        create_transfers_with(addresses[0], &[t(108, a, b, 1, none)], Some("paxos-commit")).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);
+
+    // Everything survives a restart of every node (records and ledgers from the logs).
+    for node in nodes.drain(..) {
+        node.shutdown().await.unwrap();
+    }
+    for id in 1..=3 {
+        nodes.push(start(id).await.unwrap());
+    }
+    check(balances(&addresses, &[a, b, c, limited]).await);
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
 }

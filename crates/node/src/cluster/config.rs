@@ -25,6 +25,13 @@ pub const REPLICAS_MAX: usize = 7;
 pub struct ClusterConfig {
     pub nodes: Vec<NodeEntry>,
     pub shards: Vec<ShardEntry>,
+    /// The atomic-commit protocol for transfers across shards: "2pc" (the default) or
+    /// "3pc" (which also needs `allow_3pc`). A request may choose another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// 3PC is unsafe under network partitions: it runs only when this is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_3pc: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -91,6 +98,9 @@ impl ClusterConfig {
             if shard.id == 0 {
                 return Err("shard id 0 is reserved".into());
             }
+            if shard.id > u64::from(u32::MAX) {
+                return Err(format!("shard id {} is above {}", shard.id, u32::MAX));
+            }
             if !shard_ids.insert(shard.id) {
                 return Err(format!("shard id {} appears twice", shard.id));
             }
@@ -112,7 +122,15 @@ impl ClusterConfig {
                 ));
             }
         }
+        self.protocol()?;
         Ok(())
+    }
+
+    /// The cluster's default atomic-commit protocol.
+    pub fn protocol(&self) -> Result<settle_commit::Protocol, String> {
+        let name = self.protocol.as_deref().unwrap_or("2pc");
+        settle_commit::Protocol::from_name(name)
+            .ok_or_else(|| format!("unknown protocol {name:?}: expected 2pc, 3pc or paxos-commit"))
     }
 
     pub fn node(&self, id: u64) -> Option<&NodeEntry> {
@@ -125,6 +143,16 @@ impl ClusterConfig {
         self.shards.iter().map(|s| s.id).min().expect("validated: at least one shard")
     }
 
+    /// A cluster of `addresses.len()` nodes (ids 1, 2, ...) and `shards` shards (ids 1,
+    /// 2, ...), each replicated on all of them.
+    pub fn sharded(addresses: &[SocketAddr], shards: u64) -> ClusterConfig {
+        let mut config = ClusterConfig::single_shard(addresses);
+        let replicas = config.shards[0].replicas.clone();
+        config.shards =
+            (1..=shards).map(|id| ShardEntry { id, replicas: replicas.clone() }).collect();
+        config
+    }
+
     /// A cluster of `addresses.len()` nodes (ids 1, 2, ...) and one shard replicated
     /// on all of them.
     pub fn single_shard(addresses: &[SocketAddr]) -> ClusterConfig {
@@ -134,7 +162,12 @@ impl ClusterConfig {
             .map(|(i, &address)| NodeEntry { id: i as u64 + 1, address })
             .collect();
         let replicas = nodes.iter().map(|n| n.id).collect();
-        ClusterConfig { nodes, shards: vec![ShardEntry { id: 1, replicas }] }
+        ClusterConfig {
+            nodes,
+            shards: vec![ShardEntry { id: 1, replicas }],
+            protocol: None,
+            allow_3pc: None,
+        }
     }
 
     pub fn to_toml(&self) -> String {

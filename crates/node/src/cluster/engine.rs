@@ -38,6 +38,9 @@ pub const INBOX_MAX: usize = 8192;
 pub const WAITING_MAX: usize = 4096;
 /// The Raft tick: heartbeats every 2 ticks, elections after 10 to 20 without a leader.
 pub const TICK: Duration = Duration::from_millis(20);
+/// A cross-shard transaction not answered within this long is answered "outcome
+/// unknown" (its coordinator may have lost leadership); the client's retry is safe.
+pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub enum Input {
     Request(Request),
@@ -55,6 +58,12 @@ pub enum Input {
     Peer {
         shard: u64,
         message: Message,
+    },
+    /// A cross-shard protocol message for `shard`, from `from_shard`'s leader.
+    Commit {
+        shard: u64,
+        from_shard: u64,
+        message: settle_commit::Message,
     },
     SnapshotStatus {
         shard: u64,
@@ -87,6 +96,8 @@ pub struct EngineConfig {
     pub seed: u64,
     pub tuning: super::Tuning,
     pub stats: std::sync::Arc<Stats>,
+    /// Who leads each shard held here, for the router.
+    pub leaders: super::router::Leaders,
 }
 
 pub struct Engine {
@@ -107,6 +118,12 @@ pub struct Engine {
     checkpoints_unsynced: Vec<(u64, u64)>,
     checkpoints_syncing: Vec<(u64, u64)>,
     waiting: HashMap<Token, oneshot::Sender<Result<Reply, NodeError>>>,
+    /// Cross-shard transactions waiting for their outcome, oldest first, with their
+    /// deadline (answered "unknown" after it).
+    txn_deadlines: std::collections::VecDeque<(Instant, Token)>,
+    /// Protocol messages between two shards this node leads: delivered in the next
+    /// round of the flush loop, without the network.
+    local_commit: Vec<(u64, u64, settle_commit::Message)>,
     changes: HashMap<Token, oneshot::Sender<Result<Vec<u64>, NodeError>>>,
     next_token: Token,
     write_buffer: Vec<u8>,
@@ -149,6 +166,8 @@ impl Engine {
             checkpoints_unsynced: Vec::new(),
             checkpoints_syncing: Vec::new(),
             waiting: HashMap::new(),
+            txn_deadlines: std::collections::VecDeque::new(),
+            local_commit: Vec::new(),
             changes: HashMap::new(),
             next_token: 1,
             write_buffer: Vec::new(),
@@ -175,6 +194,7 @@ impl Engine {
                     Err(_) => break,
                 }
             }
+            self.expire_txns();
             if Instant::now() >= next_tick {
                 let now = now_ns();
                 self.replicas.values_mut().for_each(|r| r.tick(now));
@@ -228,6 +248,12 @@ impl Engine {
                     replica.step(message);
                 }
             }
+            Input::Commit { shard, from_shard, message } => {
+                if let Some(replica) = self.replicas.get_mut(&shard) {
+                    let from = settle_commit::Address::Shard(from_shard as u32);
+                    replica.receive_commit(from, message);
+                }
+            }
             Input::SnapshotStatus { shard, to, delivered } => {
                 if let Some(replica) = self.replicas.get_mut(&shard) {
                     replica.report_snapshot(to, delivered);
@@ -265,8 +291,8 @@ impl Engine {
     }
 
     fn submit(&mut self, request: Request) {
-        let Request { command, reply } = request;
-        let shard = self.config.cluster.default_shard();
+        let Request { command, shard, reply } = request;
+        let shard = shard.unwrap_or_else(|| self.config.cluster.default_shard());
         let Some(replica) = self.replicas.get_mut(&shard) else {
             let _ = reply.send(Err(NodeError::NoReplica { shard }));
             return;
@@ -284,6 +310,62 @@ impl Engine {
                 replica.propose(token, &write, now_ns());
             }
             Command::Read(read) => replica.read(token, read),
+            Command::Txn(txn) => {
+                if let Err(refusal) = replica.submit_txn(token, txn) {
+                    let reply = self.waiting.remove(&token).expect("inserted above");
+                    let _ = reply.send(Err(self.refusal(refusal)));
+                } else {
+                    self.txn_deadlines.push_back((Instant::now() + TXN_TIMEOUT, token));
+                }
+            }
+        }
+    }
+
+    /// Answers the transactions whose deadline passed (their coordinator lost its
+    /// leadership, or a participant is unreachable): the outcome is unknown to this
+    /// node; the protocol still finishes them, and a retry gets their result.
+    fn expire_txns(&mut self) {
+        let now = Instant::now();
+        while self.txn_deadlines.front().is_some_and(|(deadline, _)| *deadline <= now) {
+            let (_, token) = self.txn_deadlines.pop_front().expect("checked");
+            if let Some(reply) = self.waiting.remove(&token) {
+                let _ = reply.send(Err(NodeError::OutcomeUnknown));
+            }
+        }
+    }
+
+    /// Protocol messages for `to`: to its leader (this node's replica, without the
+    /// network, when it leads), or to every node holding a replica of `to` when the
+    /// leader is unknown here (only a leader acts on them).
+    fn send_commit(
+        &mut self,
+        from_shard: u64,
+        to: settle_commit::Address,
+        message: settle_commit::Message,
+    ) {
+        let settle_commit::Address::Shard(to) = to else {
+            // Paxos Commit's acceptors live only in the simulator so far; the cluster
+            // refuses that protocol before a transaction starts.
+            return;
+        };
+        let to = u64::from(to);
+        let leader = self.replicas.get(&to).and_then(|replica| replica.leader());
+        if leader == Some(self.config.node_id) {
+            self.local_commit.push((to, from_shard, message));
+            return;
+        }
+        let bytes = settle_commit::codec::encode_message(&message);
+        if let Some(leader) = leader {
+            self.outbound.queue_commit(leader, to, from_shard, bytes);
+            return;
+        }
+        // No replica here, or no leader known: every node holding `to` hears it (only
+        // its leader acts).
+        let Some(entry) = self.config.cluster.shards.iter().find(|s| s.id == to) else { return };
+        for &node in &entry.replicas {
+            if node != self.config.node_id {
+                self.outbound.queue_commit(node, to, from_shard, bytes.clone());
+            }
         }
     }
 
@@ -320,6 +402,17 @@ impl Engine {
                         let _ = reply.send(answer.map_err(|refusal| self.refusal(refusal)));
                     }
                 }
+                for (to, message) in output.commit_messages {
+                    self.send_commit(shard, to, message);
+                }
+                for (token, results) in output.commit_replies {
+                    if let Some(reply) = self.waiting.remove(&token) {
+                        let _ = reply.send(Ok(Reply::TransferResults(results)));
+                    }
+                }
+                for refused in output.commit_refused {
+                    tracing::warn!(shard, "cross-shard entry refused: {refused}");
+                }
                 for (token, answer) in output.membership {
                     if let Some(reply) = self.changes.remove(&token) {
                         let _ = reply.send(answer.map_err(|refusal| self.refusal(refusal)));
@@ -335,6 +428,13 @@ impl Engine {
                 self.write_buffer.clear();
             }
             self.start_sync();
+            for (shard, from_shard, message) in std::mem::take(&mut self.local_commit) {
+                quiet = false;
+                if let Some(replica) = self.replicas.get_mut(&shard) {
+                    let from = settle_commit::Address::Shard(from_shard as u32);
+                    replica.receive_commit(from, message);
+                }
+            }
             if quiet {
                 break;
             }
@@ -345,6 +445,18 @@ impl Engine {
             }
         }
         self.maybe_rewrite_log();
+        self.publish_leaders();
+    }
+
+    /// Tells the router who leads each shard held here (only when that changed).
+    fn publish_leaders(&mut self) {
+        let now: BTreeMap<u64, Option<u64>> =
+            self.replicas.iter().map(|(&shard, replica)| (shard, replica.leader())).collect();
+        let mut leaders =
+            self.config.leaders.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *leaders != now {
+            *leaders = now;
+        }
     }
 
     /// A message for a shard this node holds no replica of, from a node of the

@@ -18,6 +18,7 @@ mod admin;
 pub mod config;
 pub mod engine;
 mod log;
+pub mod router;
 mod snapshots;
 mod transport;
 
@@ -88,6 +89,7 @@ pub(crate) fn replica_config(
     config.keep_entries = (tuning.checkpoint_entries / 4).max(1);
     config.transfers_file = Some(data_dir.join(format!("shard-{shard}.transfers")));
     config.transfers_capacity = tuning.transfers_capacity;
+    config.shard = u32::try_from(shard).expect("the config keeps shard ids below 2^32");
     let dir = data_dir.to_path_buf();
     config.snapshot_loader =
         Some(settle_replica::SnapshotLoader(std::sync::Arc::new(move |index| {
@@ -157,6 +159,7 @@ impl ClusterNode {
 
         let (inbox_sender, inbox) = std::sync::mpsc::sync_channel(engine::INBOX_MAX);
         let stats = std::sync::Arc::new(Stats::default());
+        let leaders = router::Leaders::default();
         let peers = cluster.nodes.iter().map(|n| (n.id, n.address));
         let outbound = transport::Outbound::start(node_id, peers, inbox_sender.clone());
         let engine_config = EngineConfig {
@@ -167,6 +170,7 @@ impl ClusterNode {
             seed: seed(node_id),
             tuning: options.tuning,
             stats: stats.clone(),
+            leaders: leaders.clone(),
         };
         let engine = Engine::new(
             engine_config,
@@ -196,8 +200,9 @@ impl ClusterNode {
             .max_decoding_message_size(transport::PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(transport::PEER_MESSAGE_BYTES_MAX);
         let (stop_server, stopped) = oneshot::channel::<()>();
+        let gateway = router::Router::new(node_id, requests, options.cluster.clone(), leaders);
         let router = crate::grpc_server()
-            .add_service(crate::ledger_service(requests))
+            .add_service(crate::ledger_server(gateway))
             .add_service(peer)
             .add_service(admin);
         let server = tokio::spawn(crate::serve(router, listener, stopped));

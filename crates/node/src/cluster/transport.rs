@@ -80,7 +80,19 @@ impl Outbound {
         if snapshot {
             batch.snapshots.push((shard, to));
         }
-        batch.messages.push(pb::PeerMessage { shard, raft });
+        batch.messages.push(pb::PeerMessage { shard, raft, commit: Vec::new(), from_shard: 0 });
+        true
+    }
+
+    /// Queues a cross-shard protocol message (encoded) from `from_shard` to `shard`'s
+    /// replica on node `to`. False when `to` is not a known peer.
+    pub fn queue_commit(&mut self, to: u64, shard: u64, from_shard: u64, commit: Vec<u8>) -> bool {
+        if !self.peers.contains_key(&to) {
+            return false;
+        }
+        let batch = self.pending.entry(to).or_default();
+        batch.bytes += commit.len();
+        batch.messages.push(pb::PeerMessage { shard, raft: Vec::new(), commit, from_shard });
         true
     }
 
@@ -156,6 +168,15 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::PeerAck>, Status> {
         let batch = request.into_inner();
         for message in batch.messages {
+            if !message.commit.is_empty() {
+                let commit =
+                    settle_commit::codec::decode_message(&message.commit).map_err(|e| {
+                        Status::invalid_argument(format!("undecodable commit message: {e}"))
+                    })?;
+                let (shard, from_shard) = (message.shard, message.from_shard);
+                offer(&self.inbox, Input::Commit { shard, from_shard, message: commit });
+                continue;
+            }
             let raft = decode_message(&message.raft)
                 .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
             if raft.to != self.node_id {

@@ -88,6 +88,23 @@ pub struct Args {
         value_parser = clap::value_parser!(u64).range(1..=7)
     )]
     pub replicas: u64,
+    /// Without --addresses: the local cluster places the accounts on this many shards
+    /// (each replicated on every node). With more than one, the bench first runs the
+    /// workload with every transfer inside one shard, then again with
+    /// --cross-shard-percent of them across two shards, and compares the two rates.
+    #[arg(
+        long,
+        default_value_t = 1,
+        conflicts_with = "addresses",
+        value_parser = clap::value_parser!(u64).range(1..=64)
+    )]
+    pub shards: u64,
+    /// With --shards: the share of transfers whose two accounts live on different shards.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub cross_shard_percent: u64,
+    /// With --shards: the atomic-commit protocol of the local cluster (2pc or 3pc).
+    #[arg(long, default_value = "2pc", value_parser = super::parse_protocol)]
+    pub protocol: settle_sim::xshard::Protocol,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -111,11 +128,14 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
     if !(args.zipfian_exponent.is_finite() && args.zipfian_exponent >= 0.0) {
         return Err(Error::Other("--zipfian-exponent must be a number >= 0".into()));
     }
+    if args.shards > 1 && args.account_distribution != Distribution::Uniform {
+        return Err(Error::Other("--shards runs the uniform distribution only".into()));
+    }
     let mut signals = ShutdownSignals::install()?;
     let node = match &args.addresses {
         Some(_) => None,
         None => Some(tokio::select! {
-            node = ChildNodes::spawn(args.replicas as usize) => node?,
+            node = ChildNodes::spawn(args.replicas as usize, args.shards, args.protocol) => node?,
             signal = signals.recv() => return Err(Error::Other(format!("interrupted by {signal}"))),
         }),
     };
@@ -146,6 +166,14 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
         None => println!("node: external, at {}", addresses.join(",")),
     }
 
+    if args.shards > 1 {
+        println!(
+            "shards: {} (accounts placed by settle_commit::placement), {}% of transfers across shards, {}",
+            args.shards,
+            args.cross_shard_percent,
+            args.protocol.name()
+        );
+    }
     let outcome = tokio::select! {
         outcome = workload(&args, &addresses) => outcome,
         signal = signals.recv() => Err(Error::Other(format!("interrupted by {signal}"))),
@@ -166,13 +194,27 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
         }
         None => Ok(()),
     };
-    let report = outcome?;
+    let (report, single_shard) = outcome?;
     stopped?;
 
     let seconds = report.elapsed.as_secs_f64().max(1e-9);
     let ms = |micros: u64| (micros + 500) / 1000;
     println!("transfers = {} in {} batches, {:.3} s", report.transfers, report.batches, seconds);
-    println!("load accepted = {} tx/s", (report.transfers as f64 / seconds).round() as u64);
+    let rate = report.transfers as f64 / seconds;
+    if let Some(single) = &single_shard {
+        let single_rate = single.transfers as f64 / single.elapsed.as_secs_f64().max(1e-9);
+        println!(
+            "single-shard phase: {} transfers, load accepted = {} tx/s",
+            single.transfers,
+            single_rate.round() as u64
+        );
+        println!(
+            "cross-shard phase ({}% across shards): {} transfers",
+            args.cross_shard_percent, report.transfers
+        );
+        println!("cross-shard / single-shard rate = {:.3}", rate / single_rate.max(1e-9));
+    }
+    println!("load accepted = {} tx/s", rate.round() as u64);
     println!("batch latency p50 = {} ms", ms(report.latencies.value_at_quantile(0.50)));
     println!("batch latency p99 = {} ms", ms(report.latencies.value_at_quantile(0.99)));
     println!("batch latency p100 = {} ms", ms(report.latencies.max()));
@@ -206,14 +248,31 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
     Ok(ExitCode::FAILURE)
 }
 
-/// Creates the accounts, then sends the transfers and measures them.
-async fn workload(args: &Args, addresses: &[String]) -> Result<Report, Error> {
+/// Creates the accounts, then sends the transfers and measures them. With shards, a
+/// single-shard phase first (its report second), then the cross-shard one.
+async fn workload(args: &Args, addresses: &[String]) -> Result<(Report, Option<Report>), Error> {
     // Generous per-attempt timeout: a retried batch would come back as `exists` and
     // count as failures, so retries should only happen when something is really wrong.
     let options = ClientOptions { request_timeout: Duration::from_secs(60), ..Default::default() };
     let session = Session::connect(addresses, options).await?;
     create_accounts(&session, args.account_count).await?;
+    if args.shards > 1 {
+        let single = run_phase(args, &session, 0, 1).await?;
+        let first_id = args.transfer_count as u128 + 1;
+        let cross = run_phase(args, &session, args.cross_shard_percent, first_id).await?;
+        return Ok((cross, Some(single)));
+    }
+    Ok((run_phase(args, &session, 0, 1).await?, None))
+}
 
+/// One pass of the workload: `transfer_count` transfers from id `first_id`, with
+/// `cross_percent` of them across shards (when the cluster has several).
+async fn run_phase(
+    args: &Args,
+    session: &Session,
+    cross_percent: u64,
+    first_id: u128,
+) -> Result<Report, Error> {
     let sampler = match args.account_distribution {
         Distribution::Uniform => AccountSampler::Uniform { count: args.account_count },
         Distribution::Zipfian => AccountSampler::Zipfian(Zipf::new(
@@ -225,9 +284,11 @@ async fn workload(args: &Args, addresses: &[String]) -> Result<Report, Error> {
     let mut generator = Generator {
         rng: Rng::new(args.seed),
         sampler,
-        next_id: 1,
+        next_id: first_id,
         remaining: args.transfer_count,
         batch_size: args.transfer_batch_size as usize,
+        shards: (args.shards > 1)
+            .then(|| Placement::new(args.account_count, args.shards, cross_percent)),
     };
 
     let progress = ProgressBar::with_draw_target(
@@ -344,6 +405,48 @@ struct Generator {
     next_id: u128,
     remaining: u64,
     batch_size: usize,
+    /// With shards: how pairs are drawn instead of `sampler`.
+    shards: Option<Placement>,
+}
+
+/// Accounts by shard, for drawing pairs inside one shard or across two.
+struct Placement {
+    by_shard: Vec<Vec<u64>>,
+    cross_percent: u64,
+}
+
+impl Placement {
+    fn new(accounts: u64, shards: u64, cross_percent: u64) -> Placement {
+        let mut by_shard = vec![Vec::new(); shards as usize];
+        for id in 1..=accounts {
+            let shard = settle_commit::placement::shard_of(u128::from(id), shards as u32);
+            by_shard[shard as usize].push(id);
+        }
+        Placement { by_shard, cross_percent }
+    }
+
+    /// A (debit, credit) pair of account ids: on two shards with `cross_percent`
+    /// probability, else on one.
+    fn pair(&self, rng: &mut Rng) -> (u64, u64) {
+        let shards = self.by_shard.len() as u64;
+        let pick = |rng: &mut Rng, shard: u64| {
+            let ids = &self.by_shard[shard as usize];
+            ids[rng.below(ids.len() as u64) as usize]
+        };
+        let first = rng.below(shards);
+        let debit = pick(rng, first);
+        let second = if rng.below(100) < self.cross_percent {
+            (first + 1 + rng.below(shards - 1)) % shards
+        } else {
+            first
+        };
+        loop {
+            let credit = pick(rng, second);
+            if credit != debit {
+                return (debit, credit);
+            }
+        }
+    }
 }
 
 impl Generator {
@@ -352,11 +455,17 @@ impl Generator {
         batch.clear();
         let n = (self.batch_size as u64).min(self.remaining);
         for _ in 0..n {
-            let (debit, credit) = self.sampler.pair(&mut self.rng);
+            let (debit, credit) = match &self.shards {
+                Some(placement) => placement.pair(&mut self.rng),
+                None => {
+                    let (debit, credit) = self.sampler.pair(&mut self.rng);
+                    (debit + 1, credit + 1)
+                }
+            };
             batch.push(Transfer {
                 id: self.next_id,
-                debit_account_id: u128::from(debit) + 1,
-                credit_account_id: u128::from(credit) + 1,
+                debit_account_id: u128::from(debit),
+                credit_account_id: u128::from(credit),
                 amount: 1,
                 ledger: LEDGER,
                 code: CODE,
@@ -376,13 +485,18 @@ struct ChildNodes {
 }
 
 impl ChildNodes {
-    /// One standalone node, or a cluster of `replicas` nodes sharing one shard.
-    async fn spawn(replicas: usize) -> Result<ChildNodes, Error> {
+    /// One standalone node, or a cluster of `replicas` nodes holding `shards` shards
+    /// (each on every node) that commit across shards with `protocol`.
+    async fn spawn(
+        replicas: usize,
+        shards: u64,
+        protocol: settle_sim::xshard::Protocol,
+    ) -> Result<ChildNodes, Error> {
         let dir = tempfile::Builder::new()
             .prefix("settle-bench-")
             .tempdir()
             .map_err(Error::io("cannot create a temporary directory for the node"))?;
-        if replicas == 1 {
+        if replicas == 1 && shards == 1 {
             let args = vec!["--data-dir".into(), dir.path().join("data").into_os_string()];
             let args = [args, vec!["--listen".into(), "127.0.0.1:0".into()]].concat();
             let node = ChildNode::spawn(dir.path(), "node", args).await?;
@@ -398,7 +512,9 @@ impl ChildNodes {
             .collect::<Result<_, _>>()
             .map_err(Error::io("cannot find free loopback ports"))?;
         drop(listeners);
-        let cluster = settle_node::cluster::ClusterConfig::single_shard(&addresses);
+        let mut cluster = settle_node::cluster::ClusterConfig::sharded(&addresses, shards);
+        cluster.protocol = Some(protocol.name().to_string());
+        cluster.allow_3pc = Some(protocol == settle_sim::xshard::Protocol::ThreePhase);
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, cluster.to_toml())
             .map_err(Error::io(format!("cannot write {}", config.display())))?;
@@ -618,6 +734,7 @@ mod tests {
             next_id: 1,
             remaining: 25,
             batch_size: 10,
+            shards: None,
         };
         let mut batch = Vec::new();
         let mut sizes = Vec::new();
@@ -638,5 +755,29 @@ mod tests {
         }
         assert_eq!(sizes, [10, 10, 5]);
         assert_eq!(ids, (1..=25).collect::<Vec<u128>>());
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    #[test]
+    fn pairs_cross_shards_at_the_asked_rate() {
+        let count = |percent: u64| {
+            let placement = Placement::new(1000, 3, percent);
+            let mut rng = Rng::new(7);
+            let shard = |id: u64| settle_commit::placement::shard_of(u128::from(id), 3);
+            (0..10_000)
+                .filter(|_| {
+                    let (debit, credit) = placement.pair(&mut rng);
+                    assert_ne!(debit, credit);
+                    shard(debit) != shard(credit)
+                })
+                .count()
+        };
+        assert_eq!(count(0), 0);
+        assert_eq!(count(100), 10_000);
+        assert!((4_500..=5_500).contains(&count(50)), "{}", count(50));
     }
 }

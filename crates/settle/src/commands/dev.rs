@@ -1,7 +1,8 @@
 //! `settle dev`: a node with first-run defaults, and a hint of what to try. With
 //! `--replicas 3` (or 5), a local cluster instead: that many nodes in this process,
 //! talking over real loopback sockets with the production network code, one shard
-//! replicated on all of them.
+//! replicated on all of them. `--shards S` splits the accounts over S shards (each
+//! replicated on every node); transfers between them commit with 2PC.
 //!
 //! Data goes to `./settle-dev-data` (created if missing) unless `--data-dir` says
 //! otherwise; the node listens on 127.0.0.1:3000, the CLI's default address, or on a
@@ -29,10 +30,13 @@ pub struct Args {
     /// Run a local cluster of this many replicas (1 runs a standalone node).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
     pub replicas: u64,
+    /// Shards the accounts are placed on (more than 1 runs a cluster, even of one node).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub shards: u64,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode, Error> {
-    if args.replicas > 1 {
+    if args.replicas > 1 || args.shards > 1 {
         return run_cluster(args).await;
     }
     let listen = if port_is_free(DEFAULT_ADDRESS) {
@@ -68,7 +72,7 @@ async fn run_cluster(args: Args) -> Result<ExitCode, Error> {
         tracing::info!("ports 3000.. are taken; using free loopback ports");
         free_ports(count).map_err(Error::io("cannot find free loopback ports"))?
     };
-    let cluster = ClusterConfig::single_shard(&addresses);
+    let cluster = ClusterConfig::sharded(&addresses, args.shards);
     std::fs::create_dir_all(&args.data_dir)
         .map_err(Error::io(format!("cannot create {}", args.data_dir.display())))?;
     let file = args.data_dir.join("cluster.toml");

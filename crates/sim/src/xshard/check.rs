@@ -320,7 +320,8 @@ pub fn at_end(world: &mut World) {
     for ack in &world.acks {
         match &ack.op {
             Op::Txn(txn) => {
-                let ok = ack.results.iter().all(|r| *r == R::Ok);
+                // A retry after the decision answers `exists` for a committed one.
+                let ok = ack.results.iter().all(|r| matches!(r, R::Ok | R::Exists));
                 for (index, transfer) in txn.transfers.iter().enumerate() {
                     for shard in txn.placement[index] {
                         let holder = states.iter().find(|s| s.shard == shard).expect("a shard");

@@ -1,0 +1,745 @@
+//! The router: a cluster node's client-facing `settle.v1.Ledger` service (the payment
+//! gateway role). Every node accepts every request, splits it by placement, runs each
+//! part at the shard that owns it, and puts the answers back in request order.
+//!
+//! Placement: account `id` lives on shard `shards[shard_of(id, S)]` (the shard ids in
+//! ascending order; `settle_commit::placement`). A transfer's *home* is its debit
+//! account's shard; a linked chain's home is its first transfer's. A batch is split
+//! into units (a single event or a linked chain) and grouped by home:
+//! - a unit whose accounts all live at its home is a local write there (one Raft round,
+//!   the fast path); the local units of one home go together, in order;
+//! - any other unit is a cross-shard transaction coordinated by its home's leader
+//!   (2PC by default; see `settle-commit`).
+//!
+//! A home this node leads runs here (through the engine); any other is forwarded to its
+//! leader as the same request with the `settle-shard` metadata naming the home, which
+//! the receiving node runs without forwarding again. Reads go to the account's shard,
+//! or to every shard (lookups by transfer id, queries), and are merged.
+//!
+//! Post and void name their pending transfer; when they leave the account ids zero,
+//! the router looks the pending transfer up (on every shard) to place them.
+//!
+//! Touches: the engine's request channel, gRPC clients to the other nodes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use futures_util::future::join_all;
+use settle_commit::placement::shard_of;
+use settle_commit::{Protocol, Txn};
+use settle_ledger::{
+    Account, AccountFlags, CreateAccountResult, CreateTransferResult, Read, Reply, Transfer,
+    TransferFlags, Write, BATCH_EVENTS_MAX,
+};
+use settle_proto::convert::{self, ConvertError};
+use settle_proto::pb;
+use settle_proto::pb::ledger_client::LedgerClient;
+use tokio::sync::{mpsc, oneshot};
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::{Request as GrpcRequest, Response, Status};
+
+use super::config::ClusterConfig;
+use crate::executor::{Command, Request};
+use crate::server::status_of;
+use crate::NodeError;
+
+/// Metadata naming the shard a forwarded request is for: run it there, do not forward.
+pub const SHARD_KEY: &str = "settle-shard";
+/// Metadata choosing the atomic-commit protocol for this request (`2pc`, `3pc`,
+/// `paxos-commit`), over the cluster's default.
+pub const PROTOCOL_KEY: &str = "settle-protocol";
+/// Hops a forwarded request may take following leader hints.
+const FORWARD_HOPS_MAX: usize = 3;
+
+/// Which node leads each shard this node holds (`None`: no leader known), kept by the
+/// engine.
+pub type Leaders = Arc<RwLock<BTreeMap<u64, Option<u64>>>>;
+
+pub struct Router {
+    pub node_id: u64,
+    pub requests: mpsc::Sender<Request>,
+    pub cluster: ClusterConfig,
+    pub leaders: Leaders,
+    /// Shard ids, ascending: placement indexes into this.
+    shards: Vec<u64>,
+    /// Leaders of shards this node does not hold, as hints taught them.
+    remote_leaders: Mutex<HashMap<u64, u64>>,
+    peers: Mutex<HashMap<u64, LedgerClient<Channel>>>,
+}
+
+fn invalid(error: ConvertError) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+fn check_count(what: &str, count: usize) -> Result<(), Status> {
+    if count > BATCH_EVENTS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "{count} {what} in one request; at most {BATCH_EVENTS_MAX} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+fn unexpected(reply: Reply) -> Status {
+    Status::internal(format!("the engine answered with the wrong kind of reply: {reply:?}"))
+}
+
+/// Where a part of a request runs.
+enum Target {
+    Here,
+    Node(u64),
+}
+
+impl Router {
+    pub fn new(
+        node_id: u64,
+        requests: mpsc::Sender<Request>,
+        cluster: ClusterConfig,
+        leaders: Leaders,
+    ) -> Router {
+        let mut shards: Vec<u64> = cluster.shards.iter().map(|s| s.id).collect();
+        shards.sort_unstable();
+        Router {
+            node_id,
+            requests,
+            cluster,
+            leaders,
+            shards,
+            remote_leaders: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The shard account `id` lives on.
+    pub fn shard_of(&self, id: u128) -> u64 {
+        self.shards[shard_of(id, self.shards.len() as u32) as usize]
+    }
+
+    fn protocol(&self, metadata: &MetadataMap) -> Result<Protocol, Status> {
+        let named = match metadata.get(PROTOCOL_KEY) {
+            Some(value) => {
+                let name = value.to_str().unwrap_or("");
+                Protocol::from_name(name).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown protocol {name:?}: expected 2pc, 3pc or paxos-commit"
+                    ))
+                })?
+            }
+            None => self.cluster.protocol().map_err(Status::failed_precondition)?,
+        };
+        match named {
+            Protocol::TwoPhase => Ok(named),
+            Protocol::ThreePhase if self.cluster.allow_3pc.unwrap_or(false) => Ok(named),
+            Protocol::ThreePhase => Err(Status::failed_precondition(
+                "3pc is unsafe under network partitions; a cluster runs it only with \
+                 allow_3pc = true in its config",
+            )),
+            Protocol::PaxosCommit => Err(Status::failed_precondition(
+                "paxos-commit runs in the simulator and the lab; clusters do not keep \
+                 acceptor state yet (use 2pc)",
+            )),
+        }
+    }
+
+    /// Where requests for `shard` go: here when this node leads it (or holds it and
+    /// `read`), else to its leader as far as known.
+    fn target(&self, shard: u64, read: bool) -> Target {
+        let hosted =
+            self.leaders.read().unwrap_or_else(PoisonError::into_inner).get(&shard).copied();
+        match hosted {
+            Some(Some(leader)) if leader == self.node_id => Target::Here,
+            Some(_) if read => Target::Here,
+            Some(Some(leader)) => Target::Node(leader),
+            // Held here with no leader known: the engine says so.
+            Some(None) => Target::Here,
+            None => {
+                let learnt = self
+                    .remote_leaders
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&shard)
+                    .copied();
+                let first =
+                    self.cluster.shards.iter().find(|s| s.id == shard).map(|s| s.replicas[0]);
+                Target::Node(learnt.or(first).unwrap_or(self.node_id))
+            }
+        }
+    }
+
+    fn peer(&self, node: u64) -> Result<LedgerClient<Channel>, Status> {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = peers.get(&node) {
+            return Ok(client.clone());
+        }
+        let entry = self.cluster.node(node).ok_or_else(|| {
+            Status::unavailable(format!("node {node} is not in the cluster config"))
+        })?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", entry.address))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .connect_timeout(std::time::Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(16 << 20)
+            .initial_connection_window_size(16 << 20);
+        let client = LedgerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        peers.insert(node, client.clone());
+        Ok(client)
+    }
+
+    /// Learns the leader a refusal names (`host:port`), for the next forward.
+    fn learn(&self, shard: u64, status: &Status) -> Option<u64> {
+        let hint = status.metadata().get(crate::server::LEADER_METADATA_KEY)?.to_str().ok()?;
+        let node = self.cluster.nodes.iter().find(|n| n.address.to_string() == hint)?.id;
+        self.remote_leaders.lock().unwrap_or_else(PoisonError::into_inner).insert(shard, node);
+        Some(node)
+    }
+
+    /// Sends `make()` to `shard`'s leader, following leader hints a few hops.
+    async fn forward<T, F, Fut>(&self, shard: u64, first: u64, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut(LedgerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let mut node = first;
+        let mut last = Status::unavailable(format!("no node reachable for shard {shard}"));
+        for _ in 0..FORWARD_HOPS_MAX {
+            if node == self.node_id {
+                break;
+            }
+            match call(self.peer(node)?).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    let hint = self.learn(shard, &status);
+                    last = status;
+                    match hint {
+                        Some(next) if next != node => node = next,
+                        _ => break,
+                    }
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last)
+    }
+
+    async fn engine(&self, shard: u64, command: Command) -> Result<Reply, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { command, shard: Some(shard), reply })
+            .await
+            .map_err(|_| Status::unavailable("the node is shutting down"))?;
+        match answer.await.map_err(|_| Status::unavailable("the node stopped"))? {
+            Ok(reply) => Ok(reply),
+            Err(NodeError::NoReplica { shard }) => {
+                Err(Status::unavailable(format!("this node holds no replica of shard {shard}")))
+            }
+            Err(error) => Err(status_of(error)),
+        }
+    }
+
+    fn request<T>(message: T, shard: u64, protocol: Protocol) -> GrpcRequest<T> {
+        let mut request = GrpcRequest::new(message);
+        let metadata = request.metadata_mut();
+        metadata.insert(SHARD_KEY, shard.to_string().parse().expect("digits"));
+        metadata.insert(PROTOCOL_KEY, protocol.name().parse().expect("ascii"));
+        request
+    }
+
+    // ---- transfers ----
+
+    /// Fills in the accounts of a post/void that left them zero, from its pending
+    /// transfer (looked up on every shard).
+    async fn place_pending(&self, transfers: &mut [Transfer]) -> Result<(), Status> {
+        let missing: Vec<u128> = transfers
+            .iter()
+            .filter(|t| {
+                t.flags.intersects(
+                    TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER,
+                ) && (t.debit_account_id == 0 || t.credit_account_id == 0)
+            })
+            .map(|t| t.pending_id)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let found: HashMap<u128, Transfer> = self
+            .lookup_transfers_everywhere(&missing)
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t))
+            .collect();
+        for t in transfers.iter_mut() {
+            if let Some(p) = found.get(&t.pending_id) {
+                if t.flags.intersects(
+                    TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER,
+                ) {
+                    if t.debit_account_id == 0 {
+                        t.debit_account_id = p.debit_account_id;
+                    }
+                    if t.credit_account_id == 0 {
+                        t.credit_account_id = p.credit_account_id;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The results of `transfers` (a whole request, or the part of one whose home is
+    /// `only`).
+    async fn create_transfers(
+        &self,
+        transfers: Vec<Transfer>,
+        protocol: Protocol,
+        only: Option<u64>,
+    ) -> Result<Vec<CreateTransferResult>, Status> {
+        let mut placed = transfers.clone();
+        self.place_pending(&mut placed).await?;
+        // Units: single events and linked chains (a chain left open at the end is one
+        // unit too; its home's ledger reports it).
+        let mut units: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut start = 0;
+        for (i, t) in transfers.iter().enumerate() {
+            if !t.flags.contains(TransferFlags::LINKED) || i + 1 == transfers.len() {
+                units.push(start..i + 1);
+                start = i + 1;
+            }
+        }
+        let home =
+            |unit: &std::ops::Range<usize>| self.shard_of(placed[unit.start].debit_account_id);
+        let mut by_home: BTreeMap<u64, Vec<std::ops::Range<usize>>> = BTreeMap::new();
+        for unit in units {
+            by_home.entry(only.unwrap_or_else(|| home(&unit))).or_default().push(unit);
+        }
+        let mut results = vec![CreateTransferResult::Ok; transfers.len()];
+        let (placed, transfers) = (&placed, &transfers);
+        let parts = by_home.into_iter().map(|(shard, units)| {
+            let events: Vec<(usize, Transfer, Transfer)> = units
+                .iter()
+                .flat_map(|unit| unit.clone())
+                .map(|i| (i, transfers[i], placed[i]))
+                .collect();
+            let units = units.clone();
+            async move {
+                let answer = match (only, self.target(shard, false)) {
+                    (Some(_), _) | (None, Target::Here) => {
+                        self.run_home(shard, &units, placed, protocol).await
+                    }
+                    (None, Target::Node(node)) => {
+                        let original: Vec<Transfer> = events.iter().map(|e| e.1).collect();
+                        let request = convert::transfers_request_packed(&original);
+                        self.forward(shard, node, |mut client| {
+                            let request = Self::request(request.clone(), shard, protocol);
+                            async move { client.create_transfers(request).await }
+                        })
+                        .await
+                        .and_then(|reply| {
+                            convert::transfer_results_from_pb(&reply.results).map_err(invalid)
+                        })
+                        .map(|results| events.iter().map(|e| e.0).zip(results).collect())
+                    }
+                };
+                answer
+            }
+        });
+        for part in join_all(parts).await {
+            for (index, result) in part? {
+                results[index] = result;
+            }
+        }
+        Ok(results)
+    }
+
+    /// Runs at this node the units whose home is `shard`: the local ones as one write,
+    /// each cross-shard one as a transaction. Returns (request index, result) pairs.
+    async fn run_home(
+        &self,
+        shard: u64,
+        units: &[std::ops::Range<usize>],
+        placed: &[Transfer],
+        protocol: Protocol,
+    ) -> Result<Vec<(usize, CreateTransferResult)>, Status> {
+        let mut local: Vec<usize> = Vec::new();
+        let mut txns: Vec<(std::ops::Range<usize>, Txn)> = Vec::new();
+        for unit in units {
+            let placement: Vec<[u32; 2]> = placed[unit.clone()]
+                .iter()
+                .map(|t| {
+                    [
+                        self.shard_of(t.debit_account_id) as u32,
+                        self.shard_of(t.credit_account_id) as u32,
+                    ]
+                })
+                .collect();
+            let open_chain = placed[unit.end - 1].flags.contains(TransferFlags::LINKED);
+            if open_chain || placement.iter().flatten().all(|&s| u64::from(s) == shard) {
+                local.extend(unit.clone());
+                continue;
+            }
+            match Txn::new(protocol, placed[unit.clone()].to_vec(), placement) {
+                Some(txn) => txns.push((unit.clone(), txn)),
+                None => local.extend(unit.clone()),
+            }
+        }
+        let local_part = async {
+            if local.is_empty() {
+                return Ok(Vec::new());
+            }
+            let events: Vec<Transfer> = local.iter().map(|&i| placed[i]).collect();
+            match self.engine(shard, Command::Write(Write::CreateTransfers(events))).await? {
+                Reply::TransferResults(results) => Ok(local.iter().copied().zip(results).collect()),
+                other => Err(unexpected(other)),
+            }
+        };
+        let txn_parts = join_all(txns.into_iter().map(|(unit, txn)| async move {
+            match self.engine(shard, Command::Txn(txn)).await? {
+                Reply::TransferResults(results) => {
+                    Ok::<Vec<(usize, CreateTransferResult)>, Status>(unit.zip(results).collect())
+                }
+                other => Err(unexpected(other)),
+            }
+        }));
+        let (local_results, txn_results) = tokio::join!(local_part, txn_parts);
+        let mut all = local_results?;
+        for part in txn_results {
+            all.extend(part?);
+        }
+        Ok(all)
+    }
+
+    // ---- accounts ----
+
+    async fn create_accounts(
+        &self,
+        accounts: Vec<Account>,
+        only: Option<u64>,
+    ) -> Result<Vec<CreateAccountResult>, Status> {
+        let mut by_shard: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        let mut chain_shard: Option<u64> = None;
+        for (i, account) in accounts.iter().enumerate() {
+            let shard = only.unwrap_or_else(|| self.shard_of(account.id));
+            if let Some(first) = chain_shard {
+                if first != shard {
+                    return Err(Status::failed_precondition(format!(
+                        "a linked chain of accounts spans shards {first} and {shard}: chains of \
+                         accounts are atomic only within one shard"
+                    )));
+                }
+            }
+            chain_shard = account.flags.contains(AccountFlags::LINKED).then_some(shard);
+            by_shard.entry(shard).or_default().push(i);
+        }
+        let mut results = vec![CreateAccountResult::Ok; accounts.len()];
+        let parts = by_shard.into_iter().map(|(shard, indexes)| {
+            let part: Vec<Account> = indexes.iter().map(|&i| accounts[i]).collect();
+            async move {
+                let answer: Result<Vec<CreateAccountResult>, Status> =
+                    match (only, self.target(shard, false)) {
+                        (Some(_), _) | (None, Target::Here) => {
+                            match self
+                                .engine(shard, Command::Write(Write::CreateAccounts(part)))
+                                .await?
+                            {
+                                Reply::AccountResults(results) => Ok(results),
+                                other => Err(unexpected(other)),
+                            }
+                        }
+                        (None, Target::Node(node)) => {
+                            let request = convert::accounts_request_packed(&part);
+                            let reply = self
+                                .forward(shard, node, |mut client| {
+                                    let request =
+                                        Self::request(request.clone(), shard, Protocol::TwoPhase);
+                                    async move { client.create_accounts(request).await }
+                                })
+                                .await?;
+                            convert::account_results_from_pb(&reply.results).map_err(invalid)
+                        }
+                    };
+                answer.map(|results| indexes.into_iter().zip(results).collect::<Vec<_>>())
+            }
+        });
+        for part in join_all(parts).await {
+            for (index, result) in part? {
+                results[index] = result;
+            }
+        }
+        Ok(results)
+    }
+
+    // ---- reads ----
+
+    /// `read` at `shard` (here if held, else forwarded as `forward`).
+    async fn read_at<T, F, Fut>(
+        &self,
+        shard: u64,
+        read: Read,
+        only: Option<u64>,
+        forward: F,
+    ) -> Result<Result<Reply, T>, Status>
+    where
+        F: FnMut(LedgerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        match (only, self.target(shard, true)) {
+            (Some(_), _) | (None, Target::Here) => {
+                Ok(Ok(self.engine(shard, Command::Read(read)).await?))
+            }
+            (None, Target::Node(node)) => Ok(Err(self.forward(shard, node, forward).await?)),
+        }
+    }
+
+    async fn lookup_transfers_everywhere(&self, ids: &[u128]) -> Result<Vec<Transfer>, Status> {
+        let parts = self.shards.iter().map(|&shard| {
+            let ids = ids.to_vec();
+            async move {
+                let request = pb::LookupRequest { ids: convert::ids_to_pb(&ids) };
+                let answer = self
+                    .read_at(shard, Read::LookupTransfers(ids), None, |mut client| {
+                        let request = Self::request(request.clone(), shard, Protocol::TwoPhase);
+                        async move { client.lookup_transfers(request).await }
+                    })
+                    .await?;
+                transfers_of(answer)
+            }
+        });
+        let mut found: HashMap<u128, Transfer> = HashMap::new();
+        for part in join_all(parts).await {
+            for transfer in part? {
+                found.entry(transfer.id).or_insert(transfer);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.get(id).copied()).collect())
+    }
+}
+
+fn transfers_of(answer: Result<Reply, pb::TransfersReply>) -> Result<Vec<Transfer>, Status> {
+    match answer {
+        Ok(Reply::Transfers(transfers)) => Ok(transfers),
+        Ok(other) => Err(unexpected(other)),
+        Err(reply) => {
+            reply.transfers.iter().map(|t| Transfer::try_from(t).map_err(invalid)).collect()
+        }
+    }
+}
+
+fn accounts_of(answer: Result<Reply, pb::AccountsReply>) -> Result<Vec<Account>, Status> {
+    match answer {
+        Ok(Reply::Accounts(accounts)) => Ok(accounts),
+        Ok(other) => Err(unexpected(other)),
+        Err(reply) => {
+            reply.accounts.iter().map(|a| Account::try_from(a).map_err(invalid)).collect()
+        }
+    }
+}
+
+/// The shard a forwarded request names, if any.
+fn named_shard(metadata: &MetadataMap) -> Result<Option<u64>, Status> {
+    match metadata.get(SHARD_KEY) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument("settle-shard must be a shard id")),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::ledger_server::Ledger for Router {
+    async fn create_accounts(
+        &self,
+        request: GrpcRequest<pb::CreateAccountsRequest>,
+    ) -> Result<Response<pb::CreateAccountsReply>, Status> {
+        let only = named_shard(request.metadata())?;
+        let accounts = convert::request_accounts(request.get_ref()).map_err(invalid)?;
+        check_count("accounts", accounts.len())?;
+        let results = if accounts.is_empty() {
+            Vec::new()
+        } else {
+            Router::create_accounts(self, accounts, only).await?
+        };
+        Ok(Response::new(pb::CreateAccountsReply {
+            results: convert::account_results_to_pb(&results),
+        }))
+    }
+
+    async fn create_transfers(
+        &self,
+        request: GrpcRequest<pb::CreateTransfersRequest>,
+    ) -> Result<Response<pb::CreateTransfersReply>, Status> {
+        let only = named_shard(request.metadata())?;
+        let protocol = self.protocol(request.metadata())?;
+        let transfers = convert::request_transfers(request.get_ref()).map_err(invalid)?;
+        check_count("transfers", transfers.len())?;
+        let results = if transfers.is_empty() {
+            Vec::new()
+        } else {
+            Router::create_transfers(self, transfers, protocol, only).await?
+        };
+        Ok(Response::new(pb::CreateTransfersReply {
+            results: convert::transfer_results_to_pb(&results),
+        }))
+    }
+
+    async fn lookup_accounts(
+        &self,
+        request: GrpcRequest<pb::LookupRequest>,
+    ) -> Result<Response<pb::AccountsReply>, Status> {
+        let only = named_shard(request.metadata())?;
+        let ids = convert::ids_from_pb(&request.get_ref().ids);
+        check_count("ids", ids.len())?;
+        let mut by_shard: BTreeMap<u64, Vec<u128>> = BTreeMap::new();
+        for &id in &ids {
+            by_shard.entry(only.unwrap_or_else(|| self.shard_of(id))).or_default().push(id);
+        }
+        let parts = by_shard.into_iter().map(|(shard, ids)| async move {
+            let request = pb::LookupRequest { ids: convert::ids_to_pb(&ids) };
+            let answer = self
+                .read_at(shard, Read::LookupAccounts(ids), only, |mut client| {
+                    let request = Router::request(request.clone(), shard, Protocol::TwoPhase);
+                    async move { client.lookup_accounts(request).await }
+                })
+                .await?;
+            accounts_of(answer)
+        });
+        let mut found: HashMap<u128, Account> = HashMap::new();
+        for part in join_all(parts).await {
+            found.extend(part?.into_iter().map(|a| (a.id, a)));
+        }
+        let accounts: Vec<pb::Account> =
+            ids.iter().filter_map(|id| found.get(id)).map(pb::Account::from).collect();
+        Ok(Response::new(pb::AccountsReply { accounts }))
+    }
+
+    async fn lookup_transfers(
+        &self,
+        request: GrpcRequest<pb::LookupRequest>,
+    ) -> Result<Response<pb::TransfersReply>, Status> {
+        let only = named_shard(request.metadata())?;
+        let ids = convert::ids_from_pb(&request.get_ref().ids);
+        check_count("ids", ids.len())?;
+        let transfers = match only {
+            Some(shard) => transfers_of(Ok(self
+                .engine(shard, Command::Read(Read::LookupTransfers(ids)))
+                .await?))?,
+            None => self.lookup_transfers_everywhere(&ids).await?,
+        };
+        Ok(Response::new(pb::TransfersReply {
+            transfers: transfers.iter().map(pb::Transfer::from).collect(),
+        }))
+    }
+
+    async fn get_account_transfers(
+        &self,
+        request: GrpcRequest<pb::AccountFilter>,
+    ) -> Result<Response<pb::TransfersReply>, Status> {
+        let only = named_shard(request.metadata())?;
+        let message = request.into_inner();
+        let filter: settle_ledger::AccountFilter = (&message).try_into().map_err(invalid)?;
+        let shard = only.unwrap_or_else(|| self.shard_of(filter.account_id));
+        let answer = self
+            .read_at(shard, Read::GetAccountTransfers(filter), only, |mut client| {
+                let request = Router::request(message, shard, Protocol::TwoPhase);
+                async move { client.get_account_transfers(request).await }
+            })
+            .await?;
+        let transfers = transfers_of(answer)?;
+        Ok(Response::new(pb::TransfersReply {
+            transfers: transfers.iter().map(pb::Transfer::from).collect(),
+        }))
+    }
+
+    async fn get_account_balances(
+        &self,
+        request: GrpcRequest<pb::AccountFilter>,
+    ) -> Result<Response<pb::AccountBalancesReply>, Status> {
+        let only = named_shard(request.metadata())?;
+        let message = request.into_inner();
+        let filter: settle_ledger::AccountFilter = (&message).try_into().map_err(invalid)?;
+        let shard = only.unwrap_or_else(|| self.shard_of(filter.account_id));
+        let answer = self
+            .read_at(shard, Read::GetAccountBalances(filter), only, |mut client| {
+                let request = Router::request(message, shard, Protocol::TwoPhase);
+                async move { client.get_account_balances(request).await }
+            })
+            .await?;
+        match answer {
+            Ok(Reply::Balances(balances)) => Ok(Response::new(pb::AccountBalancesReply {
+                balances: balances.iter().map(pb::AccountBalance::from).collect(),
+            })),
+            Ok(other) => Err(unexpected(other)),
+            Err(reply) => Ok(Response::new(reply)),
+        }
+    }
+
+    async fn query_accounts(
+        &self,
+        request: GrpcRequest<pb::QueryFilter>,
+    ) -> Result<Response<pb::AccountsReply>, Status> {
+        let only = named_shard(request.metadata())?;
+        let message = request.into_inner();
+        let filter: settle_ledger::QueryFilter = (&message).try_into().map_err(invalid)?;
+        let shards: Vec<u64> = only.map_or_else(|| self.shards.clone(), |s| vec![s]);
+        let parts = shards.into_iter().map(|shard| async move {
+            let answer = self
+                .read_at(shard, Read::QueryAccounts(filter), only, |mut client| {
+                    let request = Router::request(message, shard, Protocol::TwoPhase);
+                    async move { client.query_accounts(request).await }
+                })
+                .await?;
+            accounts_of(answer)
+        });
+        let mut all = Vec::new();
+        for part in join_all(parts).await {
+            all.extend(part?);
+        }
+        let reversed = filter.flags.contains(settle_ledger::QueryFilterFlags::REVERSED);
+        all.sort_by_key(|a| a.timestamp);
+        if reversed {
+            all.reverse();
+        }
+        all.truncate(filter.limit as usize);
+        Ok(Response::new(pb::AccountsReply {
+            accounts: all.iter().map(pb::Account::from).collect(),
+        }))
+    }
+
+    async fn query_transfers(
+        &self,
+        request: GrpcRequest<pb::QueryFilter>,
+    ) -> Result<Response<pb::TransfersReply>, Status> {
+        let only = named_shard(request.metadata())?;
+        let message = request.into_inner();
+        let filter: settle_ledger::QueryFilter = (&message).try_into().map_err(invalid)?;
+        let shards: Vec<u64> = only.map_or_else(|| self.shards.clone(), |s| vec![s]);
+        let parts = shards.into_iter().map(|shard| async move {
+            let answer = self
+                .read_at(shard, Read::QueryTransfers(filter), only, |mut client| {
+                    let request = Router::request(message, shard, Protocol::TwoPhase);
+                    async move { client.query_transfers(request).await }
+                })
+                .await?;
+            transfers_of(answer)
+        });
+        // A cross-shard transfer is stored at both of its shards: keep one copy.
+        let mut all: BTreeMap<u128, Transfer> = BTreeMap::new();
+        for part in join_all(parts).await {
+            for transfer in part? {
+                all.entry(transfer.id).or_insert(transfer);
+            }
+        }
+        let mut all: Vec<Transfer> = all.into_values().collect();
+        all.sort_by_key(|t| (t.timestamp, t.id));
+        if filter.flags.contains(settle_ledger::QueryFilterFlags::REVERSED) {
+            all.reverse();
+        }
+        all.truncate(filter.limit as usize);
+        Ok(Response::new(pb::TransfersReply {
+            transfers: all.iter().map(pb::Transfer::from).collect(),
+        }))
+    }
+}
