@@ -16,6 +16,10 @@ use crate::txn::{Outcome, Protocol, SideEntry, Txn, TxnId, Vote, TXN_TRANSFERS_M
 /// The first byte of an encoded entry: distinct from every ledger `Write` operation
 /// byte, so one log can carry both.
 pub const ENTRY_TAG: u8 = 0xC7;
+/// The first byte of several entries written as one log entry (`encode_entries`).
+pub const ENTRIES_TAG: u8 = 0xC6;
+/// Most entries in one `encode_entries` batch.
+pub const ENTRIES_MAX: usize = 1 << 16;
 const MESSAGE_TAG: u8 = 0xC8;
 const STATE_TAG: u8 = 0xC9;
 
@@ -346,6 +350,38 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
         }
     }
     w.0
+}
+
+/// Encodes several entries as one log entry: a shard's leader writes what its core
+/// asked for in one round as one Raft entry, not one each. Applied in order.
+pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
+    assert!(entries.len() <= ENTRIES_MAX, "a bounded batch of entries");
+    let mut w = Writer(Vec::with_capacity(64 * entries.len()));
+    w.u8(ENTRIES_TAG);
+    w.len(entries.len());
+    for entry in entries {
+        let encoded = encode_entry(entry);
+        w.len(encoded.len());
+        w.0.extend_from_slice(&encoded);
+    }
+    w.0
+}
+
+/// Decodes what [`encode_entries`] wrote.
+pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry>, DecodeError> {
+    let mut r = Reader { bytes, at: 0 };
+    match r.u8()? {
+        ENTRIES_TAG => {}
+        tag => return Err(DecodeError::BadTag(tag)),
+    }
+    let n = r.len(ENTRIES_MAX)?;
+    let mut entries = Vec::with_capacity(n.min(bytes.len() / 8));
+    for _ in 0..n {
+        let len = r.len(bytes.len())?;
+        entries.push(decode_entry(r.take(len)?)?);
+    }
+    r.end()?;
+    Ok(entries)
 }
 
 /// Decodes an entry encoded by [`encode_entry`].

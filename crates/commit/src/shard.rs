@@ -57,7 +57,7 @@ impl Config {
             vote_timeout_ms: 3_000,
             inquire_ms: 500,
             termination_ms: 2_500,
-            in_flight_max: 10_000,
+            in_flight_max: 32_768,
             outcomes_max: 100_000,
         }
     }

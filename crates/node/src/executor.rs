@@ -42,9 +42,10 @@ pub const SYNC_QUEUE_MAX: usize = 2;
 pub enum Command {
     Write(Write),
     Read(Read),
-    /// A transaction across shards (cluster nodes only): answered with its transfers'
-    /// results once the outcome is durable.
-    Txn(settle_commit::Txn),
+    /// Transactions across shards, all coordinated by the shard the request names
+    /// (cluster nodes only): answered, once every outcome is durable, with their
+    /// transfers' results one after the other (`Reply::TransferResults`).
+    Txns(Vec<settle_commit::Txn>),
 }
 
 pub struct Request {
@@ -210,7 +211,7 @@ impl Executor {
         let write = match command {
             Command::Read(read) => return Ok(self.ledger.query(&read)),
             Command::Write(write) => write,
-            Command::Txn(_) => {
+            Command::Txns(_) => {
                 return Err(NodeError::Config(
                     "a standalone node has one shard: nothing crosses shards".into(),
                 ))

@@ -145,26 +145,35 @@ async fn a_cluster_replicates_redirects_and_survives_a_restart() {
         nodes.push(Some(ClusterNode::start(options(&cluster, id, dir.path())).await.unwrap()));
     }
     create_accounts_anywhere(&addresses, &[1, 2]).await;
-    let (results, leader) = create_transfers_anywhere(&addresses, &[transfer(10)]).await;
+    let (results, _) = create_transfers_anywhere(&addresses, &[transfer(10)]).await;
     assert_eq!(results, vec![CreateTransferResult::Ok]);
 
-    // Asked for the shard itself (`settle-shard`, as routers forward), a follower
-    // refuses the write and names the leader.
+    // Asked for the shard itself (`settle-shard`, as routers forward), only the leader
+    // takes a write; the followers refuse it and name the leader.
+    let (mut leader, mut hints) = (None, Vec::new());
+    for &address in &addresses {
+        let mut request = tonic::Request::new(convert::transfers_request(&[transfer(11)]));
+        request.metadata_mut().insert("settle-shard", "1".parse().unwrap());
+        match client(address).await.create_transfers(request).await {
+            Ok(_) => leader = Some(address),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable);
+                let hint = status.metadata().get("settle-leader").expect("a leader hint");
+                hints.push(hint.to_str().unwrap().to_string());
+            }
+        }
+    }
+    let leader = leader.expect("the leader took the write");
+    assert_eq!(hints, vec![leader.to_string(); 2]);
+    // Asked plainly, a follower's router forwards to the leader (which has it already).
     let follower = *addresses.iter().find(|&&a| a != leader).unwrap();
-    let mut request = tonic::Request::new(convert::transfers_request(&[transfer(11)]));
-    request.metadata_mut().insert("settle-shard", "1".parse().unwrap());
-    let status = client(follower).await.create_transfers(request).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unavailable);
-    let hint = status.metadata().get("settle-leader").expect("a leader hint");
-    assert_eq!(hint.to_str().unwrap(), leader.to_string());
-    // Asked plainly, its router forwards the write to the leader.
     let reply = client(follower)
         .await
         .create_transfers(convert::transfers_request(&[transfer(11)]))
         .await
         .unwrap();
     let results = convert::transfer_results_from_pb(&reply.get_ref().results).unwrap();
-    assert_eq!(results, vec![CreateTransferResult::Ok]);
+    assert_eq!(results, vec![CreateTransferResult::Exists]);
 
     // Every node reads the acknowledged writes (ReadIndex, also on followers).
     for &address in &addresses {

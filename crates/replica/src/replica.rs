@@ -203,7 +203,7 @@ pub struct Replica {
     core: ShardCore,
     /// Protocol entries the core asked to write, proposed once the current ready is
     /// advanced (raft-rs takes no proposal in between).
-    commit_proposals: Vec<Vec<u8>>,
+    commit_proposals: Vec<settle_commit::Entry>,
     applied: u64,
     /// Election-timeout generator (splitmix64 state).
     rng: u64,
@@ -388,15 +388,18 @@ impl Replica {
                 settle_commit::Command::Reply { client, results, .. } => {
                     self.out.commit_replies.push((client, results))
                 }
-                settle_commit::Command::Persist(entry) => {
-                    self.commit_proposals.push(codec::encode_entry(&entry))
-                }
+                settle_commit::Command::Persist(entry) => self.commit_proposals.push(entry),
             }
         }
     }
 
+    /// Proposes what the core asked to write, many entries per Raft entry (bounded so
+    /// that one stays well under a message's size).
     fn propose_commit_entries(&mut self) {
-        for data in std::mem::take(&mut self.commit_proposals) {
+        const ENTRIES_PER_PROPOSAL: usize = 4096;
+        let entries = std::mem::take(&mut self.commit_proposals);
+        for chunk in entries.chunks(ENTRIES_PER_PROPOSAL) {
+            let data = codec::encode_entries(chunk);
             // Refused only when leadership moved on; the next leader starts over from
             // the replicated records.
             if self.is_leader() {
@@ -724,7 +727,9 @@ impl Replica {
             assert_eq!(entry.index, self.applied + 1, "entries apply once, in order");
             let outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => Ok(None),
-                EntryType::EntryNormal if entry.data[0] == codec::ENTRY_TAG => {
+                EntryType::EntryNormal
+                    if entry.data[0] == codec::ENTRY_TAG || entry.data[0] == codec::ENTRIES_TAG =>
+                {
                     self.apply_commit_entry(&entry).map(|()| None)
                 }
                 EntryType::EntryNormal => self.apply_write(&entry).map(Some),
@@ -770,12 +775,19 @@ impl Replica {
     /// A cross-shard protocol entry: every replica applies it; the leader's core acts.
     fn apply_commit_entry(&mut self, entry: &Entry) -> Result<(), Halt> {
         let bad = |reason: String| Halt::BadEntry { index: entry.index, reason };
-        let decoded = codec::decode_entry(&entry.data).map_err(|e| bad(e.to_string()))?;
+        let decoded = if entry.data[0] == codec::ENTRIES_TAG {
+            codec::decode_entries(&entry.data)
+        } else {
+            codec::decode_entry(&entry.data).map(|one| vec![one])
+        }
+        .map_err(|e| bad(e.to_string()))?;
         let now = self.now_ms();
-        if let settle_commit::Applied::Refused(why) = self.core.persisted(now, &decoded) {
-            // The state did not change (the same at every replica); a leader that wrote
-            // this entry contradicted itself. Nothing to undo; say so.
-            self.out.commit_refused.push(format!("entry {}: {why}", entry.index));
+        for one in &decoded {
+            if let settle_commit::Applied::Refused(why) = self.core.persisted(now, one) {
+                // The state did not change (the same at every replica); a leader that
+                // wrote this entry contradicted itself. Nothing to undo; say so.
+                self.out.commit_refused.push(format!("entry {}: {why}", entry.index));
+            }
         }
         self.drain_core();
         Ok(())

@@ -118,9 +118,13 @@ pub struct Engine {
     checkpoints_unsynced: Vec<(u64, u64)>,
     checkpoints_syncing: Vec<(u64, u64)>,
     waiting: HashMap<Token, oneshot::Sender<Result<Reply, NodeError>>>,
-    /// Cross-shard transactions waiting for their outcome, oldest first, with their
-    /// deadline (answered "unknown" after it).
+    /// Requests of cross-shard transactions waiting for their outcomes, oldest first,
+    /// with their deadline (answered "unknown" after it).
     txn_deadlines: std::collections::VecDeque<(Instant, Token)>,
+    /// Each transaction in flight: its request's token, and where its results go.
+    txn_parts: HashMap<Token, (Token, usize)>,
+    /// Each request of transactions: the results so far (one slot per transaction).
+    txn_requests: HashMap<Token, Vec<Option<Vec<settle_ledger::CreateTransferResult>>>>,
     /// Protocol messages between two shards this node leads: delivered in the next
     /// round of the flush loop, without the network.
     local_commit: Vec<(u64, u64, settle_commit::Message)>,
@@ -167,6 +171,8 @@ impl Engine {
             checkpoints_syncing: Vec::new(),
             waiting: HashMap::new(),
             txn_deadlines: std::collections::VecDeque::new(),
+            txn_parts: HashMap::new(),
+            txn_requests: HashMap::new(),
             local_commit: Vec::new(),
             changes: HashMap::new(),
             next_token: 1,
@@ -310,14 +316,37 @@ impl Engine {
                 replica.propose(token, &write, now_ns());
             }
             Command::Read(read) => replica.read(token, read),
-            Command::Txn(txn) => {
-                if let Err(refusal) = replica.submit_txn(token, txn) {
-                    let reply = self.waiting.remove(&token).expect("inserted above");
-                    let _ = reply.send(Err(self.refusal(refusal)));
-                } else {
-                    self.txn_deadlines.push_back((Instant::now() + TXN_TIMEOUT, token));
+            Command::Txns(txns) => {
+                self.txn_requests.insert(token, vec![None; txns.len()]);
+                for (slot, txn) in txns.into_iter().enumerate() {
+                    let part = self.next_token;
+                    self.next_token += 1;
+                    let replica = self.replicas.get_mut(&shard).expect("checked above");
+                    if let Err(refusal) = replica.submit_txn(part, txn) {
+                        // Those already taken go on; the retry of the request finds them.
+                        self.txn_requests.remove(&token);
+                        let reply = self.waiting.remove(&token).expect("inserted above");
+                        let _ = reply.send(Err(self.refusal(refusal)));
+                        return;
+                    }
+                    self.txn_parts.insert(part, (token, slot));
                 }
+                self.txn_deadlines.push_back((Instant::now() + TXN_TIMEOUT, token));
+                self.answer_txns(token);
             }
+        }
+    }
+
+    /// Answers a request of transactions once every one has its results.
+    fn answer_txns(&mut self, token: Token) {
+        let Some(slots) = self.txn_requests.get(&token) else { return };
+        if slots.iter().any(Option::is_none) {
+            return;
+        }
+        let slots = self.txn_requests.remove(&token).expect("checked");
+        let results = slots.into_iter().flatten().flatten().collect();
+        if let Some(reply) = self.waiting.remove(&token) {
+            let _ = reply.send(Ok(Reply::TransferResults(results)));
         }
     }
 
@@ -328,6 +357,10 @@ impl Engine {
         let now = Instant::now();
         while self.txn_deadlines.front().is_some_and(|(deadline, _)| *deadline <= now) {
             let (_, token) = self.txn_deadlines.pop_front().expect("checked");
+            if self.txn_requests.remove(&token).is_none() {
+                continue; // answered already
+            }
+            self.txn_parts.retain(|_, (request, _)| *request != token);
             if let Some(reply) = self.waiting.remove(&token) {
                 let _ = reply.send(Err(NodeError::OutcomeUnknown));
             }
@@ -405,10 +438,12 @@ impl Engine {
                 for (to, message) in output.commit_messages {
                     self.send_commit(shard, to, message);
                 }
-                for (token, results) in output.commit_replies {
-                    if let Some(reply) = self.waiting.remove(&token) {
-                        let _ = reply.send(Ok(Reply::TransferResults(results)));
+                for (part, results) in output.commit_replies {
+                    let Some((token, slot)) = self.txn_parts.remove(&part) else { continue };
+                    if let Some(slots) = self.txn_requests.get_mut(&token) {
+                        slots[slot] = Some(results);
                     }
+                    self.answer_txns(token);
                 }
                 for refused in output.commit_refused {
                     tracing::warn!(shard, "cross-shard entry refused: {refused}");

@@ -393,19 +393,22 @@ impl Router {
                 other => Err(unexpected(other)),
             }
         };
-        let txn_parts = join_all(txns.into_iter().map(|(unit, txn)| async move {
-            match self.engine(shard, Command::Txn(txn)).await? {
+        let txn_part = async {
+            if txns.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (units, txns): (Vec<std::ops::Range<usize>>, Vec<Txn>) = txns.into_iter().unzip();
+            match self.engine(shard, Command::Txns(txns)).await? {
+                // The transactions' results one after the other, as their units.
                 Reply::TransferResults(results) => {
-                    Ok::<Vec<(usize, CreateTransferResult)>, Status>(unit.zip(results).collect())
+                    Ok(units.into_iter().flatten().zip(results).collect::<Vec<_>>())
                 }
                 other => Err(unexpected(other)),
             }
-        }));
-        let (local_results, txn_results) = tokio::join!(local_part, txn_parts);
+        };
+        let (local_results, txn_results) = tokio::join!(local_part, txn_part);
         let mut all = local_results?;
-        for part in txn_results {
-            all.extend(part?);
-        }
+        all.extend(txn_results?);
         Ok(all)
     }
 
