@@ -132,6 +132,19 @@ struct Doubt {
     asked_ms: u64,
     /// 3PC: when the coordinator was last heard about this transaction.
     heard_ms: u64,
+    /// 3PC's termination protocol applies.
+    three_phase: bool,
+}
+
+impl Doubt {
+    fn new(now_ms: u64, protocol: Protocol) -> Doubt {
+        Doubt {
+            since_ms: now_ms,
+            asked_ms: now_ms,
+            heard_ms: now_ms,
+            three_phase: protocol == Protocol::ThreePhase,
+        }
+    }
 }
 
 /// 3PC: a participant's answer to the termination protocol: its state, its outcome
@@ -199,9 +212,10 @@ impl ShardCore {
             round: 0,
         };
         // Whatever is in doubt stays in doubt: ask about it soon.
-        let doubts: Vec<TxnId> = core.state.in_doubt().map(|record| record.txn.id()).collect();
-        for id in doubts {
-            core.doubts.insert(id, Doubt { since_ms: now_ms, asked_ms: now_ms, heard_ms: now_ms });
+        let doubts: Vec<(TxnId, Protocol)> =
+            core.state.in_doubt().map(|record| (record.txn.id(), record.txn.protocol)).collect();
+        for (id, protocol) in doubts {
+            core.doubts.insert(id, Doubt::new(now_ms, protocol));
         }
         // A 3PC coordinator that wrote PreCommit finishes the round it started.
         let precommitted: Vec<(Txn, Vec<u128>)> = core
@@ -444,16 +458,15 @@ impl ShardCore {
         if participant.outcome.is_some() {
             self.doubts.remove(&id);
             self.terminations.remove(&id);
+            if !self.coordinating.contains_key(&id) {
+                self.depth.remove(&id);
+            }
             return;
         }
         match record {
             Record::Prepare { .. } => {
-                let now = self.now_ms;
-                self.doubts.entry(id).or_insert(Doubt {
-                    since_ms: now,
-                    asked_ms: now,
-                    heard_ms: now,
-                });
+                let doubt = Doubt::new(self.now_ms, participant.txn.protocol);
+                self.doubts.entry(id).or_insert(doubt);
                 self.vote(id);
             }
             Record::PreCommit { .. } => {
@@ -1020,7 +1033,16 @@ impl ShardCore {
 
     fn tick_doubts(&mut self) {
         let now = self.now_ms;
-        let ids: Vec<TxnId> = self.doubts.keys().copied().collect();
+        let (inquire, termination) = (self.config.inquire_ms, self.config.termination_ms);
+        // Only what is due: most doubts are young (their outcome is on its way).
+        let ids: Vec<TxnId> = self
+            .doubts
+            .iter()
+            .filter(|(_, d)| {
+                now >= d.asked_ms + inquire || (d.three_phase && now >= d.heard_ms + termination)
+            })
+            .map(|(&id, _)| id)
+            .collect();
         for id in ids {
             let Some(record) = self.state.participants.get(&id).cloned() else {
                 self.doubts.remove(&id);

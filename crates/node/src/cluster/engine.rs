@@ -123,8 +123,9 @@ pub struct Engine {
     txn_deadlines: std::collections::VecDeque<(Instant, Token)>,
     /// Each transaction in flight: its request's token, and where its results go.
     txn_parts: HashMap<Token, (Token, usize)>,
-    /// Each request of transactions: the results so far (one slot per transaction).
-    txn_requests: HashMap<Token, Vec<Option<Vec<settle_ledger::CreateTransferResult>>>>,
+    /// Each request of transactions: the results so far (one slot per transaction), and
+    /// how many slots are still empty.
+    txn_requests: HashMap<Token, (Vec<Option<Vec<settle_ledger::CreateTransferResult>>>, usize)>,
     /// Protocol messages between two shards this node leads: delivered in the next
     /// round of the flush loop, without the network.
     local_commit: Vec<(u64, u64, settle_commit::Message)>,
@@ -317,7 +318,7 @@ impl Engine {
             }
             Command::Read(read) => replica.read(token, read),
             Command::Txns(txns) => {
-                self.txn_requests.insert(token, vec![None; txns.len()]);
+                self.txn_requests.insert(token, (vec![None; txns.len()], txns.len()));
                 for (slot, txn) in txns.into_iter().enumerate() {
                     let part = self.next_token;
                     self.next_token += 1;
@@ -339,11 +340,11 @@ impl Engine {
 
     /// Answers a request of transactions once every one has its results.
     fn answer_txns(&mut self, token: Token) {
-        let Some(slots) = self.txn_requests.get(&token) else { return };
-        if slots.iter().any(Option::is_none) {
+        let Some((_, remaining)) = self.txn_requests.get(&token) else { return };
+        if *remaining > 0 {
             return;
         }
-        let slots = self.txn_requests.remove(&token).expect("checked");
+        let (slots, _) = self.txn_requests.remove(&token).expect("checked");
         let results = slots.into_iter().flatten().flatten().collect();
         if let Some(reply) = self.waiting.remove(&token) {
             let _ = reply.send(Ok(Reply::TransferResults(results)));
@@ -440,8 +441,10 @@ impl Engine {
                 }
                 for (part, results) in output.commit_replies {
                     let Some((token, slot)) = self.txn_parts.remove(&part) else { continue };
-                    if let Some(slots) = self.txn_requests.get_mut(&token) {
-                        slots[slot] = Some(results);
+                    if let Some((slots, remaining)) = self.txn_requests.get_mut(&token) {
+                        if slots[slot].replace(results).is_none() {
+                            *remaining -= 1;
+                        }
                     }
                     self.answer_txns(token);
                 }
