@@ -42,6 +42,9 @@ pub const TICK: Duration = Duration::from_millis(20);
 /// unknown" (its coordinator may have lost leadership); the client's retry is safe.
 pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One transaction's results, one per transfer.
+type TxnResults = Vec<settle_ledger::CreateTransferResult>;
+
 pub enum Input {
     Request(Request),
     /// What each replica on this node knows of its shard.
@@ -125,7 +128,7 @@ pub struct Engine {
     txn_parts: HashMap<Token, (Token, usize)>,
     /// Each request of transactions: the results so far (one slot per transaction), and
     /// how many slots are still empty.
-    txn_requests: HashMap<Token, (Vec<Option<Vec<settle_ledger::CreateTransferResult>>>, usize)>,
+    txn_requests: HashMap<Token, (Vec<Option<TxnResults>>, usize)>,
     /// Protocol messages between two shards this node leads: delivered in the next
     /// round of the flush loop, without the network.
     local_commit: Vec<(u64, u64, settle_commit::Message)>,
