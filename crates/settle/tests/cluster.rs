@@ -210,3 +210,98 @@ fn killing_any_node_round_after_round_loses_nothing() {
         assert!(clean, "a node did not stop cleanly:\n{stderr}");
     }
 }
+
+/// Two shards on three real processes: about half the transfers cross shards (2PC,
+/// coordinated by the debit account's shard). A random node is SIGKILLed every round
+/// (coordinators and participants die mid-transaction) and restarted; replicas
+/// checkpoint every 8 entries, so the protocol records travel through snapshots too.
+/// Every transfer acknowledged `ok` must be at both of its shards, every one refused
+/// must be at neither, nothing may stay reserved once the cluster is quiet, and
+/// balances must equal a replay of what was acknowledged.
+#[test]
+fn killing_nodes_of_a_sharded_cluster_keeps_cross_shard_transfers_atomic() {
+    use settle_ledger::CreateTransferResult as R;
+    const ROUNDS: usize = 4;
+    const BATCHES_PER_PHASE: usize = 4;
+    let seed = seed_from_env(DEFAULT_SEED ^ 0x5a4d);
+    let _report = SeedReport { test: "cluster", seed };
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addresses = free_addresses(REPLICAS);
+    let config_path = dir.path().join("cluster.toml");
+    let config = settle_node::cluster::ClusterConfig::sharded(&addresses, 2);
+    std::fs::write(&config_path, config.to_toml()).expect("write cluster.toml");
+    let extra = ["--checkpoint-entries".to_string(), "8".to_string()];
+    let data_dir = |node: u64| dir.path().join(format!("node-{node}"));
+    let start = |id: u64| start_cluster_node(&config_path, id, &data_dir(id), &extra).serving();
+    let mut nodes: Vec<Option<NodeProcess>> = (1..=REPLICAS).map(|id| Some(start(id))).collect();
+    let all: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+
+    runtime().block_on(async {
+        let client = Client::connect_with(&all, failover_options()).await.expect("connect");
+        let accounts = accounts(&mut rng, ACCOUNTS);
+        create_accounts(&client, &accounts).await;
+        let mut ids = Ids::new();
+        let (mut applied, mut refused) = (Vec::new(), Vec::new());
+        let mut send = |batch: Vec<Transfer>, client: Client| async move {
+            let results = client.create_transfers(&batch).await.expect("create_transfers");
+            (batch, results)
+        };
+        for _ in 0..ROUNDS {
+            let mut phase = Vec::new();
+            for _ in 0..BATCHES_PER_PHASE {
+                let batch = transfer_batch(&mut rng, &mut ids, &accounts, 1..=50);
+                phase.push(send(batch, client.clone()).await);
+            }
+            let victim = rng.index(nodes.len());
+            let _stderr = nodes[victim].take().expect("running").kill();
+            for _ in 0..BATCHES_PER_PHASE {
+                let batch = transfer_batch(&mut rng, &mut ids, &accounts, 1..=50);
+                phase.push(send(batch, client.clone()).await);
+            }
+            nodes[victim] = Some(start(victim as u64 + 1));
+            for (batch, results) in phase {
+                assert_eq!(results.len(), batch.len());
+                for (transfer, result) in batch.into_iter().zip(results) {
+                    match result {
+                        R::Ok | R::Exists => applied.push(transfer),
+                        // A transaction whose participant stayed unreachable past the
+                        // vote timeout aborts, burning its id.
+                        R::IdAlreadyFailed => refused.push(transfer),
+                        other => panic!("transfer {:#x}: {other}", transfer.id),
+                    }
+                }
+            }
+        }
+        // Quiet: every reservation is resolved (bounded wait for in-doubt ones).
+        let account_ids: Vec<u128> = accounts.iter().map(|a| a.id).collect();
+        let mut settled = false;
+        for _ in 0..200 {
+            let stored = client.lookup_accounts(&account_ids).await.expect("lookup_accounts");
+            if stored.iter().all(|a| a.debits_pending == 0 && a.credits_pending == 0) {
+                settled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(settled, "reservations still open after the cluster went quiet");
+        println!("{} transfers applied, {} refused", applied.len(), refused.len());
+        let expected = replay(&accounts, std::iter::once(&applied));
+        let all_ids: Vec<u128> = applied.iter().chain(&refused).map(|t| t.id).collect();
+        let stored = lookup_transfers(&client, &all_ids).await;
+        for sent in &applied {
+            let found = stored
+                .get(&sent.id)
+                .unwrap_or_else(|| panic!("acknowledged transfer {:#x} is missing", sent.id));
+            assert!(same_transfer(found, sent), "{found:?} != {sent:?}");
+        }
+        for sent in &refused {
+            assert!(!stored.contains_key(&sent.id), "refused transfer {:#x} exists", sent.id);
+        }
+        check_balances(&client, &accounts, &expected).await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    for node in nodes.into_iter().flatten() {
+        let (clean, stderr) = node.stop();
+        assert!(clean, "a node did not stop cleanly:\n{stderr}");
+    }
+}
