@@ -243,7 +243,7 @@ fn killing_nodes_of_a_sharded_cluster_keeps_cross_shard_transfers_atomic() {
         create_accounts(&client, &accounts).await;
         let mut ids = Ids::new();
         let (mut applied, mut refused) = (Vec::new(), Vec::new());
-        let mut send = |batch: Vec<Transfer>, client: Client| async move {
+        let send = |batch: Vec<Transfer>, client: Client| async move {
             let results = client.create_transfers(&batch).await.expect("create_transfers");
             (batch, results)
         };
