@@ -189,7 +189,9 @@ fn print_table(protocol: Protocol, args: &Args, reports: &[Report]) {
         .iter()
         .filter(|r| !r.passed())
         .map(|r| {
-            let checkers: Vec<&str> = r.violations.iter().map(|v| v.checker.name()).collect();
+            let checkers: std::collections::BTreeSet<&str> =
+                r.violations.iter().map(|v| v.checker.name()).collect();
+            let checkers: Vec<&str> = checkers.into_iter().collect();
             format!("seed {} ({})", r.seed, checkers.join(", "))
         })
         .collect();
