@@ -20,6 +20,8 @@ pub const ENTRY_TAG: u8 = 0xC7;
 pub const ENTRIES_TAG: u8 = 0xC6;
 /// Most entries in one `encode_entries` batch.
 pub const ENTRIES_MAX: usize = 1 << 16;
+/// Most decisions one `Record::Forget` drops.
+pub const FORGET_MAX: usize = 1 << 16;
 const MESSAGE_TAG: u8 = 0xC8;
 const STATE_TAG: u8 = 0xC9;
 
@@ -348,6 +350,13 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             w.txn(txn);
             w.outcome(outcome);
         }
+        Record::Forget { txns } => {
+            w.u8(6);
+            w.len(txns.len());
+            for id in txns {
+                w.u128(*id);
+            }
+        }
     }
     w.0
 }
@@ -409,6 +418,10 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
         3 => Record::CoordinatorPreCommit { txn: r.txn()?, amounts: r.amounts()? },
         4 => Record::Decide { txn: r.txn()?, outcome: r.outcome()? },
         5 => Record::Resolve { txn: r.txn()?, outcome: r.outcome()? },
+        6 => {
+            let n = r.len(FORGET_MAX)?;
+            Record::Forget { txns: (0..n).map(|_| r.u128()).collect::<Result<_, _>>()? }
+        }
         _ => return Err(DecodeError::Invalid("record kind")),
     };
     r.end()?;
@@ -482,6 +495,7 @@ pub fn encode_message(message: &Message) -> Vec<u8> {
             w.txn(txn);
             w.u64(*ballot);
         }
+        Body::Resolved => w.u8(14),
         Body::Phase1b { from, ballot, accepted, rejected } => {
             w.u8(13);
             w.u8(*from);
@@ -537,6 +551,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
             let rejected = if r.bool()? { Some(r.u64()?) } else { None };
             Body::Phase1b { from, ballot, accepted, rejected }
         }
+        14 => Body::Resolved,
         _ => return Err(DecodeError::Invalid("message kind")),
     };
     r.end()?;

@@ -57,6 +57,9 @@ pub enum Body {
     Decision { txn: Txn, outcome: Outcome },
     /// In-doubt participant → coordinator: what was decided?
     Inquire { txn: Txn },
+    /// 2PC participant → coordinator: the outcome is carried out here (once every
+    /// participant said so, the coordinator forgets its decision).
+    Resolved,
     /// 3PC termination: the backup coordinator asks a participant's state.
     StateRequest { txn: Txn },
     /// 3PC termination: a participant's state, with the outcome once it has one and the
@@ -84,6 +87,7 @@ impl Body {
             Body::PreCommitAck { .. } => Kind::PreCommitAck,
             Body::Decision { .. } => Kind::Decision,
             Body::Inquire { .. } => Kind::Inquire,
+            Body::Resolved => Kind::Resolved,
             Body::StateRequest { .. } => Kind::StateRequest,
             Body::StateReply { .. } => Kind::StateReply,
             Body::Phase2a { .. } => Kind::Phase2a,
@@ -111,21 +115,28 @@ pub enum Kind {
     Phase2b,
     Phase1a,
     Phase1b,
+    Resolved,
 }
 
 impl Kind {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
 
     pub fn index(self) -> usize {
         self as usize
     }
 
     /// Whether this kind belongs to the fault-free commit path (what Gray & Lamport
-    /// count), as opposed to recovery traffic (inquiries, termination, phase 1).
+    /// count), as opposed to recovery traffic (inquiries, termination, phase 1) and the
+    /// acknowledgements that let a coordinator forget (after the outcome is known).
     pub fn normal_path(self) -> bool {
         !matches!(
             self,
-            Kind::Inquire | Kind::StateRequest | Kind::StateReply | Kind::Phase1a | Kind::Phase1b
+            Kind::Inquire
+                | Kind::StateRequest
+                | Kind::StateReply
+                | Kind::Phase1a
+                | Kind::Phase1b
+                | Kind::Resolved
         )
     }
 }
@@ -161,6 +172,8 @@ pub enum Record {
     Decide { txn: Txn, outcome: Outcome },
     /// Participant: carry out the outcome on this shard's sides.
     Resolve { txn: Txn, outcome: Outcome },
+    /// 2PC coordinator: every participant carried these decisions out; drop them.
+    Forget { txns: Vec<TxnId> },
 }
 
 impl Record {

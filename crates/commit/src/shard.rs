@@ -182,6 +182,15 @@ pub struct ShardCore {
     depth: BTreeMap<TxnId, u32>,
     /// Highest recovery round seen (Paxos Commit), so new ballots are higher.
     round: u64,
+    /// 2PC: participants that carried out each decided transaction.
+    acks: BTreeMap<TxnId, BTreeSet<ShardId>>,
+    /// 2PC decisions every participant carried out, to forget in one write.
+    forget: Vec<TxnId>,
+    /// When unacknowledged 2PC decisions were last sent again.
+    reminded_ms: u64,
+    /// When each 2PC decision not yet forgotten was written (or found, after a
+    /// restart): reminders go only to decisions older than `inquire_ms`.
+    decided_at: BTreeMap<TxnId, u64>,
 }
 
 const PERSIST_PREPARE: u8 = 0;
@@ -210,7 +219,30 @@ impl ShardCore {
             persisting: BTreeSet::new(),
             depth: BTreeMap::new(),
             round: 0,
+            acks: BTreeMap::new(),
+            forget: Vec::new(),
+            reminded_ms: now_ms,
+            decided_at: BTreeMap::new(),
         };
+        // 2PC decisions not yet forgotten: tell the participants again; those that
+        // carried them out acknowledge, and the decision can go.
+        let decided: Vec<(Txn, Outcome)> = core
+            .state
+            .coordinated
+            .values()
+            .filter_map(|record| match record {
+                CoordinatorRecord::Decided { txn, outcome }
+                    if txn.protocol == Protocol::TwoPhase =>
+                {
+                    Some((txn.clone(), outcome.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (txn, outcome) in decided {
+            core.decided_at.insert(txn.id(), now_ms);
+            core.broadcast(&txn, |_| Body::Decision { txn: txn.clone(), outcome: outcome.clone() });
+        }
         // Whatever is in doubt stays in doubt: ask about it soon.
         let doubts: Vec<(TxnId, Protocol)> =
             core.state.in_doubt().map(|record| (record.txn.id(), record.txn.protocol)).collect();
@@ -349,6 +381,16 @@ impl ShardCore {
             self.commands.push(Command::Reply { client, txn: id, results });
             return Ok(());
         }
+        if !self.coordinating.contains_key(&id) && !self.state.participants.contains_key(&id) {
+            // Decided, carried out and forgotten: answer from the ledger's reservations.
+            if let Some(committed) = self.state.resolved_here(&txn) {
+                let n = txn.transfers.len();
+                let results =
+                    if committed { vec![R::Exists; n] } else { Outcome::gave_up(n).results(n) };
+                self.commands.push(Command::Reply { client, txn: id, results });
+                return Ok(());
+            }
+        }
         if !self.coordinating.contains_key(&id)
             && self.coordinating.len() >= self.config.in_flight_max
         {
@@ -426,7 +468,7 @@ impl ShardCore {
         self.now_ms = self.now_ms.max(now_ms);
         let applied = self.state.apply(entry);
         let kind = match &entry.record {
-            Record::Local { .. } => None,
+            Record::Local { .. } | Record::Forget { .. } => None,
             Record::Prepare { txn } => Some((txn.id(), PERSIST_PREPARE)),
             Record::PreCommit { txn, .. } => Some((*txn, PERSIST_PRECOMMIT)),
             Record::CoordinatorPreCommit { txn, .. } | Record::Decide { txn, .. } => {
@@ -448,13 +490,24 @@ impl ShardCore {
             }
             Applied::Participant(id) => self.participant_changed(*id, &entry.record),
             Applied::Coordinator(id) => self.coordinator_changed(*id),
-            Applied::Refused(_) => {}
+            Applied::Refused(_) | Applied::Forgotten => {}
         }
         applied
     }
 
     fn participant_changed(&mut self, id: TxnId, record: &Record) {
-        let Some(participant) = self.state.participants.get(&id) else { return };
+        let Some(participant) = self.state.participants.get(&id) else {
+            // Carried out and forgotten (`ShardState::resolve`).
+            self.doubts.remove(&id);
+            self.terminations.remove(&id);
+            if !self.coordinating.contains_key(&id) {
+                self.depth.remove(&id);
+            }
+            if let Record::Resolve { txn, .. } = record {
+                self.acknowledge(txn);
+            }
+            return;
+        };
         if participant.outcome.is_some() {
             self.doubts.remove(&id);
             self.terminations.remove(&id);
@@ -477,9 +530,46 @@ impl ShardCore {
         }
     }
 
+    /// 2PC: tells the coordinator this shard carried `txn`'s outcome out.
+    fn acknowledge(&mut self, txn: &Txn) {
+        if txn.protocol == Protocol::TwoPhase {
+            self.send(Address::Shard(txn.coordinator()), txn.id(), Body::Resolved);
+        }
+    }
+
+    /// 2PC coordinator: `from` carried `id` out; once all have, the decision can go.
+    fn resolved(&mut self, id: TxnId, from: ShardId) {
+        let Some(CoordinatorRecord::Decided { txn, .. }) = self.state.coordinated.get(&id) else {
+            return;
+        };
+        let participants = txn.participants();
+        let acks = self.acks.entry(id).or_default();
+        acks.insert(from);
+        if participants.iter().all(|shard| acks.contains(shard)) {
+            self.acks.remove(&id);
+            self.decided_at.remove(&id);
+            self.forget.push(id);
+            if self.forget.len() >= crate::codec::FORGET_MAX {
+                self.flush_forget();
+            }
+        }
+    }
+
+    fn flush_forget(&mut self) {
+        if self.forget.is_empty() {
+            return;
+        }
+        let txns = std::mem::take(&mut self.forget);
+        let entry = self.entry(Record::Forget { txns });
+        self.commands.push(Command::Persist(entry));
+    }
+
     fn coordinator_changed(&mut self, id: TxnId) {
         match self.state.coordinated.get(&id).cloned() {
             Some(CoordinatorRecord::Decided { txn, outcome }) => {
+                if txn.protocol == Protocol::TwoPhase {
+                    self.decided_at.entry(id).or_insert(self.now_ms);
+                }
                 self.coordinating.remove(&id);
                 self.reply(&txn, &outcome);
                 self.broadcast(&txn, |_| Body::Decision {
@@ -538,6 +628,7 @@ impl ShardCore {
             Body::PreCommitAck { aborted } => self.precommit_ack(id, from_shard, aborted),
             Body::Decision { txn, outcome } => self.decision(txn, outcome),
             Body::Inquire { txn } => self.inquire(txn, from),
+            Body::Resolved => self.resolved(id, from_shard),
             Body::StateRequest { txn } => self.state_request(txn, from),
             Body::StateReply { state, outcome, amounts } => {
                 if let Some(termination) = self.terminations.get_mut(&id) {
@@ -682,6 +773,12 @@ impl ShardCore {
         if self.coordinating.contains_key(&id) {
             return;
         }
+        if txn.protocol == Protocol::TwoPhase && self.state.resolved_here(&txn).is_some() {
+            // A 2PC decision is forgotten only once every participant carried it out:
+            // this question is stale. (Paxos Commit keeps no decision: its leader
+            // learns the outcome again from the acceptors.)
+            return;
+        }
         // The coordinator that started this is gone (a crash or a new leader): finish
         // what it started.
         self.resume(txn);
@@ -738,6 +835,11 @@ impl ShardCore {
     fn decision(&mut self, txn: Txn, outcome: Outcome) {
         let id = txn.id();
         if txn.sides_of(self.shard()).is_empty() {
+            return;
+        }
+        if !self.state.participants.contains_key(&id) && self.state.resolved_here(&txn).is_some() {
+            // Carried out already (and forgotten): say so again.
+            self.acknowledge(&txn);
             return;
         }
         if let Some(record) = self.state.participants.get(&id) {
@@ -1029,6 +1131,47 @@ impl ShardCore {
             }
         }
         self.tick_doubts();
+        self.remind();
+        self.flush_forget();
+    }
+
+    /// 2PC: decisions some participant has not acknowledged go to it again (the
+    /// acknowledgement, or the decision, may have been lost), so that every decision
+    /// is forgotten in the end.
+    fn remind(&mut self) {
+        if self.now_ms < self.reminded_ms + self.config.inquire_ms {
+            return;
+        }
+        self.reminded_ms = self.now_ms;
+        let due: Vec<(Txn, Outcome, Vec<ShardId>)> = self
+            .state
+            .coordinated
+            .iter()
+            .filter_map(|(id, record)| match record {
+                CoordinatorRecord::Decided { txn, outcome }
+                    if txn.protocol == Protocol::TwoPhase
+                        && self
+                            .decided_at
+                            .get(id)
+                            .is_some_and(|&at| self.now_ms >= at + self.config.inquire_ms) =>
+                {
+                    let acked = self.acks.get(id);
+                    let missing: Vec<ShardId> = txn
+                        .participants()
+                        .into_iter()
+                        .filter(|s| !acked.is_some_and(|a| a.contains(s)))
+                        .collect();
+                    Some((txn.clone(), outcome.clone(), missing))
+                }
+                _ => None,
+            })
+            .collect();
+        for (txn, outcome, missing) in due {
+            for shard in missing {
+                let body = Body::Decision { txn: txn.clone(), outcome: outcome.clone() };
+                self.send(Address::Shard(shard), txn.id(), body);
+            }
+        }
     }
 
     fn tick_doubts(&mut self) {

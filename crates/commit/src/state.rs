@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use settle_ledger::store::ReservationState;
+use settle_ledger::store::{ReservationState, Store};
 use settle_ledger::{CreateTransferResult as R, Ledger, SideError, SideVote, Transfer};
 
 use crate::message::{ClientRef, Entry, Record, ThreePhaseState};
@@ -58,6 +58,8 @@ pub enum Applied {
     Participant(TxnId),
     /// A coordinator record changed.
     Coordinator(TxnId),
+    /// Decisions were forgotten.
+    Forgotten,
     /// The entry contradicted the state (a protocol bug or a hostile peer); nothing
     /// changed. The shell reports it; the simulator counts it as a violation.
     Refused(String),
@@ -136,12 +138,41 @@ impl ShardState {
                 Applied::Coordinator(id)
             }
             Record::Resolve { txn, outcome } => self.resolve(entry.timestamp, txn, outcome),
+            Record::Forget { txns } => {
+                for id in txns {
+                    if matches!(self.coordinated.get(id), Some(CoordinatorRecord::Decided { .. })) {
+                        self.coordinated.remove(id);
+                    }
+                }
+                Applied::Forgotten
+            }
         }
+    }
+
+    /// Whether this shard already carried an outcome out for `txn` (its record is
+    /// forgotten, but the ledger's reservations of its sides are final): `Some(true)`
+    /// committed, `Some(false)` aborted, `None` not (or not yet).
+    pub fn resolved_here(&self, txn: &Txn) -> Option<bool> {
+        let mut committed = None;
+        for (index, side) in txn.sides_of(self.shard) {
+            let transfer = &txn.transfers[index];
+            let reservation = self.ledger.store().reservation(transfer.id, side)?;
+            // The same transfer (an id reused in another body is a different matter).
+            let same = reservation.transfer.debit_account_id == transfer.debit_account_id
+                && reservation.transfer.credit_account_id == transfer.credit_account_id;
+            match reservation.state {
+                _ if !same => return None,
+                ReservationState::Prepared => return None,
+                ReservationState::Aborted => return Some(false),
+                ReservationState::Committed => committed = Some(true),
+            }
+        }
+        committed
     }
 
     fn prepare(&mut self, timestamp: u64, txn: &Txn) -> Applied {
         let id = txn.id();
-        if self.participants.contains_key(&id) {
+        if self.participants.contains_key(&id) || self.resolved_here(txn).is_some() {
             return Applied::Participant(id);
         }
         let mut entries = Vec::new();
@@ -165,6 +196,9 @@ impl ShardState {
 
     fn resolve(&mut self, timestamp: u64, txn: &Txn, outcome: &Outcome) -> Applied {
         let id = txn.id();
+        if !self.participants.contains_key(&id) && self.resolved_here(txn).is_some() {
+            return Applied::Participant(id);
+        }
         let record = self.participants.entry(id).or_insert_with(|| ParticipantRecord {
             txn: txn.clone(),
             vote: Vote::Aborted,
@@ -230,6 +264,11 @@ impl ShardState {
         }
         let record = self.participants.get_mut(&id).expect("inserted above");
         record.outcome = Some(outcome.clone());
+        // Carried out: the ledger's reservations now say how it ended (`resolved_here`),
+        // so the record goes (3PC keeps it for the termination protocol's questions).
+        if txn.protocol != crate::txn::Protocol::ThreePhase {
+            self.participants.remove(&id);
+        }
         Applied::Participant(id)
     }
 

@@ -69,6 +69,10 @@ fn fault_free_costs_equal_gray_and_lamport() {
                 let what = format!("{} with N = {n}, R = {replicas}", protocol.name());
                 assert_eq!(m.normal_path_messages(), messages * txns, "messages, {what}");
                 assert_eq!(m.recovery_messages(), 0, "recovery messages, {what}");
+                // After the outcome, each 2PC participant acknowledges once, so that the
+                // coordinator can forget its decision.
+                let acks = if protocol == Protocol::TwoPhase { n as u64 * txns } else { 0 };
+                assert_eq!(m.acknowledgements(), acks, "acknowledgements, {what}");
                 assert_eq!(
                     m.forced_commit_path + m.acceptor_writes,
                     writes * txns,

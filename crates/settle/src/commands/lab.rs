@@ -141,11 +141,15 @@ fn print_table(protocol: Protocol, args: &Args, reports: &[Report]) {
     );
     let normal = m.normal_path_messages() as f64 / txns;
     let recovery = m.recovery_messages() as f64 / txns;
+    let acks = m.acknowledgements() as f64 / txns;
     let paper = m.paper_cost(protocol);
     let paper_messages = paper.map_or("no formula".into(), |(msgs, _)| format!("paper {msgs:.2}"));
     row(
         "messages / txn",
-        format!("{normal:.2} commit path ({paper_messages}) + {recovery:.2} recovery"),
+        format!(
+            "{normal:.2} commit path ({paper_messages}) + {recovery:.2} recovery + {acks:.2} \
+             acknowledgements (so decisions can be forgotten)"
+        ),
     );
     let by_kind: Vec<String> = KINDS
         .iter()

@@ -1,10 +1,13 @@
 //! The cross-shard checkers, and what the lab measures.
 //!
 //! After the faults heal and the run drains:
-//! - **atomicity**: every transaction ended the same way at every participant (no side
-//!   committed while another aborted), and every committed transfer is stored at both
-//!   of its accounts' shards with the same amount;
+//! - **atomicity**: every side of every transaction ended the same way, read from the
+//!   ledgers' reservations (participants forget their records once carried out), and
+//!   every committed transfer is stored at both of its accounts' shards with the same
+//!   amount;
 //! - **resolution**: nothing is left in doubt (prepared, unresolved);
+//! - **decisions forgotten** (2PC): coordinators forget each decision once every
+//!   participant carried it out, so memory does not grow with every transaction;
 //! - **conservation**: per ledger, over all shards, debits equal credits, posted and
 //!   pending;
 //! - **balance limits**: no account's limit is exceeded, checked every 250 simulated
@@ -15,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use settle_commit::{Kind, Outcome, ShardState, TxnId};
+use settle_commit::{Kind, ShardState, TxnId};
 use settle_ledger::{AccountFlags, CreateTransferResult as R, Side, Store};
 
 use super::world::{Op, World};
@@ -24,6 +27,7 @@ use super::world::{Op, World};
 pub enum Checker {
     Atomicity,
     Resolution,
+    Forgotten,
     Conservation,
     BalanceLimits,
     Acknowledged,
@@ -32,9 +36,10 @@ pub enum Checker {
 }
 
 impl Checker {
-    pub const ALL: [Checker; 7] = [
+    pub const ALL: [Checker; 8] = [
         Checker::Atomicity,
         Checker::Resolution,
+        Checker::Forgotten,
         Checker::Conservation,
         Checker::BalanceLimits,
         Checker::Acknowledged,
@@ -46,6 +51,7 @@ impl Checker {
         match self {
             Checker::Atomicity => "atomicity",
             Checker::Resolution => "every in-doubt transaction resolves",
+            Checker::Forgotten => "2pc decisions forgotten once carried out",
             Checker::Conservation => "conservation per ledger",
             Checker::BalanceLimits => "balance limits",
             Checker::Acknowledged => "acknowledged results match the state",
@@ -105,8 +111,14 @@ impl Measured {
         (0..Kind::COUNT).filter(|&i| KINDS[i].normal_path()).map(|i| self.messages[i]).sum()
     }
 
+    /// 2PC participants' acknowledgements that let coordinators forget decisions.
+    pub fn acknowledgements(&self) -> u64 {
+        self.messages[Kind::Resolved.index()]
+    }
+
+    /// Inquiries, 3PC termination and Paxos phase 1: what faults cost.
     pub fn recovery_messages(&self) -> u64 {
-        self.messages.iter().sum::<u64>() - self.normal_path_messages()
+        self.messages.iter().sum::<u64>() - self.normal_path_messages() - self.acknowledgements()
     }
 
     /// Gray & Lamport's (messages, forced writes) per transaction, averaged over the
@@ -151,6 +163,7 @@ pub const KINDS: [Kind; Kind::COUNT] = [
     Kind::Phase2b,
     Kind::Phase1a,
     Kind::Phase1b,
+    Kind::Resolved,
 ];
 
 impl World {
@@ -200,19 +213,25 @@ enum End {
     InDoubt,
 }
 
-/// How each cross-shard transaction ended at each participant that knows it.
+/// How each side of each cross-shard transaction ended, read from its shard's ledger
+/// (the reservation of that transfer's side): committed, still prepared (in doubt), or
+/// aborted (released, refused, or never prepared).
 fn transaction_ends(world: &World) -> BTreeMap<TxnId, Vec<End>> {
+    use settle_ledger::store::ReservationState;
+    let states: BTreeMap<u32, &ShardState> = world.states().map(|s| (s.shard, s)).collect();
     let mut ends: BTreeMap<TxnId, Vec<End>> = BTreeMap::new();
-    for state in world.states() {
-        for (id, record) in &state.participants {
-            let end = match &record.outcome {
-                Some(Outcome::Commit { .. }) => End::Committed,
-                Some(Outcome::Abort { .. }) => End::Aborted,
-                None if record.vote.prepared() => End::InDoubt,
-                // Refused or never prepared: nothing is held here.
-                None => End::Aborted,
-            };
-            ends.entry(*id).or_default().push(end);
+    for (id, txn) in &world.submitted {
+        let sides = ends.entry(*id).or_default();
+        for (index, transfer) in txn.transfers.iter().enumerate() {
+            for side in [Side::Debit, Side::Credit] {
+                let shard = txn.placement[index][side.code() as usize];
+                let reservation = states[&shard].ledger.store().reservation(transfer.id, side);
+                sides.push(match reservation.map(|r| r.state) {
+                    Some(ReservationState::Committed) => End::Committed,
+                    Some(ReservationState::Prepared) => End::InDoubt,
+                    Some(ReservationState::Aborted) | None => End::Aborted,
+                });
+            }
         }
     }
     ends
@@ -269,25 +288,39 @@ pub fn at_end(world: &mut World) {
             );
         }
     }
-    // Committed sides: stored at both shards with the same amount.
-    for state in &states {
-        for record in state.participants.values() {
-            let Some(Outcome::Commit { amounts }) = &record.outcome else { continue };
-            for (index, transfer) in record.txn.transfers.iter().enumerate() {
-                for side in [Side::Debit, Side::Credit] {
-                    let shard = record.txn.placement[index][side.code() as usize];
+    // Committed sides: each committed transfer stored at both shards, same amount.
+    for (id, txn) in &world.submitted {
+        for transfer in &txn.transfers {
+            let stored: Vec<Option<u128>> = [Side::Debit, Side::Credit]
+                .iter()
+                .map(|&side| {
+                    let index = txn.transfers.iter().position(|t| t.id == transfer.id).expect("in");
+                    let shard = txn.placement[index][side.code() as usize];
                     let holder = states.iter().find(|s| s.shard == shard).expect("a shard");
-                    match holder.ledger.store().transfer(transfer.id) {
-                        Some(stored) if stored.amount == amounts[index] => {}
-                        other => push(
-                            Checker::Atomicity,
-                            format!(
-                                "transfer {} committed, but shard {shard} holds {other:?}",
-                                transfer.id
-                            ),
-                        ),
-                    }
-                }
+                    holder.ledger.store().transfer(transfer.id).map(|t| t.amount)
+                })
+                .collect();
+            if stored[0] != stored[1] {
+                push(
+                    Checker::Atomicity,
+                    format!(
+                        "txn {id}: transfer {} stored as {stored:?} at its two shards",
+                        transfer.id
+                    ),
+                );
+            }
+        }
+    }
+
+    // 2PC: a coordinator forgets each decision once every participant carried it out.
+    if world.options.protocol == settle_commit::Protocol::TwoPhase {
+        for state in &states {
+            if let Some(id) = state.coordinated.keys().next() {
+                let left = state.coordinated.len();
+                push(
+                    Checker::Forgotten,
+                    format!("shard {} still holds {left} decisions (txn {id})", state.shard),
+                );
             }
         }
     }

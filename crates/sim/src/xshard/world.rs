@@ -122,6 +122,9 @@ pub struct World {
     pub local_batches: u64,
     /// Participants of every cross-shard transaction the clients asked for.
     pub txn_participants: BTreeMap<TxnId, usize>,
+    /// Every cross-shard transaction the clients asked for (the checkers read each
+    /// side's fate from the ledgers: participants forget what they carried out).
+    pub submitted: BTreeMap<TxnId, Txn>,
     pub decision_depth: BTreeMap<TxnId, u32>,
     doubt_since: BTreeMap<(u32, TxnId), u64>,
     pub longest_in_doubt_ms: u64,
@@ -214,6 +217,7 @@ impl World {
             acceptor_writes: 0,
             local_batches: 0,
             txn_participants: BTreeMap::new(),
+            submitted: BTreeMap::new(),
             decision_depth: BTreeMap::new(),
             doubt_since: BTreeMap::new(),
             longest_in_doubt_ms: 0,
@@ -311,6 +315,8 @@ impl World {
             })
             && self.acceptors.iter().flatten().all(|a| a.core.is_some() && a.queue.is_empty())
             && self.states().all(|state| state.in_doubt().next().is_none())
+            && (self.options.protocol != Protocol::TwoPhase
+                || self.states().all(|state| state.coordinated.is_empty()))
     }
 
     // ---- network ----
@@ -642,6 +648,7 @@ impl World {
             let op = self.next_op();
             if let Op::Txn(txn) = &op {
                 self.txn_participants.insert(txn.id(), txn.participants().len());
+                self.submitted.insert(txn.id(), txn.clone());
             }
             let c = &mut self.clients[client];
             c.op = Some(op);
