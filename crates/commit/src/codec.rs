@@ -350,6 +350,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             w.txn(txn);
             w.outcome(outcome);
         }
+        Record::Pulse => w.u8(7),
         Record::Forget { txns } => {
             w.u8(6);
             w.len(txns.len());
@@ -422,6 +423,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
             let n = r.len(FORGET_MAX)?;
             Record::Forget { txns: (0..n).map(|_| r.u128()).collect::<Result<_, _>>()? }
         }
+        7 => Record::Pulse,
         _ => return Err(DecodeError::Invalid("record kind")),
     };
     r.end()?;

@@ -174,6 +174,9 @@ pub enum Record {
     Resolve { txn: Txn, outcome: Outcome },
     /// 2PC coordinator: every participant carried these decisions out; drop them.
     Forget { txns: Vec<TxnId> },
+    /// Expire the pending transfers whose deadline passed (where the shell has no
+    /// pulse of its own: the simulator; a replica proposes the ledger's `Write::Pulse`).
+    Pulse,
 }
 
 impl Record {

@@ -46,6 +46,9 @@ pub struct Config {
     /// Decided outcomes a Paxos Commit leader remembers for late questions (older ones
     /// are learned again from the acceptors).
     pub outcomes_max: usize,
+    /// Propose `Record::Pulse` when a pending transfer's deadline passes (shells with a
+    /// pulse of their own, like the replica, leave this off).
+    pub pulses: bool,
 }
 
 impl Config {
@@ -59,6 +62,7 @@ impl Config {
             termination_ms: 2_500,
             in_flight_max: 32_768,
             outcomes_max: 100_000,
+            pulses: false,
         }
     }
 
@@ -188,6 +192,8 @@ pub struct ShardCore {
     forget: Vec<TxnId>,
     /// When unacknowledged 2PC decisions were last sent again.
     reminded_ms: u64,
+    /// A `Record::Pulse` is on its way (one at a time).
+    pulsing: bool,
     /// When each 2PC decision not yet forgotten was written (or found, after a
     /// restart): reminders go only to decisions older than `inquire_ms`.
     decided_at: BTreeMap<TxnId, u64>,
@@ -222,6 +228,7 @@ impl ShardCore {
             acks: BTreeMap::new(),
             forget: Vec::new(),
             reminded_ms: now_ms,
+            pulsing: false,
             decided_at: BTreeMap::new(),
         };
         // 2PC decisions not yet forgotten: tell the participants again; those that
@@ -469,6 +476,10 @@ impl ShardCore {
         let applied = self.state.apply(entry);
         let kind = match &entry.record {
             Record::Local { .. } | Record::Forget { .. } => None,
+            Record::Pulse => {
+                self.pulsing = false;
+                None
+            }
             Record::Prepare { txn } => Some((txn.id(), PERSIST_PREPARE)),
             Record::PreCommit { txn, .. } => Some((*txn, PERSIST_PRECOMMIT)),
             Record::CoordinatorPreCommit { txn, .. } | Record::Decide { txn, .. } => {
@@ -1133,6 +1144,12 @@ impl ShardCore {
         self.tick_doubts();
         self.remind();
         self.flush_forget();
+        let due = self.state.ledger.next_expiry().is_some_and(|at| at <= self.now_ms * 1_000_000);
+        if self.config.pulses && due && !self.pulsing {
+            self.pulsing = true;
+            let entry = self.entry(Record::Pulse);
+            self.commands.push(Command::Persist(entry));
+        }
     }
 
     /// 2PC: decisions some participant has not acknowledged go to it again (the

@@ -138,6 +138,11 @@ impl ShardState {
                 Applied::Coordinator(id)
             }
             Record::Resolve { txn, outcome } => self.resolve(entry.timestamp, txn, outcome),
+            Record::Pulse => {
+                let at = self.ledger.next_batch_timestamp(entry.timestamp, 1);
+                self.ledger.expire_pending_transfers(at).expect("the ledger's next timestamp");
+                Applied::Forgotten
+            }
             Record::Forget { txns } => {
                 for id in txns {
                     if matches!(self.coordinated.get(id), Some(CoordinatorRecord::Decided { .. })) {

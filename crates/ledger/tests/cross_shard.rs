@@ -355,3 +355,64 @@ fn abort_before_prepare_refuses_the_late_prepare_and_prepare_is_idempotent() {
     assert_eq!((account.debits_pending, account.debits_posted), (0, 5));
     assert_eq!(shard.commit_side(80, 9, Side::Debit, 5), Err(SideError::NotPrepared));
 }
+
+/// A cross-shard pending transfer with a timeout expires at each side at its deadline,
+/// except while a cross-shard post holds it; when that post aborts, the side expires it
+/// at once.
+#[test]
+fn a_cross_shard_pending_transfer_expires_at_each_side_unless_a_post_holds_it() {
+    const S: u64 = 1_000_000_000;
+    let mut debit_shard = Ledger::default();
+    let mut credit_shard = Ledger::default();
+    let account = |id| Account { id, ledger: 1, code: 1, ..Default::default() };
+    debit_shard.create_accounts(10, &[account(1)]).unwrap();
+    credit_shard.create_accounts(10, &[account(2)]).unwrap();
+    let pending = Transfer {
+        id: 7,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 5,
+        timeout: 10,
+        ledger: 1,
+        code: 1,
+        flags: TransferFlags::PENDING,
+        ..Default::default()
+    };
+    for (shard, side) in [(&mut debit_shard, Side::Debit), (&mut credit_shard, Side::Credit)] {
+        assert!(matches!(shard.prepare_side(S, &pending, side), Ok(SideVote::Prepared { .. })));
+        assert_eq!(shard.commit_side(2 * S, 7, side, 5), Ok(SideResolution::Committed));
+        assert_eq!(shard.next_expiry(), Some(12 * S), "the deadline: commit + timeout");
+    }
+    // A post prepared at the debit side before the deadline holds it there...
+    let post = Transfer {
+        id: 8,
+        pending_id: 7,
+        amount: 5,
+        timeout: 0,
+        flags: TransferFlags::POST_PENDING_TRANSFER,
+        ..pending
+    };
+    assert!(matches!(
+        debit_shard.prepare_side(11 * S, &post, Side::Debit),
+        Ok(SideVote::Prepared { .. })
+    ));
+    // ...so the deadline passes without expiring it; the credit side expires it.
+    assert_eq!(debit_shard.expire_pending_transfers(13 * S), Ok(0));
+    assert_eq!(debit_shard.pending_state(7), Some(PendingState::Pending));
+    assert_eq!(credit_shard.expire_pending_transfers(13 * S), Ok(1));
+    assert_eq!(credit_shard.lookup_accounts(&[2])[0].credits_pending, 0);
+    // The post reaches the credit side too late and is refused: the transaction aborts,
+    // and the debit side, let go, expires the pending transfer at once.
+    let vote = credit_shard.prepare_side(14 * S, &post, Side::Credit).unwrap();
+    assert!(matches!(
+        vote,
+        SideVote::Rejected { result: CreateTransferResult::PendingTransferExpired, .. }
+    ));
+    assert_eq!(
+        debit_shard.abort_side(15 * S, &post, Side::Debit, false),
+        Ok(SideResolution::Aborted)
+    );
+    assert_eq!(debit_shard.pending_state(7), Some(PendingState::Expired));
+    assert_eq!(debit_shard.lookup_accounts(&[1])[0].debits_pending, 0);
+    assert_eq!(debit_shard.next_expiry(), None);
+}

@@ -566,6 +566,26 @@ async fn transfers_and_chains_across_shards_commit_atomically() {
         found.get_ref().transfers.iter().map(|x| Transfer::try_from(x).unwrap().id).collect();
     assert_eq!(ids, vec![100, 105, 107]);
 
+    // A pending transfer across shards with a 1 s timeout expires at both shards.
+    let expiring = Transfer { timeout: 1, ..t(109, a, b, 4, TransferFlags::PENDING) };
+    assert_eq!(create_transfers_retrying(&addresses, &[expiring]).await, vec![R::Ok]);
+    let mut released = false;
+    for _ in 0..200 {
+        let now = balances(&addresses, &[a, b]).await;
+        if now.iter().all(|x| x.debits_pending == 0 && x.credits_pending == 0) {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(released, "the expired reservation was released at both shards");
+    let late =
+        Transfer { pending_id: 109, ..t(110, a, b, 4, TransferFlags::POST_PENDING_TRANSFER) };
+    assert_eq!(
+        create_transfers_retrying(&addresses, &[late]).await,
+        vec![R::PendingTransferExpired]
+    );
+
     // Protocols a cluster does not run are refused before anything happens.
     let refused = create_transfers_with(addresses[0], &[t(108, a, b, 1, none)], Some("3pc")).await;
     assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);

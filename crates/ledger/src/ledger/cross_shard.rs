@@ -29,13 +29,16 @@
 //!
 //! Limits, documented for the cross-shard issue: `flags.linked` must be clear (chains
 //! across shards are the coordinator's job; a linked event gets `linked_event_chain_open`);
-//! a cross-shard pending transfer does not expire by itself at either side (its
-//! coordinator voids it when its timeout passes, so both sides agree); with
+//! a cross-shard pending transfer with a timeout expires at each side at that side's
+//! deadline (its commit timestamp plus the timeout), except while a cross-shard post or
+//! void holds it: a post prepared at both sides before either deadline commits, and one
+//! that reaches a side after its deadline is refused there (`pending_transfer_expired`)
+//! and aborts, after which the other side expires it too; with
 //! `balancing_*`, each side clamps by its own account and the coordinator commits the
 //! smaller amount, but limit checks ran against each side's own clamped amount.
 
 use super::create_transfer::{
-    balanced_amount, pending_mismatch, post_side_error, resolve_post_or_void, side_error,
+    balanced_amount, expiry_of, pending_mismatch, post_side_error, resolve_post_or_void, side_error,
 };
 use super::Ledger;
 use crate::results::CreateTransferResult as R;
@@ -331,6 +334,11 @@ impl<S: Store> Ledger<S> {
             self.store.account(side_account(&t, side)).expect("a prepared side's account exists");
         if pv {
             let p = self.store.transfer(t.pending_id).expect("a locked pending transfer exists");
+            if let Some(at) = expiry_of(p.timestamp, p.timeout).filter(|_| p.timeout != 0) {
+                if self.store.has_expiry(at, p.id) {
+                    self.store.remove_expiry(at, p.id);
+                }
+            }
             *pending_balance(&mut account, side) -= p.amount;
             if t.flags.contains(TransferFlags::POST_PENDING_TRANSFER) {
                 *posted_balance_mut(&mut account, side) += amount;
@@ -348,6 +356,9 @@ impl<S: Store> Ledger<S> {
                 account.flags.insert(AccountFlags::CLOSED);
             }
             self.store.set_pending_state(t.id, PendingState::Pending);
+            if let Some(at) = expiry_of(timestamp, t.timeout).filter(|_| t.timeout != 0) {
+                self.store.insert_expiry(at, t.id);
+            }
         } else {
             *pending_balance(&mut account, side) -= reserved;
             *posted_balance_mut(&mut account, side) += amount;
@@ -395,6 +406,11 @@ impl<S: Store> Ledger<S> {
             None => Reservation { transfer: *transfer, side, state: ReservationState::Aborted },
         };
         self.store.set_reservation(Reservation { state: ReservationState::Aborted, ..reservation });
+        // A post or void that held a pending transfer past its deadline lets go of it:
+        // it expires now (the expiry that skipped it while held).
+        if reservation.transfer.pending_id != 0 {
+            self.expire_released(timestamp, reservation.transfer.pending_id);
+        }
         if record_failed
             && matches!(self.store.transfer_id(transfer.id), crate::store::TransferId::Free)
         {
@@ -402,6 +418,28 @@ impl<S: Store> Ledger<S> {
         }
         self.commit_timestamp = timestamp;
         Ok(SideResolution::Aborted)
+    }
+}
+
+impl<S: Store> Ledger<S> {
+    /// Expires pending transfer `id` if it is still pending, no longer held, and past its
+    /// deadline at `timestamp`.
+    fn expire_released(&mut self, timestamp: u64, id: u128) {
+        let Some(p) = self.store.transfer(id) else { return };
+        if p.timeout == 0
+            || self.store.pending_state(id) != Some(PendingState::Pending)
+            || self.store.pending_locked_by(id).is_some()
+        {
+            return;
+        }
+        let Some(at) = expiry_of(p.timestamp, p.timeout) else { return };
+        if at > timestamp {
+            return;
+        }
+        if self.store.has_expiry(at, id) {
+            self.store.remove_expiry(at, id);
+        }
+        self.release_pending(&p, PendingState::Expired, None);
     }
 }
 

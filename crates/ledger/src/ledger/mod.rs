@@ -359,6 +359,11 @@ impl<S: Store> Ledger<S> {
             let pending = self.store.transfer(id).expect("an expiring transfer exists");
             assert_eq!(self.store.pending_state(id), Some(PendingState::Pending));
             self.store.remove_expiry(expires_at, id);
+            if self.store.pending_locked_by(id).is_some() {
+                // A cross-shard post or void holds it: if that aborts, the abort expires
+                // it (`abort_side`); if it commits, it was posted or voided in time.
+                continue;
+            }
             self.release_pending(&pending, PendingState::Expired, None);
             expired += 1;
         }
@@ -376,21 +381,30 @@ impl<S: Store> Ledger<S> {
     ) {
         assert!(pending.flags.contains(TransferFlags::PENDING));
         assert!(matches!(state, PendingState::Voided | PendingState::Expired));
-        let mut dr = self.store.account(pending.debit_account_id).expect("debit account exists");
-        let mut cr = self.store.account(pending.credit_account_id).expect("credit account exists");
-        dr.debits_pending = dr.debits_pending.checked_sub(pending.amount).expect("reserved");
-        cr.credits_pending = cr.credits_pending.checked_sub(pending.amount).expect("reserved");
-        if pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
-            dr.flags.remove(AccountFlags::CLOSED);
+        // Both accounts live here, except for a cross-shard pending transfer, whose
+        // other side its other shard releases.
+        let debit = self.store.account(pending.debit_account_id);
+        let credit = self.store.account(pending.credit_account_id);
+        assert!(debit.is_some() || credit.is_some(), "a pending transfer has a local account");
+        if let Some(mut dr) = debit {
+            dr.debits_pending = dr.debits_pending.checked_sub(pending.amount).expect("reserved");
+            if pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
+                dr.flags.remove(AccountFlags::CLOSED);
+            }
+            self.store.update_account(&dr);
+            if let Some(timestamp) = history_timestamp {
+                self.record_history(&dr, timestamp);
+            }
         }
-        if pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
-            cr.flags.remove(AccountFlags::CLOSED);
-        }
-        self.store.update_account(&dr);
-        self.store.update_account(&cr);
-        if let Some(timestamp) = history_timestamp {
-            self.record_history(&dr, timestamp);
-            self.record_history(&cr, timestamp);
+        if let Some(mut cr) = credit {
+            cr.credits_pending = cr.credits_pending.checked_sub(pending.amount).expect("reserved");
+            if pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
+                cr.flags.remove(AccountFlags::CLOSED);
+            }
+            self.store.update_account(&cr);
+            if let Some(timestamp) = history_timestamp {
+                self.record_history(&cr, timestamp);
+            }
         }
         self.store.set_pending_state(pending.id, state);
     }

@@ -354,6 +354,10 @@ impl Store for MemStore {
         self.log(Undo::ExpiryRemoved { expires_at, id });
     }
 
+    fn has_expiry(&self, expires_at: u64, id: u128) -> bool {
+        self.expiry.contains(&(expires_at, id))
+    }
+
     fn first_expired(&self, timestamp: u64) -> Option<(u64, u128)> {
         self.expiry.first().copied().filter(|&(expires_at, _)| expires_at <= timestamp)
     }

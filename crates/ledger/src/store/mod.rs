@@ -120,6 +120,8 @@ pub trait Store {
     fn set_pending_state(&mut self, id: u128, state: PendingState);
     fn insert_expiry(&mut self, expires_at: u64, id: u128);
     fn remove_expiry(&mut self, expires_at: u64, id: u128);
+    /// Whether `id` is due to expire at `expires_at`.
+    fn has_expiry(&self, expires_at: u64, id: u128) -> bool;
     /// The pending transfer that expires first, if it expires at or before `timestamp`.
     fn first_expired(&self, timestamp: u64) -> Option<(u64, u128)>;
 

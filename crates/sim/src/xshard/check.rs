@@ -82,6 +82,8 @@ pub struct Measured {
     pub in_doubt: u64,
     /// Fast-path (one shard) batches written.
     pub local_batches: u64,
+    /// Cross-shard pending transfers that expired (at both of their shards).
+    pub expired: u64,
     /// Simulated ms the workload ran.
     pub workload_ms: u64,
     /// Client-observed latency of cross-shard requests, ms, sorted.
@@ -187,7 +189,20 @@ impl World {
             .map(|ack| ack.latency_ms)
             .collect();
         latencies_ms.sort_unstable();
+        let expired = self
+            .submitted
+            .values()
+            .flat_map(|txn| &txn.transfers)
+            .filter(|t| t.timeout > 0)
+            .filter(|t| {
+                self.states().any(|s| {
+                    s.ledger.pending_state(t.id)
+                        == Some(settle_ledger::store::PendingState::Expired)
+                })
+            })
+            .count() as u64;
         Measured {
+            expired,
             committed,
             aborted,
             in_doubt,

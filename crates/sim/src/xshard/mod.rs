@@ -132,13 +132,14 @@ impl fmt::Display for Report {
         let m = &self.measured;
         write!(
             f,
-            "seed {} ({}): {verdict}, {} committed, {} aborted, {} in doubt, {} fast-path batches",
+            "seed {} ({}): {verdict}, {} committed, {} aborted, {} in doubt, {} fast-path batches, {} pending expired",
             self.seed,
             self.protocol.name(),
             m.committed,
             m.aborted,
             m.in_doubt,
-            m.local_batches
+            m.local_batches,
+            m.expired
         )?;
         for violation in &self.violations {
             write!(f, "\n  {violation}")?;

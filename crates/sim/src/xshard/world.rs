@@ -135,7 +135,7 @@ impl World {
     pub fn new(options: Options) -> World {
         assert!(options.shards >= 1 && options.replicas % 2 == 1);
         let rng = StdRng::seed_from_u64(options.seed ^ 0x5eed_c0de);
-        let config = Config::new(options.replicas);
+        let config = Config { pulses: true, ..Config::new(options.replicas) };
         // Accounts: the first ids that land on each shard, every third one limited
         // (debits must not exceed credits) so that reservations meet balance limits.
         let mut accounts = Vec::new();
@@ -315,6 +315,8 @@ impl World {
             })
             && self.acceptors.iter().flatten().all(|a| a.core.is_some() && a.queue.is_empty())
             && self.states().all(|state| state.in_doubt().next().is_none())
+            // Pending transfers that time out have expired at both of their shards.
+            && self.states().all(|state| state.ledger.next_expiry().is_none())
             && (self.options.protocol != Protocol::TwoPhase
                 || self.states().all(|state| state.coordinated.is_empty()))
     }
@@ -415,7 +417,7 @@ impl World {
                         self.forced_commit_path += 1;
                     } else if matches!(entry.record, Record::Resolve { .. }) {
                         self.forced_resolution += 1;
-                    } else {
+                    } else if matches!(entry.record, Record::Local { .. }) {
                         self.local_batches += 1;
                     }
                     self.shards[shard as usize].queue.push_back(entry);
@@ -603,7 +605,7 @@ impl World {
     }
 
     fn restart_shard(&mut self, shard: u32) {
-        let config = Config::new(self.options.replicas);
+        let config = Config { pulses: true, ..Config::new(self.options.replicas) };
         let s = &mut self.shards[shard as usize];
         let Some(state) = s.down_state.take() else { return };
         s.incarnation += 1;
@@ -774,7 +776,12 @@ impl World {
             vec![self.transfer(a, b, amount, flags)]
         } else if roll < 0.55 {
             let ((a, _), (b, _)) = self.two_accounts();
-            vec![self.transfer(a, b, amount, TransferFlags::PENDING)]
+            let mut pending = self.transfer(a, b, amount, TransferFlags::PENDING);
+            // Half of them time out (1-2 s): expiry races their post or void.
+            if self.workload_rng.gen_bool(0.5) {
+                pending.timeout = self.workload_rng.gen_range(1..=2);
+            }
+            vec![pending]
         } else if roll < 0.75 && !self.pendings.is_empty() {
             let pending =
                 self.pendings.swap_remove(self.workload_rng.gen_range(0..self.pendings.len()));
