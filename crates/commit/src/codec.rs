@@ -66,7 +66,7 @@ impl Writer {
     fn txn(&mut self, txn: &Txn) {
         self.u8(txn.protocol.code());
         self.len(txn.transfers.len());
-        for (transfer, [debit, credit]) in txn.transfers.iter().zip(&txn.placement) {
+        for (transfer, [debit, credit]) in txn.transfers.iter().zip(txn.placement.iter()) {
             self.0.extend_from_slice(&transfer.to_bytes());
             self.u32(*debit);
             self.u32(*credit);

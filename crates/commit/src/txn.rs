@@ -2,6 +2,7 @@
 //! participants give and the outcome the coordinator derives from them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use settle_ledger::{combine_votes, CreateTransferResult as R, Decision, Side, SideVote, Transfer};
 
@@ -62,9 +63,10 @@ impl Protocol {
 pub struct Txn {
     pub protocol: Protocol,
     /// In chain order. The `linked` flag is cleared: the chain is this transaction.
-    pub transfers: Vec<Transfer>,
+    /// Shared: a transaction travels in many messages and records, cloned cheaply.
+    pub transfers: Arc<[Transfer]>,
     /// For each transfer, the shards of its debit and its credit account.
-    pub placement: Vec<[ShardId; 2]>,
+    pub placement: Arc<[[ShardId; 2]]>,
 }
 
 impl Txn {
@@ -84,7 +86,7 @@ impl Txn {
             .into_iter()
             .map(|t| Transfer { flags: t.flags - settle_ledger::TransferFlags::LINKED, ..t })
             .collect();
-        Some(Txn { protocol, transfers, placement })
+        Some(Txn { protocol, transfers, placement: placement.into() })
     }
 
     pub fn id(&self) -> TxnId {

@@ -192,7 +192,7 @@ impl World {
         let expired = self
             .submitted
             .values()
-            .flat_map(|txn| &txn.transfers)
+            .flat_map(|txn| txn.transfers.iter())
             .filter(|t| t.timeout > 0)
             .filter(|t| {
                 self.states().any(|s| {
@@ -305,7 +305,7 @@ pub fn at_end(world: &mut World) {
     }
     // Committed sides: each committed transfer stored at both shards, same amount.
     for (id, txn) in &world.submitted {
-        for transfer in &txn.transfers {
+        for transfer in txn.transfers.iter() {
             let stored: Vec<Option<u128>> = [Side::Debit, Side::Credit]
                 .iter()
                 .map(|&side| {

@@ -693,7 +693,7 @@ impl World {
         let Some(op) = c.op.take() else { return };
         let latency_ms = self.now_ms - c.started_ms;
         let transfers = match &op {
-            Op::Txn(txn) => txn.transfers.clone(),
+            Op::Txn(txn) => txn.transfers.to_vec(),
             Op::Local { transfers, .. } => transfers.clone(),
         };
         for (transfer, result) in transfers.iter().zip(&results) {
