@@ -301,9 +301,14 @@ async fn checkpoints_and_log_rewrites_keep_everything_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let addresses = addresses(3);
     let cluster = ClusterConfig::single_shard(&addresses);
-    // Checkpoint every 4 entries; rewrite the log from 16 KiB on.
-    let tuning =
-        Tuning { checkpoint_entries: 4, log_rewrite_bytes: 16 << 10, transfers_capacity: 1024 };
+    // Checkpoint every 4 entries or 2 KiB of them (a few transfers); rewrite the log
+    // from 16 KiB on.
+    let tuning = Tuning {
+        checkpoint_entries: 4,
+        checkpoint_bytes: 2 << 10,
+        log_rewrite_bytes: 16 << 10,
+        transfers_capacity: 1024,
+    };
     let start = |id: u64| {
         ClusterNode::start(ClusterOptions { tuning, ..options(&cluster, id, dir.path()) })
     };

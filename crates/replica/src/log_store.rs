@@ -32,6 +32,8 @@ pub struct LogStore {
     /// Entries `first_index()..=last_index()`, contiguous. `entries[0].index - 1` is the
     /// compaction point, whose term is `compacted_term`.
     entries: Vec<Entry>,
+    /// About how many bytes `entries` take (kept as they change: asked for often).
+    held_bytes: u64,
     compacted_index: u64,
     compacted_term: u64,
     /// Set when raft-rs asked for a snapshot this log cannot give (older than asked, or
@@ -97,7 +99,23 @@ impl LogStore {
 
     /// About how many bytes the entries held take.
     pub fn entry_bytes(&self) -> u64 {
-        self.entries.iter().map(|e| (e.data.len() + e.context.len() + 32) as u64).sum()
+        debug_assert_eq!(self.held_bytes, self.entries.iter().map(size_of_entry).sum::<u64>());
+        self.held_bytes
+    }
+
+    /// The first index from which the entries up to `index` take at most `bytes` (the
+    /// entries a checkpoint at `index` keeps for followers just behind, by size).
+    pub fn first_within(&self, index: u64, bytes: u64) -> u64 {
+        let mut total = 0;
+        let mut first = index + 1;
+        for entry in self.entries.iter().rev().skip_while(|e| e.index > index) {
+            total += size_of_entry(entry);
+            if total > bytes {
+                break;
+            }
+            first = entry.index;
+        }
+        first
     }
 
     /// Whether raft-rs asked for a snapshot newer than the latest (and clears the ask).
@@ -125,8 +143,12 @@ impl LogStore {
             self.last()
         );
         let keep = (first.index - self.first()) as usize;
+        let replaced: u64 =
+            self.entries[keep.min(self.entries.len())..].iter().map(size_of_entry).sum();
         self.entries.truncate(keep);
         self.entries.extend_from_slice(entries);
+        self.held_bytes =
+            self.held_bytes - replaced + entries.iter().map(size_of_entry).sum::<u64>();
         debug_assert!(self.entries.windows(2).all(|w| w[1].index == w[0].index + 1));
     }
 
@@ -135,6 +157,7 @@ impl LogStore {
     pub fn install_snapshot(&mut self, snapshot: Snapshot) {
         let meta = snapshot.get_metadata();
         self.entries.clear();
+        self.held_bytes = 0;
         self.compacted_index = meta.index;
         self.compacted_term = meta.term;
         self.conf_state = meta.get_conf_state().clone();
@@ -162,6 +185,8 @@ impl LogStore {
         let last_dropped = &self.entries[drop - 1];
         self.compacted_index = last_dropped.index;
         self.compacted_term = last_dropped.term;
+        let dropped: u64 = self.entries[..drop].iter().map(size_of_entry).sum();
+        self.held_bytes -= dropped;
         self.entries.drain(..drop);
     }
 
@@ -247,6 +272,11 @@ impl Storage for LogStore {
         }
         Ok(snapshot)
     }
+}
+
+/// What an entry takes, about: its payload and a fixed overhead.
+fn size_of_entry(entry: &Entry) -> u64 {
+    (entry.data.len() + entry.context.len() + 32) as u64
 }
 
 #[cfg(test)]

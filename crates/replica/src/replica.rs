@@ -43,6 +43,11 @@ pub struct Config {
     pub checkpoint_entries: u64,
     /// Entries kept behind a checkpoint, so that a follower just behind needs no snapshot.
     pub keep_entries: u64,
+    /// A checkpoint also once the entries held take this many bytes: an entry can carry
+    /// a whole batch, so a count alone does not bound memory.
+    pub checkpoint_bytes: u64,
+    /// At most this many bytes of entries are kept behind a checkpoint.
+    pub keep_bytes: u64,
     /// Most writes proposed and not yet answered; beyond, requests are refused `Busy`.
     pub proposals_max: usize,
     /// Most reads waiting for their read index.
@@ -78,6 +83,8 @@ impl Config {
             heartbeat_ticks: 2,
             checkpoint_entries: 1024,
             keep_entries: 64,
+            checkpoint_bytes: 256 << 20,
+            keep_bytes: 64 << 20,
             proposals_max: 1024,
             reads_max: 1024,
             request_timeout_ticks: 50,
@@ -891,7 +898,9 @@ impl Replica {
         let last = store.latest_snapshot().get_metadata().index;
         // raft-rs may need one the latest cannot serve (see `LogStore::snapshot`).
         let wanted = store.take_snapshot_wanted() && self.applied > last;
-        let due = wanted || self.applied >= last + self.config.checkpoint_entries;
+        let due = wanted
+            || self.applied >= last + self.config.checkpoint_entries
+            || (self.applied > last && store.entry_bytes() >= self.config.checkpoint_bytes);
         if self.halted.is_some() || self.checkpointing.is_some() || !due {
             return;
         }
@@ -923,7 +932,10 @@ impl Replica {
         }
         let mut snapshot = Snapshot { data: data.into(), ..Default::default() };
         snapshot.set_metadata(meta);
-        let keep_from = (index + 1).saturating_sub(self.config.keep_entries).max(1);
+        let keep_from = (index + 1)
+            .saturating_sub(self.config.keep_entries)
+            .max(1)
+            .max(self.raw.store().first_within(index, self.config.keep_bytes));
         self.raw.mut_store().checkpoint(snapshot.clone(), keep_from);
         // The shell stored the data before handing it back.
         self.raw.mut_store().drop_snapshot_data();

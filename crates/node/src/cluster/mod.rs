@@ -54,8 +54,10 @@ pub struct ClusterOptions {
 /// Knobs with production defaults; tests turn them down to exercise the rare paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuning {
-    /// A replica snapshots its ledger and compacts its log every this many entries.
+    /// A replica snapshots its ledger and compacts its log every this many entries...
     pub checkpoint_entries: u64,
+    /// ...or once its entries take this many bytes (a quarter of it is kept behind).
+    pub checkpoint_bytes: u64,
     /// The shared log is rewritten from memory once this large (and twice what the
     /// rewrite would write).
     pub log_rewrite_bytes: u64,
@@ -67,6 +69,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             checkpoint_entries: 1024,
+            checkpoint_bytes: 256 << 20,
             log_rewrite_bytes: 1 << 30,
             transfers_capacity: 12 << 20,
         }
@@ -87,6 +90,8 @@ pub(crate) fn replica_config(
     // A follower slowed down (a busy machine) should not need the whole state: keep a
     // quarter of the checkpoint interval behind each checkpoint.
     config.keep_entries = (tuning.checkpoint_entries / 4).max(1);
+    config.checkpoint_bytes = tuning.checkpoint_bytes;
+    config.keep_bytes = tuning.checkpoint_bytes / 4;
     config.transfers_file = Some(data_dir.join(format!("shard-{shard}.transfers")));
     config.transfers_capacity = tuning.transfers_capacity;
     config.shard = u32::try_from(shard).expect("the config keeps shard ids below 2^32");
