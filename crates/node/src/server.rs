@@ -19,11 +19,11 @@ pub struct Service {
     pub requests: mpsc::Sender<Request>,
 }
 
-fn invalid(error: ConvertError) -> Status {
+pub(crate) fn invalid(error: ConvertError) -> Status {
     Status::invalid_argument(error.to_string())
 }
 
-fn check_count(what: &str, count: usize) -> Result<(), Status> {
+pub(crate) fn check_count(what: &str, count: usize) -> Result<(), Status> {
     if count > BATCH_EVENTS_MAX {
         return Err(Status::invalid_argument(format!(
             "{count} {what} in one request; at most {BATCH_EVENTS_MAX} are allowed"

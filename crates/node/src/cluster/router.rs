@@ -29,9 +29,9 @@ use settle_commit::placement::shard_of;
 use settle_commit::{Protocol, Txn};
 use settle_ledger::{
     Account, AccountFlags, CreateAccountResult, CreateTransferResult, Read, Reply, Transfer,
-    TransferFlags, Write, BATCH_EVENTS_MAX,
+    TransferFlags, Write,
 };
-use settle_proto::convert::{self, ConvertError};
+use settle_proto::convert;
 use settle_proto::pb;
 use settle_proto::pb::ledger_client::LedgerClient;
 use tokio::sync::{mpsc, oneshot};
@@ -41,7 +41,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 
 use super::config::ClusterConfig;
 use crate::executor::{Command, Request};
-use crate::server::status_of;
+use crate::server::{check_count, invalid, status_of};
 use crate::NodeError;
 
 /// Metadata naming the shard a forwarded request is for: run it there, do not forward.
@@ -66,19 +66,6 @@ pub struct Router {
     /// Leaders of shards this node does not hold, as hints taught them.
     remote_leaders: Mutex<HashMap<u64, u64>>,
     peers: Mutex<HashMap<u64, LedgerClient<Channel>>>,
-}
-
-fn invalid(error: ConvertError) -> Status {
-    Status::invalid_argument(error.to_string())
-}
-
-fn check_count(what: &str, count: usize) -> Result<(), Status> {
-    if count > BATCH_EVENTS_MAX {
-        return Err(Status::invalid_argument(format!(
-            "{count} {what} in one request; at most {BATCH_EVENTS_MAX} are allowed"
-        )));
-    }
-    Ok(())
 }
 
 fn unexpected(reply: Reply) -> Status {
@@ -245,6 +232,32 @@ impl Router {
         metadata.insert(SHARD_KEY, shard.to_string().parse().expect("digits"));
         metadata.insert(PROTOCOL_KEY, protocol.name().parse().expect("ascii"));
         request
+    }
+
+    /// An account filter's request: the shard it names (if forwarded), the account's
+    /// shard, the message and the filter.
+    fn account_filter(
+        &self,
+        request: GrpcRequest<pb::AccountFilter>,
+    ) -> Result<(Option<u64>, u64, pb::AccountFilter, settle_ledger::AccountFilter), Status> {
+        let only = named_shard(request.metadata())?;
+        let message = request.into_inner();
+        let filter: settle_ledger::AccountFilter = (&message).try_into().map_err(invalid)?;
+        let shard = only.unwrap_or_else(|| self.shard_of(filter.account_id));
+        Ok((only, shard, message, filter))
+    }
+
+    /// A query's request: the shard it names (if forwarded), the shards to ask, the
+    /// message and the filter.
+    fn query_filter(
+        &self,
+        request: GrpcRequest<pb::QueryFilter>,
+    ) -> Result<(Option<u64>, Vec<u64>, pb::QueryFilter, settle_ledger::QueryFilter), Status> {
+        let only = named_shard(request.metadata())?;
+        let message = request.into_inner();
+        let filter: settle_ledger::QueryFilter = (&message).try_into().map_err(invalid)?;
+        let shards = only.map_or_else(|| self.shards.clone(), |s| vec![s]);
+        Ok((only, shards, message, filter))
     }
 
     // ---- transfers ----
@@ -640,10 +653,7 @@ impl pb::ledger_server::Ledger for Router {
         &self,
         request: GrpcRequest<pb::AccountFilter>,
     ) -> Result<Response<pb::TransfersReply>, Status> {
-        let only = named_shard(request.metadata())?;
-        let message = request.into_inner();
-        let filter: settle_ledger::AccountFilter = (&message).try_into().map_err(invalid)?;
-        let shard = only.unwrap_or_else(|| self.shard_of(filter.account_id));
+        let (only, shard, message, filter) = self.account_filter(request)?;
         let answer = self
             .read_at(shard, Read::GetAccountTransfers(filter), only, |mut client| {
                 let request = Router::request(message, shard, Protocol::TwoPhase);
@@ -660,10 +670,7 @@ impl pb::ledger_server::Ledger for Router {
         &self,
         request: GrpcRequest<pb::AccountFilter>,
     ) -> Result<Response<pb::AccountBalancesReply>, Status> {
-        let only = named_shard(request.metadata())?;
-        let message = request.into_inner();
-        let filter: settle_ledger::AccountFilter = (&message).try_into().map_err(invalid)?;
-        let shard = only.unwrap_or_else(|| self.shard_of(filter.account_id));
+        let (only, shard, message, filter) = self.account_filter(request)?;
         let answer = self
             .read_at(shard, Read::GetAccountBalances(filter), only, |mut client| {
                 let request = Router::request(message, shard, Protocol::TwoPhase);
@@ -683,10 +690,7 @@ impl pb::ledger_server::Ledger for Router {
         &self,
         request: GrpcRequest<pb::QueryFilter>,
     ) -> Result<Response<pb::AccountsReply>, Status> {
-        let only = named_shard(request.metadata())?;
-        let message = request.into_inner();
-        let filter: settle_ledger::QueryFilter = (&message).try_into().map_err(invalid)?;
-        let shards: Vec<u64> = only.map_or_else(|| self.shards.clone(), |s| vec![s]);
+        let (only, shards, message, filter) = self.query_filter(request)?;
         let parts = shards.into_iter().map(|shard| async move {
             let answer = self
                 .read_at(shard, Read::QueryAccounts(filter), only, |mut client| {
@@ -715,10 +719,7 @@ impl pb::ledger_server::Ledger for Router {
         &self,
         request: GrpcRequest<pb::QueryFilter>,
     ) -> Result<Response<pb::TransfersReply>, Status> {
-        let only = named_shard(request.metadata())?;
-        let message = request.into_inner();
-        let filter: settle_ledger::QueryFilter = (&message).try_into().map_err(invalid)?;
-        let shards: Vec<u64> = only.map_or_else(|| self.shards.clone(), |s| vec![s]);
+        let (only, shards, message, filter) = self.query_filter(request)?;
         let parts = shards.into_iter().map(|shard| async move {
             let answer = self
                 .read_at(shard, Read::QueryTransfers(filter), only, |mut client| {
