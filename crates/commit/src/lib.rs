@@ -6,9 +6,11 @@
 //! (`Ledger::prepare_side` / `commit_side` / `abort_side`): prepare = validate and
 //! reserve, commit = post the reservation, abort = release it.
 //!
-//! The cores do no IO and read no clock. A shell (the simulator now; the node's engine
-//! next) carries out their commands: send a message, persist an entry in the shard's
-//! group, answer a client. Layout, top-down:
+//! The cores do no IO and read no clock. A shell carries out their commands: send a
+//! message, persist an entry in the shard's group, answer a client. Two shells run them:
+//! the cross-shard simulator (`settle-sim`'s `xshard`), and a cluster node, where each
+//! shard's replica (`settle-replica`) applies the entries from its Raft log and its
+//! leader acts. Layout, top-down:
 //! - [`txn`]: a transaction (a transfer or a linked chain) and where its sides live; votes,
 //!   outcomes, and `decide`, which turns votes into the outcome and the client's results.
 //! - [`placement`]: the rule that maps accounts to shards.
@@ -16,6 +18,7 @@
 //! - [`state`]: a shard's replicated state (ledger + protocol records) and `apply`.
 //! - [`shard`]: `ShardCore`, a shard's participant and coordinator roles.
 //! - [`acceptor`]: `AcceptorCore`, Paxos Commit's acceptor (one per replica of a shard).
+//! - [`codec`]: the checked byte encoding of entries, messages and snapshot records.
 
 pub mod acceptor;
 pub mod codec;
