@@ -24,6 +24,7 @@ pub const ENTRIES_MAX: usize = 1 << 16;
 pub const FORGET_MAX: usize = 1 << 16;
 const MESSAGE_TAG: u8 = 0xC8;
 const STATE_TAG: u8 = 0xC9;
+const ACCEPTOR_TAG: u8 = 0xCA;
 
 /// Most protocol records a snapshot section may hold (far above what is in flight).
 pub const STATE_RECORDS_MAX: u64 = 1 << 24;
@@ -558,6 +559,31 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
     };
     r.end()?;
     Ok(Message { txn, depth, body })
+}
+
+/// Encodes an acceptor's state for one transaction (for its disk).
+pub fn encode_acceptor(state: &crate::acceptor::AcceptorTxn) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(256));
+    w.u8(ACCEPTOR_TAG);
+    w.txn(&state.txn);
+    w.u64(state.promised);
+    let accepted: Vec<Accepted> = state.accepted.values().cloned().collect();
+    w.accepted_list(&accepted);
+    w.0
+}
+
+/// Decodes what [`encode_acceptor`] wrote.
+pub fn decode_acceptor(bytes: &[u8]) -> Result<crate::acceptor::AcceptorTxn, DecodeError> {
+    let mut r = Reader { bytes, at: 0 };
+    match r.u8()? {
+        ACCEPTOR_TAG => {}
+        tag => return Err(DecodeError::BadTag(tag)),
+    }
+    let txn = r.txn()?;
+    let promised = r.u64()?;
+    let accepted = r.accepted_list()?.into_iter().map(|a| (a.instance, a)).collect();
+    r.end()?;
+    Ok(crate::acceptor::AcceptorTxn { txn, promised, accepted })
 }
 
 /// Encodes a shard's protocol records (for its snapshots).

@@ -35,6 +35,10 @@ pub enum Record {
         snapshot: Snapshot,
         keep_from: u64,
     },
+    /// A Paxos Commit acceptor's state for one transaction (`settle_commit::codec`),
+    /// kept beside the group's log: it is this replica's own, not replicated by Raft.
+    /// The latest record of a transaction wins.
+    Acceptor(Vec<u8>),
 }
 
 /// Bytes that cannot be a replica's log.
@@ -54,6 +58,7 @@ const KIND_HARD_STATE: u8 = 1;
 const KIND_ENTRIES: u8 = 2;
 const KIND_INSTALLED_SNAPSHOT: u8 = 3;
 const KIND_CHECKPOINT: u8 = 4;
+const KIND_ACCEPTOR: u8 = 5;
 
 /// Appends `record` of `group`, framed and checksummed, to `out`.
 pub fn encode(group: u64, record: &Record, out: &mut Vec<u8>) {
@@ -84,6 +89,11 @@ pub fn encode(group: u64, record: &Record, out: &mut Vec<u8>) {
             put_u64(out, *keep_from);
             put_snapshot(out, snapshot);
             KIND_CHECKPOINT
+        }
+        Record::Acceptor(bytes) => {
+            out.push(KIND_ACCEPTOR);
+            put_bytes(out, bytes);
+            KIND_ACCEPTOR
         }
     };
     debug_assert_eq!(out[start + HEADER_SIZE + 8], kind);
@@ -161,6 +171,7 @@ fn decode_one(bytes: &[u8], verify: bool) -> Result<((u64, Record), usize), &'st
         KIND_CHECKPOINT => reader.u64().and_then(|keep_from| {
             reader.snapshot().map(|snapshot| Record::Checkpoint { snapshot, keep_from })
         }),
+        KIND_ACCEPTOR => reader.bytes().map(Record::Acceptor),
         _ => None,
     };
     match record {
@@ -188,6 +199,8 @@ pub fn recover(initial: ConfState, records: impl IntoIterator<Item = Record>) ->
                 log.checkpoint(snapshot, keep_from);
                 log.set_conf_state(conf_state);
             }
+            // Not the log's: the shell rebuilds its acceptor from these.
+            Record::Acceptor(_) => {}
         }
     }
     log

@@ -62,11 +62,13 @@ pub enum Input {
         shard: u64,
         message: Message,
     },
-    /// A cross-shard protocol message for `shard`, from `from_shard`'s leader.
+    /// A cross-shard protocol message for `shard`'s leader (or, with `acceptor`, for that
+    /// Paxos Commit acceptor of `shard` on this node), from `from_shard`.
     Commit {
         shard: u64,
         from_shard: u64,
         message: settle_commit::Message,
+        acceptor: Option<u8>,
     },
     SnapshotStatus {
         shard: u64,
@@ -132,6 +134,14 @@ pub struct Engine {
     /// Protocol messages between two shards this node leads: delivered in the next
     /// round of the flush loop, without the network.
     local_commit: Vec<(u64, u64, settle_commit::Message)>,
+    /// Paxos Commit acceptors on this node: one per shard whose replica it is (index:
+    /// its place in the shard's replica list).
+    acceptors: BTreeMap<u64, settle_commit::AcceptorCore>,
+    /// Acceptor writes appended and not yet covered by a sync / in the sync running.
+    acceptor_unsynced: Vec<(u64, settle_commit::AcceptorEntry)>,
+    acceptor_syncing: Vec<(u64, settle_commit::AcceptorEntry)>,
+    /// Messages for this node's acceptors, delivered in the flush loop.
+    local_acceptor: Vec<(u64, settle_commit::Message)>,
     changes: HashMap<Token, oneshot::Sender<Result<Vec<u64>, NodeError>>>,
     next_token: Token,
     write_buffer: Vec<u8>,
@@ -149,6 +159,7 @@ impl Engine {
         log: GroupLog,
         inbox: (SyncSender<Input>, Receiver<Input>),
         outbound: Outbound,
+        acceptors: BTreeMap<u64, settle_commit::AcceptorCore>,
     ) -> Result<Engine, NodeError> {
         let (inbox_sender, inbox) = inbox;
         let (jobs, job_receiver) = mpsc::sync_channel::<Vec<(u64, u64)>>(1);
@@ -178,6 +189,10 @@ impl Engine {
             txn_parts: HashMap::new(),
             txn_requests: HashMap::new(),
             local_commit: Vec::new(),
+            acceptors,
+            acceptor_unsynced: Vec::new(),
+            acceptor_syncing: Vec::new(),
+            local_acceptor: Vec::new(),
             changes: HashMap::new(),
             next_token: 1,
             write_buffer: Vec::new(),
@@ -258,7 +273,15 @@ impl Engine {
                     replica.step(message);
                 }
             }
-            Input::Commit { shard, from_shard, message } => {
+            Input::Commit { shard, from_shard, message, acceptor: Some(index) } => {
+                if let Some(core) = self.acceptors.get_mut(&shard) {
+                    if core.index == index {
+                        core.receive(message);
+                    }
+                }
+                let _ = from_shard;
+            }
+            Input::Commit { shard, from_shard, message, acceptor: None } => {
                 if let Some(replica) = self.replicas.get_mut(&shard) {
                     let from = settle_commit::Address::Shard(from_shard as u32);
                     replica.receive_commit(from, message);
@@ -280,6 +303,7 @@ impl Engine {
                 for (shard, index) in std::mem::take(&mut self.checkpoints_syncing) {
                     snapshots::remove_others(&self.config.data_dir, shard, index, true);
                 }
+                self.acceptors_persisted();
             }
             Input::CheckpointWritten { shard, index, outcome } => match outcome {
                 Ok(()) => {
@@ -380,10 +404,28 @@ impl Engine {
         to: settle_commit::Address,
         message: settle_commit::Message,
     ) {
-        let settle_commit::Address::Shard(to) = to else {
-            // Paxos Commit's acceptors live only in the simulator so far; the cluster
-            // refuses that protocol before a transaction starts.
-            return;
+        let to = match to {
+            settle_commit::Address::Shard(to) => to,
+            settle_commit::Address::Acceptor { shard, index } => {
+                let shard = u64::from(shard);
+                let Some(entry) = self.config.cluster.shards.iter().find(|s| s.id == shard) else {
+                    return;
+                };
+                let Some(&node) = entry.replicas.get(usize::from(index)) else { return };
+                if node == self.config.node_id {
+                    self.local_acceptor.push((shard, message));
+                } else {
+                    let bytes = settle_commit::codec::encode_message(&message);
+                    self.outbound.queue_commit(
+                        node,
+                        shard,
+                        from_shard,
+                        bytes,
+                        u32::from(index) + 1,
+                    );
+                }
+                return;
+            }
         };
         let to = u64::from(to);
         let leader = self.replicas.get(&to).and_then(|replica| replica.leader());
@@ -393,7 +435,7 @@ impl Engine {
         }
         let bytes = settle_commit::codec::encode_message(&message);
         if let Some(leader) = leader {
-            self.outbound.queue_commit(leader, to, from_shard, bytes);
+            self.outbound.queue_commit(leader, to, from_shard, bytes, 0);
             return;
         }
         // No replica here, or no leader known: every node holding `to` hears it (only
@@ -401,7 +443,7 @@ impl Engine {
         let Some(entry) = self.config.cluster.shards.iter().find(|s| s.id == to) else { return };
         for &node in &entry.replicas {
             if node != self.config.node_id {
-                self.outbound.queue_commit(node, to, from_shard, bytes.clone());
+                self.outbound.queue_commit(node, to, from_shard, bytes.clone(), 0);
             }
         }
     }
@@ -460,6 +502,7 @@ impl Engine {
                     }
                 }
             }
+            quiet &= !self.drive_acceptors();
             if !self.write_buffer.is_empty() {
                 if let Err(error) = self.log.append(&self.write_buffer) {
                     self.failed =
@@ -487,6 +530,40 @@ impl Engine {
         }
         self.maybe_rewrite_log();
         self.publish_leaders();
+    }
+
+    /// Delivers the acceptors' messages and carries out what they ask: sends, and writes
+    /// to the shared log (answered once a sync covers them). Whether anything happened.
+    fn drive_acceptors(&mut self) -> bool {
+        let mut busy = false;
+        for (shard, message) in std::mem::take(&mut self.local_acceptor) {
+            busy = true;
+            if let Some(core) = self.acceptors.get_mut(&shard) {
+                core.receive(message);
+            }
+        }
+        let shards: Vec<u64> = self.acceptors.keys().copied().collect();
+        for shard in shards {
+            let commands = self.acceptors.get_mut(&shard).expect("listed").take_commands();
+            for command in commands {
+                busy = true;
+                match command {
+                    settle_commit::AcceptorCommand::Send { to, message } => {
+                        self.send_commit(shard, to, message)
+                    }
+                    settle_commit::AcceptorCommand::Persist(entry) => {
+                        let bytes = settle_commit::codec::encode_acceptor(&entry.state);
+                        settle_replica::durable::encode(
+                            shard,
+                            &Record::Acceptor(bytes),
+                            &mut self.write_buffer,
+                        );
+                        self.acceptor_unsynced.push((shard, entry));
+                    }
+                }
+            }
+        }
+        busy
     }
 
     /// Tells the router who leads each shard held here (only when that changed).
@@ -519,7 +596,7 @@ impl Engine {
         let seed = self.config.seed ^ shard;
         let (node_id, dir, tuning) =
             (self.config.node_id, &self.config.data_dir, self.config.tuning);
-        let config = super::replica_config(node_id, shard, dir, seed, tuning);
+        let config = super::replica_config(node_id, shard, dir, seed, tuning, entry.replicas.len());
         match Replica::new(config, log) {
             Ok(replica) => {
                 tracing::info!(shard, "joining the shard as a new replica");
@@ -594,10 +671,11 @@ impl Engine {
     }
 
     fn start_sync(&mut self) {
-        if self.syncing || self.unsynced.is_empty() {
+        if self.syncing || (self.unsynced.is_empty() && self.acceptor_unsynced.is_empty()) {
             return;
         }
         self.checkpoints_syncing.append(&mut self.checkpoints_unsynced);
+        self.acceptor_syncing.append(&mut self.acceptor_unsynced);
         let numbers: Vec<(u64, u64)> = std::mem::take(&mut self.unsynced).into_iter().collect();
         if !self.config.fsync {
             // Experiments only: "durable" when written to the OS.
@@ -606,11 +684,21 @@ impl Engine {
                     replica.persisted(number);
                 }
             }
+            self.acceptors_persisted();
             return;
         }
         self.syncing = true;
         let syncer = self.syncer.as_ref().expect("the syncer runs until stop");
         syncer.send(numbers).expect("the syncer runs until stop");
+    }
+
+    /// The acceptor writes the last sync covered are durable: the acceptors answer.
+    fn acceptors_persisted(&mut self) {
+        for (shard, entry) in std::mem::take(&mut self.acceptor_syncing) {
+            if let Some(core) = self.acceptors.get_mut(&shard) {
+                core.persisted(entry);
+            }
+        }
     }
 
     /// Once the log is large, replace it with what the replicas hold (snapshot, entries,
@@ -620,7 +708,13 @@ impl Engine {
         // must be large, and at least twice what the rewrite would write (the entries;
         // snapshots live in their own files).
         let threshold = self.config.tuning.log_rewrite_bytes;
-        if self.syncing || !self.unsynced.is_empty() || self.log.len() < threshold {
+        let acceptor_writes =
+            !self.acceptor_unsynced.is_empty() || !self.acceptor_syncing.is_empty();
+        if self.syncing
+            || !self.unsynced.is_empty()
+            || acceptor_writes
+            || self.log.len() < threshold
+        {
             return;
         }
         let retained: u64 = self.replicas.values().map(|r| r.log().entry_bytes()).sum();
@@ -643,6 +737,13 @@ impl Engine {
             records.push((shard, snapshots::without_data(&base).expect("a snapshot record")));
             records.push((shard, Record::Entries(after)));
             records.push((shard, Record::HardState(log.hard_state().clone())));
+        }
+        // The acceptors' state is this node's own: it goes into the new log as well.
+        for (&shard, core) in &self.acceptors {
+            for state in core.durable().values() {
+                let bytes = settle_commit::codec::encode_acceptor(state);
+                records.push((shard, Record::Acceptor(bytes)));
+            }
         }
         let before = self.log.len();
         if let Err(error) = self.log.rewrite(records.into_iter()) {

@@ -84,6 +84,7 @@ pub(crate) fn replica_config(
     data_dir: &std::path::Path,
     seed: u64,
     tuning: Tuning,
+    replicas: usize,
 ) -> settle_replica::Config {
     let mut config = settle_replica::Config::new(node_id, seed);
     config.checkpoint_entries = tuning.checkpoint_entries;
@@ -95,12 +96,20 @@ pub(crate) fn replica_config(
     config.transfers_file = Some(data_dir.join(format!("shard-{shard}.transfers")));
     config.transfers_capacity = tuning.transfers_capacity;
     config.shard = u32::try_from(shard).expect("the config keeps shard ids below 2^32");
+    config.commit = settle_commit::Config::new(acceptors_of(replicas));
     let dir = data_dir.to_path_buf();
     config.snapshot_loader =
         Some(settle_replica::SnapshotLoader(std::sync::Arc::new(move |index| {
             snapshots::read(&dir, shard, index)
         })));
     config
+}
+
+/// Paxos Commit acceptors of a shard with `replicas` replicas: one per replica, an odd
+/// number (2F+1), so an even group leaves its last replica without one.
+pub(crate) fn acceptors_of(replicas: usize) -> u8 {
+    let odd = if replicas % 2 == 1 { replicas } else { replicas.saturating_sub(1).max(1) };
+    u8::try_from(odd).expect("at most 7 replicas")
 }
 
 /// Transfers files are rebuilt at every start (from the snapshot and the log): the
@@ -145,7 +154,7 @@ impl ClusterNode {
         let records = recovered.records;
         let (dir, tuning) = (options.data_dir.clone(), options.tuning);
         let cluster_copy = cluster.clone();
-        let replicas = tokio::task::spawn_blocking(move || {
+        let (replicas, acceptors) = tokio::task::spawn_blocking(move || {
             build_replicas(&cluster_copy, node_id, &dir, tuning, records)
         })
         .await
@@ -183,6 +192,7 @@ impl ClusterNode {
             recovered.log,
             (inbox_sender.clone(), inbox),
             outbound,
+            acceptors,
         )?;
         let engine = std::thread::Builder::new()
             .name("settle-engine".into())
@@ -257,6 +267,9 @@ impl ClusterNode {
     }
 }
 
+/// The Paxos Commit acceptors a node holds, by shard.
+type Acceptors = BTreeMap<u64, settle_commit::AcceptorCore>;
+
 /// One replica per shard that lists this node, each rebuilt from its records.
 fn build_replicas(
     cluster: &ClusterConfig,
@@ -264,10 +277,29 @@ fn build_replicas(
     data_dir: &std::path::Path,
     tuning: Tuning,
     records: Vec<(u64, Record)>,
-) -> Result<BTreeMap<u64, Replica>, NodeError> {
+) -> Result<(BTreeMap<u64, Replica>, Acceptors), NodeError> {
     let mut by_shard: BTreeMap<u64, Vec<Record>> = BTreeMap::new();
+    // Acceptor records, per shard, oldest first: the latest of a transaction wins.
+    let mut acceptor_states: BTreeMap<u64, BTreeMap<u128, settle_commit::AcceptorTxn>> =
+        BTreeMap::new();
     for (shard, record) in records {
+        if let Record::Acceptor(bytes) = &record {
+            let state = settle_commit::codec::decode_acceptor(bytes).map_err(|e| {
+                NodeError::Config(format!("shard {shard}: an acceptor record does not decode: {e}"))
+            })?;
+            acceptor_states.entry(shard).or_default().insert(state.txn.id(), state);
+            continue;
+        }
         by_shard.entry(shard).or_default().push(record);
+    }
+    let mut acceptors = BTreeMap::new();
+    for shard in &cluster.shards {
+        let Some(index) = shard.replicas.iter().position(|&n| n == node_id) else { continue };
+        if index >= usize::from(acceptors_of(shard.replicas.len())) {
+            continue;
+        }
+        let durable = acceptor_states.remove(&shard.id).unwrap_or_default();
+        acceptors.insert(shard.id, settle_commit::AcceptorCore::new(index as u8, durable));
     }
     let mut replicas = BTreeMap::new();
     // The file's replica lists are each shard's first configuration; later changes
@@ -289,7 +321,9 @@ fn build_replicas(
         }
         snapshots::remove_others(data_dir, shard.id, index, false);
         remove_transfer_files(data_dir, shard.id);
-        let config = replica_config(node_id, shard.id, data_dir, seed(node_id) ^ shard.id, tuning);
+        let seed = seed(node_id) ^ shard.id;
+        let config =
+            replica_config(node_id, shard.id, data_dir, seed, tuning, shard.replicas.len());
         let replica = Replica::new(config, log)
             .map_err(|halt| NodeError::Config(format!("shard {}: {halt}", shard.id)))?;
         replicas.insert(shard.id, replica);
@@ -299,7 +333,7 @@ fn build_replicas(
             "the log holds shard {shard}, which the cluster config does not give node {node_id}"
         )));
     }
-    Ok(replicas)
+    Ok((replicas, acceptors))
 }
 
 /// Election timeouts need only differ between nodes and runs; the simulator is where

@@ -9,7 +9,7 @@
 //! - a unit whose accounts all live at its home is a local write there (one Raft round,
 //!   the fast path); the local units of one home go together, in order;
 //! - any other unit is a cross-shard transaction coordinated by its home's leader
-//!   (2PC by default; see `settle-commit`).
+//!   (2PC by default; 3PC when the config allows it; Paxos Commit; see `settle-commit`).
 //!
 //! A home this node leads runs here (through the engine); any other is forwarded to its
 //! leader as the same request with the `settle-shard` metadata naming the home, which
@@ -122,11 +122,19 @@ impl Router {
                 "3pc is unsafe under network partitions; a cluster runs it only with \
                  allow_3pc = true in its config",
             )),
+            // Participants address the coordinator's acceptors by count: every shard
+            // must have as many.
+            Protocol::PaxosCommit if self.uniform_replicas() => Ok(named),
             Protocol::PaxosCommit => Err(Status::failed_precondition(
-                "paxos-commit runs in the simulator and the lab; clusters do not keep \
-                 acceptor state yet (use 2pc)",
+                "paxos-commit needs every shard to have the same number of replicas (its \
+                 acceptors are a coordinator shard's replicas)",
             )),
         }
+    }
+
+    fn uniform_replicas(&self) -> bool {
+        let first = self.cluster.shards[0].replicas.len();
+        self.cluster.shards.iter().all(|s| s.replicas.len() == first)
     }
 
     /// Where requests for `shard` go: here when this node leads it (or holds it and

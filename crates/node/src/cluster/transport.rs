@@ -80,19 +80,34 @@ impl Outbound {
         if snapshot {
             batch.snapshots.push((shard, to));
         }
-        batch.messages.push(pb::PeerMessage { shard, raft, commit: Vec::new(), from_shard: 0 });
+        let (commit, from_shard, acceptor) = (Vec::new(), 0, 0);
+        batch.messages.push(pb::PeerMessage { shard, raft, commit, from_shard, acceptor });
         true
     }
 
     /// Queues a cross-shard protocol message (encoded) from `from_shard` to `shard`'s
-    /// replica on node `to`. False when `to` is not a known peer.
-    pub fn queue_commit(&mut self, to: u64, shard: u64, from_shard: u64, commit: Vec<u8>) -> bool {
+    /// replica on node `to` (`acceptor` 0), or to acceptor `acceptor - 1` of `shard`
+    /// there. False when `to` is not a known peer.
+    pub fn queue_commit(
+        &mut self,
+        to: u64,
+        shard: u64,
+        from_shard: u64,
+        commit: Vec<u8>,
+        acceptor: u32,
+    ) -> bool {
         if !self.peers.contains_key(&to) {
             return false;
         }
         let batch = self.pending.entry(to).or_default();
         batch.bytes += commit.len();
-        batch.messages.push(pb::PeerMessage { shard, raft: Vec::new(), commit, from_shard });
+        batch.messages.push(pb::PeerMessage {
+            shard,
+            raft: Vec::new(),
+            commit,
+            from_shard,
+            acceptor,
+        });
         true
     }
 
@@ -174,7 +189,14 @@ impl pb::peer_server::Peer for PeerService {
                         Status::invalid_argument(format!("undecodable commit message: {e}"))
                     })?;
                 let (shard, from_shard) = (message.shard, message.from_shard);
-                offer(&self.inbox, Input::Commit { shard, from_shard, message: commit });
+                let acceptor =
+                    match message.acceptor {
+                        0 => None,
+                        i => Some(u8::try_from(i - 1).map_err(|_| {
+                            Status::invalid_argument(format!("no acceptor {}", i - 1))
+                        })?),
+                    };
+                offer(&self.inbox, Input::Commit { shard, from_shard, message: commit, acceptor });
                 continue;
             }
             let raft = decode_message(&message.raft)
