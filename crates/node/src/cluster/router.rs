@@ -213,6 +213,19 @@ impl Router {
                         _ => break,
                     }
                 }
+                // The hop itself failed (the node went away mid-request, or took too
+                // long): what it did is unknown, and the client's retry is safe.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Cancelled
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Unknown
+                    ) =>
+                {
+                    let message = format!("forwarding to node {node} failed: {}", status.message());
+                    return Err(Status::unavailable(message));
+                }
                 Err(status) => return Err(status),
             }
         }
