@@ -293,7 +293,7 @@ pub fn at_end(world: &mut World) {
         if committed && ends.contains(&End::Aborted) {
             push(
                 Checker::Atomicity,
-                format!("txn {id}: committed at one participant, aborted at another ({ends:?})"),
+                format!("txn {id}: some sides committed, others not (per side: {ends:?})"),
             );
         }
         if ends.contains(&End::InDoubt) {
