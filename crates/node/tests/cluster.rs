@@ -441,6 +441,20 @@ async fn balances(addresses: &[SocketAddr], ids: &[u128]) -> Vec<Account> {
     lookup_accounts(addresses[1], ids).await
 }
 
+/// `ids` once no reservation is open on them. A reply means the outcome is decided and
+/// durable; each participant carries it out a moment later, and a plain read in
+/// between sees the reservation (bounded wait).
+async fn settled_balances(addresses: &[SocketAddr], ids: &[u128]) -> Vec<Account> {
+    for _ in 0..400 {
+        let accounts = balances(addresses, ids).await;
+        if accounts.iter().all(|a| a.debits_pending == 0 && a.credits_pending == 0) {
+            return accounts;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("reservations on {ids:?} stayed open");
+}
+
 async fn create_transfers_with(
     address: SocketAddr,
     transfers: &[Transfer],
@@ -583,7 +597,7 @@ async fn transfers_and_chains_across_shards_commit_atomically() {
         let credits: u128 = accounts.iter().map(|x| x.credits_posted).sum();
         assert_eq!(debits, credits, "conservation across shards");
     };
-    check(balances(&addresses, &[a, b, c, limited]).await);
+    check(settled_balances(&addresses, &[a, b, c, limited]).await);
     // The transfers are found through any node, at both of their shards.
     let request = pb::LookupRequest { ids: convert::ids_to_pb(&[100, 102, 105, 107]) };
     let found = client(addresses[2]).await.lookup_transfers(request).await.unwrap();
@@ -622,7 +636,7 @@ async fn transfers_and_chains_across_shards_commit_atomically() {
     for id in 1..=3 {
         nodes.push(start(id).await.unwrap());
     }
-    check(balances(&addresses, &[a, b, c, limited]).await);
+    check(settled_balances(&addresses, &[a, b, c, limited]).await);
     for node in nodes {
         node.shutdown().await.unwrap();
     }
