@@ -501,7 +501,7 @@ impl ShardCore {
             }
             Applied::Participant(id) => self.participant_changed(*id, &entry.record),
             Applied::Coordinator(id) => self.coordinator_changed(*id),
-            Applied::Refused(_) | Applied::Forgotten => {}
+            Applied::Refused(_) | Applied::Maintenance => {}
         }
         applied
     }
@@ -673,17 +673,8 @@ impl ShardCore {
     fn coordinator_vote(&mut self, txn: Txn, from: ShardId, vote: Vote) {
         let id = txn.id();
         if self.state.coordinated.contains_key(&id) {
-            // Decided (or 3PC precommitted) already: answer from the record.
-            match self.state.coordinated.get(&id) {
-                Some(CoordinatorRecord::Decided { .. }) => {
-                    self.answer_decided(id, Address::Shard(from))
-                }
-                _ => {
-                    if !self.coordinating.contains_key(&id) {
-                        // Rebuilt after a crash; `new` resumed it.
-                    }
-                }
-            }
+            // Decided: answer from the record. (3PC precommitted: `new` resumed it.)
+            self.answer_decided(id, Address::Shard(from));
             return;
         }
         let now = self.now_ms;
@@ -945,12 +936,8 @@ impl ShardCore {
         if acceptor >= self.config.acceptors {
             return;
         }
-        let Some(coordination) = self.coordinating.get_mut(&id) else {
-            if let Some(outcome) = self.outcomes.get(&id).cloned() {
-                let _ = outcome; // Already decided; nothing to learn.
-            }
-            return;
-        };
+        // Not coordinating (decided already, or unknown here): nothing to learn.
+        let Some(coordination) = self.coordinating.get_mut(&id) else { return };
         for value in accepted {
             let slot = coordination.accepted.entry(value.instance).or_default();
             if slot.get(&acceptor).is_none_or(|old| old.ballot <= value.ballot) {
@@ -1269,9 +1256,4 @@ fn resubmitted(outcome: &Outcome, transfers: usize) -> Vec<R> {
         Outcome::Commit { .. } => vec![R::Exists; transfers],
         Outcome::Abort { .. } => outcome.results(transfers),
     }
-}
-
-/// The first result of a batch's replies, for callers that only need to know it ended.
-pub fn first_result(results: &[R]) -> R {
-    results.first().copied().unwrap_or(R::Ok)
 }

@@ -58,8 +58,9 @@ pub enum Applied {
     Participant(TxnId),
     /// A coordinator record changed.
     Coordinator(TxnId),
-    /// Decisions were forgotten.
-    Forgotten,
+    /// Housekeeping (decisions forgotten, pending transfers expired): nothing for the
+    /// protocols to act on.
+    Maintenance,
     /// The entry contradicted the state (a protocol bug or a hostile peer); nothing
     /// changed. The shell reports it; the simulator counts it as a violation.
     Refused(String),
@@ -141,7 +142,7 @@ impl ShardState {
             Record::Pulse => {
                 let at = self.ledger.next_batch_timestamp(entry.timestamp, 1);
                 self.ledger.expire_pending_transfers(at).expect("the ledger's next timestamp");
-                Applied::Forgotten
+                Applied::Maintenance
             }
             Record::Forget { txns } => {
                 for id in txns {
@@ -149,7 +150,7 @@ impl ShardState {
                         self.coordinated.remove(id);
                     }
                 }
-                Applied::Forgotten
+                Applied::Maintenance
             }
         }
     }

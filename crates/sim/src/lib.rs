@@ -185,12 +185,12 @@ impl fmt::Display for Report {
 /// Simulates one seed. A panic inside the simulated cluster is a violation too (it is
 /// reported with the seed, not propagated).
 pub fn run(options: Options) -> Report {
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+    let outcome = simulate(|| {
         let mut world = world::World::new(options);
         world.run();
         check::at_end(&mut world);
         world
-    }));
+    });
     match outcome {
         Ok(world) => Report {
             seed: options.seed,
@@ -200,28 +200,28 @@ pub fn run(options: Options) -> Report {
             exercised: world.exercised,
             violations: world.violations.found,
         },
-        Err(panic) => {
-            let message = panic_message(panic.as_ref());
-            Report {
-                seed: options.seed,
-                acknowledged: 0,
-                committed: 0,
-                faults: Faults::default(),
-                exercised: Exercised::default(),
-                violations: vec![Violation {
-                    checker: Checker::NoHalts,
-                    detail: format!("the simulation panicked: {message}"),
-                }],
-            }
-        }
+        Err(message) => Report {
+            seed: options.seed,
+            acknowledged: 0,
+            committed: 0,
+            faults: Faults::default(),
+            exercised: Exercised::default(),
+            violations: vec![Violation {
+                checker: Checker::NoHalts,
+                detail: format!("the simulation panicked: {message}"),
+            }],
+        },
     }
 }
 
-/// The text of a caught panic, for a report.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
+/// Runs a simulation; a panic inside it comes back as its text, for the report (a
+/// simulated cluster that panics is a finding, not a crash of the simulator).
+pub(crate) fn simulate<W>(body: impl FnOnce() -> W) -> Result<W, String> {
+    panic::catch_unwind(AssertUnwindSafe(body)).map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into())
+    })
 }

@@ -273,13 +273,12 @@ impl Engine {
                     replica.step(message);
                 }
             }
-            Input::Commit { shard, from_shard, message, acceptor: Some(index) } => {
+            Input::Commit { shard, message, acceptor: Some(index), .. } => {
                 if let Some(core) = self.acceptors.get_mut(&shard) {
                     if core.index == index {
                         core.receive(message);
                     }
                 }
-                let _ = from_shard;
             }
             Input::Commit { shard, from_shard, message, acceptor: None } => {
                 if let Some(replica) = self.replicas.get_mut(&shard) {

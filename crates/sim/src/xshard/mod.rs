@@ -17,7 +17,6 @@ pub mod check;
 pub mod world;
 
 use std::fmt;
-use std::panic::{self, AssertUnwindSafe};
 
 pub use settle_commit::Protocol;
 
@@ -150,12 +149,12 @@ impl fmt::Display for Report {
 
 /// Simulates one seed. A panic inside is reported as a violation with the seed.
 pub fn run(options: Options) -> Report {
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+    let outcome = crate::simulate(|| {
         let mut world = world::World::new(options);
         world.run();
         check::at_end(&mut world);
         world
-    }));
+    });
     match outcome {
         Ok(world) => Report {
             seed: options.seed,
@@ -164,18 +163,15 @@ pub fn run(options: Options) -> Report {
             measured: world.measured(),
             violations: world.violations,
         },
-        Err(panic) => {
-            let message = crate::panic_message(panic.as_ref());
-            Report {
-                seed: options.seed,
-                protocol: options.protocol,
-                faults: Faults::default(),
-                measured: check::Measured::default(),
-                violations: vec![check::Violation {
-                    checker: check::Checker::NoPanic,
-                    detail: format!("the simulation panicked: {message}"),
-                }],
-            }
-        }
+        Err(message) => Report {
+            seed: options.seed,
+            protocol: options.protocol,
+            faults: Faults::default(),
+            measured: check::Measured::default(),
+            violations: vec![check::Violation {
+                checker: check::Checker::NoPanic,
+                detail: format!("the simulation panicked: {message}"),
+            }],
+        },
     }
 }

@@ -833,11 +833,6 @@ impl World {
             Op::Txn(Txn::new(self.options.protocol, transfers, placement).expect("a short chain"))
         }
     }
-
-    /// Whether `id` is one of the accounts.
-    pub fn protocol(&self) -> Protocol {
-        self.options.protocol
-    }
 }
 
 fn zero_account() -> Account {
