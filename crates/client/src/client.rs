@@ -251,6 +251,30 @@ impl Client {
         Ok(accounts)
     }
 
+    /// A snapshot read: the accounts with these ids that exist (in the order of `ids`),
+    /// all as of one timestamp, consistent across shards (a transfer between shards is
+    /// in it at both sides or at neither). `timestamp`: `None` lets the cluster choose;
+    /// otherwise it must not be behind any shard's clock. Returns the timestamp and the
+    /// accounts. At most [`BATCH_EVENTS_MAX`] ids: one snapshot is one request.
+    pub async fn read_snapshot(
+        &self,
+        ids: &[u128],
+        timestamp: Option<u64>,
+    ) -> Result<(u64, Vec<Account>), ClientError> {
+        const OP: &str = "read_snapshot";
+        let request =
+            pb::SnapshotRequest { ids: convert::ids_to_pb(ids), timestamp: timestamp.unwrap_or(0) };
+        let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| {
+            let request = request.clone();
+            async move { grpc.read_snapshot(request).await }
+        })
+        .await?;
+        check_count(OP, reply.accounts.len(), ids.len())?;
+        let accounts =
+            reply.accounts.iter().map(|a| Account::try_from(a).map_err(|e| invalid(OP, e)));
+        Ok((reply.timestamp, accounts.collect::<Result<_, _>>()?))
+    }
+
     /// The transfers with these ids that exist, in the order of `ids` (missing ids are
     /// skipped). Any number of ids: they are sent in batches of [`BATCH_EVENTS_MAX`].
     pub async fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<Transfer>, ClientError> {

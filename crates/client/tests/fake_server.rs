@@ -153,6 +153,13 @@ impl Ledger for Fake {
         Ok(Response::new(pb::AccountsReply { accounts }))
     }
 
+    async fn read_snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotReply>, Status> {
+        Err(Status::unimplemented("the fake serves no snapshots"))
+    }
+
     async fn lookup_transfers(
         &self,
         request: Request<pb::LookupRequest>,

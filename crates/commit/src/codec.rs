@@ -11,7 +11,7 @@ use settle_ledger::{CreateTransferResult as R, Side, SideVote, Transfer, RECORD_
 
 use crate::message::{Accepted, Body, ClientRef, Entry, Message, Record, ThreePhaseState};
 use crate::state::{CoordinatorRecord, ParticipantRecord};
-use crate::txn::{Outcome, Protocol, SideEntry, Txn, TxnId, Vote, TXN_TRANSFERS_MAX};
+use crate::txn::{Commit, Outcome, Protocol, SideEntry, Txn, TxnId, Vote, TXN_TRANSFERS_MAX};
 
 /// The first byte of an encoded entry: distinct from every ledger `Write` operation
 /// byte, so one log can carry both.
@@ -106,6 +106,7 @@ impl Writer {
                     self.u16(entry.transfer);
                     self.u8(entry.side.code());
                     self.side_vote(&entry.vote);
+                    self.u64(entry.at);
                 }
             }
             Vote::Aborted => self.u8(1),
@@ -114,9 +115,9 @@ impl Writer {
 
     fn outcome(&mut self, outcome: &Outcome) {
         match outcome {
-            Outcome::Commit { amounts } => {
+            Outcome::Commit(commit) => {
                 self.u8(0);
-                self.amounts(amounts);
+                self.commit(commit);
             }
             Outcome::Abort { results, record_failed } => {
                 self.u8(1);
@@ -129,11 +130,12 @@ impl Writer {
         }
     }
 
-    fn amounts(&mut self, amounts: &[u128]) {
-        self.len(amounts.len());
-        for amount in amounts {
+    fn commit(&mut self, commit: &Commit) {
+        self.len(commit.amounts.len());
+        for amount in &commit.amounts {
             self.u128(*amount);
         }
+        self.u64(commit.at);
     }
 
     fn option_outcome(&mut self, outcome: &Option<Outcome>) {
@@ -146,11 +148,11 @@ impl Writer {
         }
     }
 
-    fn option_amounts(&mut self, amounts: &Option<Vec<u128>>) {
-        match amounts {
-            Some(amounts) => {
+    fn option_commit(&mut self, commit: &Option<Commit>) {
+        match commit {
+            Some(commit) => {
                 self.u8(1);
-                self.amounts(amounts);
+                self.commit(commit);
             }
             None => self.u8(0),
         }
@@ -269,7 +271,8 @@ impl<'a> Reader<'a> {
                         1 => Side::Credit,
                         _ => return Err(DecodeError::Invalid("side")),
                     };
-                    entries.push(SideEntry { transfer, side, vote: self.side_vote()? });
+                    let vote = self.side_vote()?;
+                    entries.push(SideEntry { transfer, side, vote, at: self.u64()? });
                 }
                 Ok(Vote::Sides(entries))
             }
@@ -278,14 +281,15 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn amounts(&mut self) -> Result<Vec<u128>, DecodeError> {
+    fn commit(&mut self) -> Result<Commit, DecodeError> {
         let n = self.len(TXN_TRANSFERS_MAX)?;
-        (0..n).map(|_| self.u128()).collect()
+        let amounts = (0..n).map(|_| self.u128()).collect::<Result<_, _>>()?;
+        Ok(Commit { amounts, at: self.u64()? })
     }
 
     fn outcome(&mut self) -> Result<Outcome, DecodeError> {
         match self.u8()? {
-            0 => Ok(Outcome::Commit { amounts: self.amounts()? }),
+            0 => Ok(Outcome::Commit(self.commit()?)),
             1 => {
                 let n = self.len(TXN_TRANSFERS_MAX)?;
                 let results = (0..n).map(|_| self.result()).collect::<Result<_, _>>()?;
@@ -299,8 +303,8 @@ impl<'a> Reader<'a> {
         Ok(if self.bool()? { Some(self.outcome()?) } else { None })
     }
 
-    fn option_amounts(&mut self) -> Result<Option<Vec<u128>>, DecodeError> {
-        Ok(if self.bool()? { Some(self.amounts()?) } else { None })
+    fn option_commit(&mut self) -> Result<Option<Commit>, DecodeError> {
+        Ok(if self.bool()? { Some(self.commit()?) } else { None })
     }
 
     fn accepted(&mut self) -> Result<Accepted, DecodeError> {
@@ -331,15 +335,15 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             w.u8(1);
             w.txn(txn);
         }
-        Record::PreCommit { txn, amounts } => {
+        Record::PreCommit { txn, commit } => {
             w.u8(2);
             w.u128(*txn);
-            w.amounts(amounts);
+            w.commit(commit);
         }
-        Record::CoordinatorPreCommit { txn, amounts } => {
+        Record::CoordinatorPreCommit { txn, commit } => {
             w.u8(3);
             w.txn(txn);
-            w.amounts(amounts);
+            w.commit(commit);
         }
         Record::Decide { txn, outcome } => {
             w.u8(4);
@@ -352,6 +356,11 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             w.outcome(outcome);
         }
         Record::Pulse => w.u8(7),
+        Record::ReadPoint { client, at } => {
+            w.u8(8);
+            w.u64(*client);
+            w.u64(*at);
+        }
         Record::Forget { txns } => {
             w.u8(6);
             w.len(txns.len());
@@ -416,8 +425,8 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
             Record::Local { client, transfers }
         }
         1 => Record::Prepare { txn: r.txn()? },
-        2 => Record::PreCommit { txn: r.u128()?, amounts: r.amounts()? },
-        3 => Record::CoordinatorPreCommit { txn: r.txn()?, amounts: r.amounts()? },
+        2 => Record::PreCommit { txn: r.u128()?, commit: r.commit()? },
+        3 => Record::CoordinatorPreCommit { txn: r.txn()?, commit: r.commit()? },
         4 => Record::Decide { txn: r.txn()?, outcome: r.outcome()? },
         5 => Record::Resolve { txn: r.txn()?, outcome: r.outcome()? },
         6 => {
@@ -425,6 +434,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
             Record::Forget { txns: (0..n).map(|_| r.u128()).collect::<Result<_, _>>()? }
         }
         7 => Record::Pulse,
+        8 => Record::ReadPoint { client: r.u64()?, at: r.u64()? },
         _ => return Err(DecodeError::Invalid("record kind")),
     };
     r.end()?;
@@ -455,10 +465,10 @@ pub fn encode_message(message: &Message) -> Vec<u8> {
             w.u8(3);
             w.vote(vote);
         }
-        Body::PreCommit { txn, amounts } => {
+        Body::PreCommit { txn, commit } => {
             w.u8(4);
             w.txn(txn);
-            w.amounts(amounts);
+            w.commit(commit);
         }
         Body::PreCommitAck { aborted } => {
             w.u8(5);
@@ -477,11 +487,11 @@ pub fn encode_message(message: &Message) -> Vec<u8> {
             w.u8(8);
             w.txn(txn);
         }
-        Body::StateReply { state, outcome, amounts } => {
+        Body::StateReply { state, outcome, commit } => {
             w.u8(9);
             w.u8(*state as u8);
             w.option_outcome(outcome);
-            w.option_amounts(amounts);
+            w.option_commit(commit);
         }
         Body::Phase2a { txn, accepted } => {
             w.u8(10);
@@ -530,7 +540,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
         1 => Body::BeginCommit { txn: r.txn()? },
         2 => Body::Prepare { txn: r.txn()? },
         3 => Body::Vote { vote: r.vote()? },
-        4 => Body::PreCommit { txn: r.txn()?, amounts: r.amounts()? },
+        4 => Body::PreCommit { txn: r.txn()?, commit: r.commit()? },
         5 => Body::PreCommitAck { aborted: r.bool()? },
         6 => Body::Decision { txn: r.txn()?, outcome: r.outcome()? },
         7 => Body::Inquire { txn: r.txn()? },
@@ -544,7 +554,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
                 4 => ThreePhaseState::Aborted,
                 _ => return Err(DecodeError::Invalid("3pc state")),
             };
-            Body::StateReply { state, outcome: r.option_outcome()?, amounts: r.option_amounts()? }
+            Body::StateReply { state, outcome: r.option_outcome()?, commit: r.option_commit()? }
         }
         10 => Body::Phase2a { txn: r.txn()?, accepted: r.accepted()? },
         11 => Body::Phase2b { from: r.u8()?, accepted: r.accepted_list()? },
@@ -597,16 +607,16 @@ pub fn encode_records(
     for record in participants.values() {
         w.txn(&record.txn);
         w.vote(&record.vote);
-        w.option_amounts(&record.precommitted);
+        w.option_commit(&record.precommitted);
         w.option_outcome(&record.outcome);
     }
     w.u64(coordinated.len() as u64);
     for record in coordinated.values() {
         match record {
-            CoordinatorRecord::PreCommitted { txn, amounts } => {
+            CoordinatorRecord::PreCommitted { txn, commit } => {
                 w.u8(0);
                 w.txn(txn);
-                w.amounts(amounts);
+                w.commit(commit);
             }
             CoordinatorRecord::Decided { txn, outcome } => {
                 w.u8(1);
@@ -639,7 +649,7 @@ pub fn decode_records(bytes: &[u8]) -> Result<Records, DecodeError> {
     for _ in 0..n {
         let txn = r.txn()?;
         let vote = r.vote()?;
-        let precommitted = r.option_amounts()?;
+        let precommitted = r.option_commit()?;
         let outcome = r.option_outcome()?;
         let id = txn.id();
         let record = ParticipantRecord { txn, vote, precommitted, outcome };
@@ -653,7 +663,7 @@ pub fn decode_records(bytes: &[u8]) -> Result<Records, DecodeError> {
     }
     for _ in 0..n {
         let record = match r.u8()? {
-            0 => CoordinatorRecord::PreCommitted { txn: r.txn()?, amounts: r.amounts()? },
+            0 => CoordinatorRecord::PreCommitted { txn: r.txn()?, commit: r.commit()? },
             1 => CoordinatorRecord::Decided { txn: r.txn()?, outcome: r.outcome()? },
             _ => return Err(DecodeError::Invalid("coordinator record")),
         };

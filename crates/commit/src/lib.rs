@@ -18,12 +18,14 @@
 //! - [`state`]: a shard's replicated state (ledger + protocol records) and `apply`.
 //! - [`shard`]: `ShardCore`, a shard's participant and coordinator roles.
 //! - [`acceptor`]: `AcceptorCore`, Paxos Commit's acceptor (one per replica of a shard).
+//! - [`read`]: a shard's part of a snapshot read at a hybrid-logical-clock timestamp.
 //! - [`codec`]: the checked byte encoding of entries, messages and snapshot records.
 
 pub mod acceptor;
 pub mod codec;
 pub mod message;
 pub mod placement;
+pub mod read;
 pub mod shard;
 pub mod state;
 pub mod txn;
@@ -32,4 +34,4 @@ pub use acceptor::{AcceptorCommand, AcceptorCore, AcceptorEntry, AcceptorTxn};
 pub use message::{Address, Body, Command, Entry, Kind, Message, Record};
 pub use shard::{Config, Refusal, ShardCore};
 pub use state::{Applied, ShardState};
-pub use txn::{decide, paper_cost, Outcome, Protocol, ShardId, Txn, TxnId, Vote};
+pub use txn::{decide, paper_cost, Commit, Outcome, Protocol, ShardId, Txn, TxnId, Vote};

@@ -2,7 +2,7 @@
 
 use settle_ledger::{CreateTransferResult as R, Transfer};
 
-use crate::txn::{Outcome, ShardId, Txn, TxnId, Vote};
+use crate::txn::{Commit, Outcome, ShardId, Txn, TxnId, Vote};
 
 /// Where a protocol message goes: a shard (its leader hosts the participant and the
 /// coordinator role), or one acceptor of a shard (Paxos Commit: acceptor `index` lives
@@ -49,7 +49,7 @@ pub enum Body {
     /// Participant → coordinator (2PC, 3PC).
     Vote { vote: Vote },
     /// 3PC coordinator → participant.
-    PreCommit { txn: Txn, amounts: Vec<u128> },
+    PreCommit { txn: Txn, commit: Commit },
     /// 3PC participant → coordinator. `aborted`: this participant already aborted (the
     /// termination protocol ran), so the coordinator must abort too.
     PreCommitAck { aborted: bool },
@@ -63,8 +63,8 @@ pub enum Body {
     /// 3PC termination: the backup coordinator asks a participant's state.
     StateRequest { txn: Txn },
     /// 3PC termination: a participant's state, with the outcome once it has one and the
-    /// amounts once it is precommitted.
-    StateReply { state: ThreePhaseState, outcome: Option<Outcome>, amounts: Option<Vec<u128>> },
+    /// commit it was precommitted with.
+    StateReply { state: ThreePhaseState, outcome: Option<Outcome>, commit: Option<Commit> },
     /// Paxos Commit phase 2a: participant (ballot 0) or leader → acceptor.
     Phase2a { txn: Txn, accepted: Accepted },
     /// Paxos Commit phase 2b, bundled: acceptor → leader, every instance it accepted.
@@ -164,10 +164,10 @@ pub enum Record {
     Local { client: ClientRef, transfers: Vec<Transfer> },
     /// Participant: validate and reserve this shard's sides.
     Prepare { txn: Txn },
-    /// 3PC participant: the coordinator said PreCommit, with these amounts.
-    PreCommit { txn: TxnId, amounts: Vec<u128> },
+    /// 3PC participant: the coordinator said PreCommit, with this commit.
+    PreCommit { txn: TxnId, commit: Commit },
     /// 3PC coordinator: every vote was yes; PreCommit goes out.
-    CoordinatorPreCommit { txn: Txn, amounts: Vec<u128> },
+    CoordinatorPreCommit { txn: Txn, commit: Commit },
     /// 2PC and 3PC coordinator: the decision. The first one written wins.
     Decide { txn: Txn, outcome: Outcome },
     /// Participant: carry out the outcome on this shard's sides.
@@ -177,6 +177,8 @@ pub enum Record {
     /// Expire the pending transfers whose deadline passed (where the shell has no
     /// pulse of its own: the simulator; a replica proposes the ledger's `Write::Pulse`).
     Pulse,
+    /// A snapshot read's point at this shard: a pulse at `at` (see `read.rs`).
+    ReadPoint { client: ClientRef, at: u64 },
 }
 
 impl Record {
@@ -215,5 +217,10 @@ pub enum Command {
         client: ClientRef,
         txn: TxnId,
         results: Vec<R>,
+    },
+    /// Answer a snapshot read's part at this shard.
+    ReadReply {
+        client: ClientRef,
+        read: Result<crate::read::SnapshotPart, crate::read::ReadError>,
     },
 }

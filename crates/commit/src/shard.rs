@@ -21,8 +21,9 @@ use settle_ledger::{CreateTransferResult as R, Transfer};
 use crate::message::{
     Accepted, Address, Ballot, Body, ClientRef, Command, Entry, Message, Record, ThreePhaseState,
 };
+use crate::read::Reads;
 use crate::state::{Applied, CoordinatorRecord, ParticipantRecord, ShardState};
-use crate::txn::{decide, Outcome, Protocol, ShardId, Txn, TxnId, Vote};
+use crate::txn::{decide, Commit, Outcome, Protocol, ShardId, Txn, TxnId, Vote};
 
 /// Timing and sizing of the protocols. Every wait has a limit.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +50,8 @@ pub struct Config {
     /// Propose `Record::Pulse` when a pending transfer's deadline passes (shells with a
     /// pulse of their own, like the replica, leave this off).
     pub pulses: bool,
+    /// A snapshot read waits at most this long for transactions in doubt.
+    pub read_wait_ms: u64,
 }
 
 impl Config {
@@ -63,6 +66,7 @@ impl Config {
             in_flight_max: 32_768,
             outcomes_max: 100_000,
             pulses: false,
+            read_wait_ms: 10_000,
         }
     }
 
@@ -105,7 +109,8 @@ struct Coordination {
     votes: BTreeMap<ShardId, Vote>,
     /// 3PC: PreCommit acknowledgements.
     acks: BTreeSet<ShardId>,
-    amounts: Vec<u128>,
+    /// 3PC: what PreCommit carries (set once every vote was yes).
+    commit: Option<Commit>,
     /// Paxos Commit: what each acceptor accepted, per instance.
     accepted: BTreeMap<ShardId, BTreeMap<u8, Accepted>>,
     ballot: Ballot,
@@ -121,7 +126,7 @@ impl Coordination {
             resent_ms: now_ms,
             votes: BTreeMap::new(),
             acks: BTreeSet::new(),
-            amounts: Vec::new(),
+            commit: None,
             accepted: BTreeMap::new(),
             ballot: 0,
             promises: BTreeMap::new(),
@@ -152,8 +157,8 @@ impl Doubt {
 }
 
 /// 3PC: a participant's answer to the termination protocol: its state, its outcome
-/// once it has one, its amounts once precommitted.
-type PeerState = (ThreePhaseState, Option<Outcome>, Option<Vec<u128>>);
+/// once it has one, the commit it was precommitted with.
+type PeerState = (ThreePhaseState, Option<Outcome>, Option<Commit>);
 
 /// 3PC: a termination this shard runs as backup coordinator.
 #[derive(Debug)]
@@ -197,6 +202,8 @@ pub struct ShardCore {
     /// When each 2PC decision not yet forgotten was written (or found, after a
     /// restart): reminders go only to decisions older than `inquire_ms`.
     decided_at: BTreeMap<TxnId, u64>,
+    /// Snapshot reads in flight (see `read.rs`).
+    reads: Reads,
 }
 
 const PERSIST_PREPARE: u8 = 0;
@@ -230,6 +237,7 @@ impl ShardCore {
             reminded_ms: now_ms,
             pulsing: false,
             decided_at: BTreeMap::new(),
+            reads: Reads::default(),
         };
         // 2PC decisions not yet forgotten: tell the participants again; those that
         // carried them out acknowledge, and the decision can go.
@@ -257,25 +265,22 @@ impl ShardCore {
             core.doubts.insert(id, Doubt::new(now_ms, protocol));
         }
         // A 3PC coordinator that wrote PreCommit finishes the round it started.
-        let precommitted: Vec<(Txn, Vec<u128>)> = core
+        let precommitted: Vec<(Txn, Commit)> = core
             .state
             .coordinated
             .values()
             .filter_map(|record| match record {
-                CoordinatorRecord::PreCommitted { txn, amounts } => {
-                    Some((txn.clone(), amounts.clone()))
+                CoordinatorRecord::PreCommitted { txn, commit } => {
+                    Some((txn.clone(), commit.clone()))
                 }
                 CoordinatorRecord::Decided { .. } => None,
             })
             .collect();
-        for (txn, amounts) in precommitted {
+        for (txn, commit) in precommitted {
             let mut coordination = Coordination::new(txn.clone(), Phase::PreCommitting, now_ms);
-            coordination.amounts = amounts.clone();
+            coordination.commit = Some(commit.clone());
             core.coordinating.insert(txn.id(), coordination);
-            core.broadcast(&txn, |_| Body::PreCommit {
-                txn: txn.clone(),
-                amounts: amounts.clone(),
-            });
+            core.broadcast(&txn, |_| Body::PreCommit { txn: txn.clone(), commit: commit.clone() });
         }
         core
     }
@@ -305,12 +310,40 @@ impl ShardCore {
         let shard = self.shard();
         let empty = ShardState::new(shard, settle_ledger::Ledger::new(Default::default()));
         let state = std::mem::replace(&mut self.state, empty);
+        let interrupted = self.reads.interrupt();
         *self = ShardCore::new(self.config, state, incarnation, now_ms);
+        self.answer_reads(interrupted);
     }
 
     /// Replaces the replicated state (a snapshot was installed) and starts over.
     pub fn install(&mut self, state: ShardState, incarnation: u32, now_ms: u64) {
+        let interrupted = self.reads.interrupt();
         *self = ShardCore::new(self.config, state, incarnation, now_ms);
+        self.answer_reads(interrupted);
+    }
+
+    /// A client reads `accounts` as of timestamp `at` (this shard's part of a snapshot
+    /// read across shards, see `read.rs`). The answer comes as `Command::ReadReply`.
+    pub fn read(&mut self, now_ms: u64, client: ClientRef, at: u64, accounts: Vec<u128>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        match self.reads.begin(client, at, accounts, self.now_ms) {
+            Ok(()) => {
+                let entry = self.entry(Record::ReadPoint { client, at });
+                self.commands.push(Command::Persist(entry));
+            }
+            Err(error) => self.answer_reads(vec![(client, Err(error))]),
+        }
+    }
+
+    /// Snapshot reads in flight.
+    pub fn reading(&self) -> usize {
+        self.reads.len()
+    }
+
+    fn answer_reads(&mut self, answers: Vec<crate::read::Answer>) {
+        for (client, read) in answers {
+            self.commands.push(Command::ReadReply { client, read });
+        }
     }
 
     pub fn take_commands(&mut self) -> Vec<Command> {
@@ -475,7 +508,7 @@ impl ShardCore {
         self.now_ms = self.now_ms.max(now_ms);
         let applied = self.state.apply(entry);
         let kind = match &entry.record {
-            Record::Local { .. } | Record::Forget { .. } => None,
+            Record::Local { .. } | Record::Forget { .. } | Record::ReadPoint { .. } => None,
             Record::Pulse => {
                 self.pulsing = false;
                 None
@@ -499,8 +532,18 @@ impl ShardCore {
                 };
                 self.commands.push(Command::Reply { client, txn, results });
             }
-            Applied::Participant(id) => self.participant_changed(*id, &entry.record),
+            Applied::Participant(id) => {
+                self.participant_changed(*id, &entry.record);
+                if self.reads.len() > 0 {
+                    let answers = self.reads.finish(&self.state);
+                    self.answer_reads(answers);
+                }
+            }
             Applied::Coordinator(id) => self.coordinator_changed(*id),
+            Applied::ReadPoint { client, result } => {
+                let answer = self.reads.point(*client, *result, &self.state);
+                self.answer_reads(answer.into_iter().collect());
+            }
             Applied::Refused(_) | Applied::Maintenance => {}
         }
         applied
@@ -588,7 +631,7 @@ impl ShardCore {
                     outcome: outcome.clone(),
                 });
             }
-            Some(CoordinatorRecord::PreCommitted { txn, amounts }) => {
+            Some(CoordinatorRecord::PreCommitted { txn, commit }) => {
                 if let Some(coordination) = self.coordinating.get_mut(&id) {
                     coordination.phase = Phase::PreCommitting;
                     coordination.resent_ms = self.now_ms;
@@ -596,7 +639,7 @@ impl ShardCore {
                 }
                 self.broadcast(&txn, |_| Body::PreCommit {
                     txn: txn.clone(),
-                    amounts: amounts.clone(),
+                    commit: commit.clone(),
                 });
             }
             None => {}
@@ -635,15 +678,15 @@ impl ShardCore {
                     self.answer_decided(id, from);
                 }
             }
-            Body::PreCommit { txn, amounts } => self.precommit(txn, amounts),
+            Body::PreCommit { txn, commit } => self.precommit(txn, commit),
             Body::PreCommitAck { aborted } => self.precommit_ack(id, from_shard, aborted),
             Body::Decision { txn, outcome } => self.decision(txn, outcome),
             Body::Inquire { txn } => self.inquire(txn, from),
             Body::Resolved => self.resolved(id, from_shard),
             Body::StateRequest { txn } => self.state_request(txn, from),
-            Body::StateReply { state, outcome, amounts } => {
+            Body::StateReply { state, outcome, commit } => {
                 if let Some(termination) = self.terminations.get_mut(&id) {
-                    termination.states.insert(from_shard, (state, outcome, amounts));
+                    termination.states.insert(from_shard, (state, outcome, commit));
                 }
                 self.try_terminate(id);
             }
@@ -708,10 +751,10 @@ impl ShardCore {
         let outcome = decide(&coordination.txn, &coordination.votes);
         let txn = coordination.txn.clone();
         match (&outcome, txn.protocol) {
-            (Outcome::Commit { amounts }, Protocol::ThreePhase) => {
+            (Outcome::Commit(commit), Protocol::ThreePhase) => {
                 coordination.phase = Phase::PreCommitting;
-                coordination.amounts = amounts.clone();
-                let record = Record::CoordinatorPreCommit { txn, amounts: amounts.clone() };
+                coordination.commit = Some(commit.clone());
+                let record = Record::CoordinatorPreCommit { txn, commit: commit.clone() };
                 self.persist(id, PERSIST_COORDINATOR, record);
             }
             _ => {
@@ -754,7 +797,8 @@ impl ShardCore {
         let Some(coordination) = self.coordinating.get_mut(&id) else { return };
         coordination.phase = Phase::Deciding;
         let txn = coordination.txn.clone();
-        let outcome = Outcome::Commit { amounts: coordination.amounts.clone() };
+        let commit = coordination.commit.clone().expect("precommitted with a commit");
+        let outcome = Outcome::Commit(commit);
         self.persist(id, PERSIST_COORDINATOR, Record::Decide { txn, outcome });
     }
 
@@ -816,13 +860,13 @@ impl ShardCore {
 
     // ---- participant ----
 
-    fn precommit(&mut self, txn: Txn, amounts: Vec<u128>) {
+    fn precommit(&mut self, txn: Txn, commit: Commit) {
         let id = txn.id();
         let Some(record) = self.state.participants.get(&id) else { return };
         let coordinator = Address::Shard(txn.coordinator());
         match record.three_phase_state() {
             ThreePhaseState::Uncertain => {
-                self.persist(id, PERSIST_PRECOMMIT, Record::PreCommit { txn: id, amounts })
+                self.persist(id, PERSIST_PRECOMMIT, Record::PreCommit { txn: id, commit })
             }
             ThreePhaseState::PreCommitted | ThreePhaseState::Committed => {
                 self.send(coordinator, id, Body::PreCommitAck { aborted: false })
@@ -859,13 +903,13 @@ impl ShardCore {
 
     fn state_request(&mut self, txn: Txn, from: Address) {
         let id = txn.id();
-        let (state, outcome, amounts) = match self.state.participants.get(&id) {
+        let (state, outcome, commit) = match self.state.participants.get(&id) {
             Some(record) => {
                 (record.three_phase_state(), record.outcome.clone(), record.precommitted.clone())
             }
             None => (ThreePhaseState::Unprepared, None, None),
         };
-        self.send(from, id, Body::StateReply { state, outcome, amounts });
+        self.send(from, id, Body::StateReply { state, outcome, commit });
     }
 
     fn try_terminate(&mut self, id: TxnId) {
@@ -888,11 +932,12 @@ impl ShardCore {
         // otherwise abort.
         let mut outcome = termination.states.values().find_map(|(_, outcome, _)| outcome.clone());
         if outcome.is_none() {
-            let amounts = record.precommitted.clone().or_else(|| {
-                termination.states.values().find_map(|(_, _, amounts)| amounts.clone())
-            });
-            outcome = Some(match amounts {
-                Some(amounts) => Outcome::Commit { amounts },
+            let commit = record
+                .precommitted
+                .clone()
+                .or_else(|| termination.states.values().find_map(|(_, _, commit)| commit.clone()));
+            outcome = Some(match commit {
+                Some(commit) => Outcome::Commit(commit),
                 None => Outcome::gave_up(txn.transfers.len()),
             });
         }
@@ -1063,6 +1108,8 @@ impl ShardCore {
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         let now = self.now_ms;
+        let late = self.reads.expire(now, self.config.read_wait_ms);
+        self.answer_reads(late);
         let resend = self.config.resend_ms;
         let ids: Vec<TxnId> = self.coordinating.keys().copied().collect();
         for id in ids {
@@ -1117,10 +1164,11 @@ impl ShardCore {
                         // Skeen: every participant voted yes, so commit.
                         self.commit_precommitted(id);
                     } else {
-                        let amounts = self.coordinating[&id].amounts.clone();
+                        let Some(commit) = self.coordinating[&id].commit.clone() else {
+                            continue;
+                        };
                         for shard in missing {
-                            let body =
-                                Body::PreCommit { txn: txn.clone(), amounts: amounts.clone() };
+                            let body = Body::PreCommit { txn: txn.clone(), commit: commit.clone() };
                             self.send(Address::Shard(shard), id, body);
                         }
                     }

@@ -5,18 +5,19 @@
 use std::collections::BTreeMap;
 
 use settle_ledger::store::{ReservationState, Store};
-use settle_ledger::{CreateTransferResult as R, Ledger, SideError, SideVote, Transfer};
+use settle_ledger::{BatchError, CreateTransferResult as R, Ledger, SideError, SideVote, Transfer};
 
 use crate::message::{ClientRef, Entry, Record, ThreePhaseState};
-use crate::txn::{Outcome, ShardId, SideEntry, Txn, TxnId, Vote};
+use crate::read::ReadError;
+use crate::txn::{Commit, Outcome, ShardId, SideEntry, Txn, TxnId, Vote};
 
 /// What this shard, as a participant, knows of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParticipantRecord {
     pub txn: Txn,
     pub vote: Vote,
-    /// 3PC: PreCommit received, with the amounts to commit.
-    pub precommitted: Option<Vec<u128>>,
+    /// 3PC: PreCommit received, with the commit to carry out.
+    pub precommitted: Option<Commit>,
     /// Set once this shard's sides are committed or aborted.
     pub outcome: Option<Outcome>,
 }
@@ -39,7 +40,7 @@ pub enum CoordinatorRecord {
     /// 3PC: every vote was yes and PreCommit went out.
     PreCommitted {
         txn: Txn,
-        amounts: Vec<u128>,
+        commit: Commit,
     },
     Decided {
         txn: Txn,
@@ -61,6 +62,12 @@ pub enum Applied {
     /// Housekeeping (decisions forgotten, pending transfers expired): nothing for the
     /// protocols to act on.
     Maintenance,
+    /// A snapshot read's point (see `read.rs`): the clock is at the read's timestamp,
+    /// or the read cannot be served here.
+    ReadPoint {
+        client: ClientRef,
+        result: Result<(), ReadError>,
+    },
     /// The entry contradicted the state (a protocol bug or a hostile peer); nothing
     /// changed. The shell reports it; the simulator counts it as a violation.
     Refused(String),
@@ -111,16 +118,16 @@ impl ShardState {
                 Applied::Local { client: *client, results }
             }
             Record::Prepare { txn } => self.prepare(entry.timestamp, txn),
-            Record::PreCommit { txn, amounts } => match self.participants.get_mut(txn) {
+            Record::PreCommit { txn, commit } => match self.participants.get_mut(txn) {
                 Some(record) if record.outcome.is_none() && record.vote.prepared() => {
-                    record.precommitted = Some(amounts.clone());
+                    record.precommitted = Some(commit.clone());
                     Applied::Participant(*txn)
                 }
                 _ => Applied::Participant(*txn),
             },
-            Record::CoordinatorPreCommit { txn, amounts } => {
+            Record::CoordinatorPreCommit { txn, commit } => {
                 self.coordinated.entry(txn.id()).or_insert_with(|| {
-                    CoordinatorRecord::PreCommitted { txn: txn.clone(), amounts: amounts.clone() }
+                    CoordinatorRecord::PreCommitted { txn: txn.clone(), commit: commit.clone() }
                 });
                 Applied::Coordinator(txn.id())
             }
@@ -143,6 +150,16 @@ impl ShardState {
                 let at = self.ledger.next_batch_timestamp(entry.timestamp, 1);
                 self.ledger.expire_pending_transfers(at).expect("the ledger's next timestamp");
                 Applied::Maintenance
+            }
+            Record::ReadPoint { client, at } => {
+                let result = match self.ledger.expire_pending_transfers(*at) {
+                    Ok(_) => Ok(()),
+                    Err(BatchError::TimestampRegressed { commit_timestamp, .. }) => {
+                        Err(ReadError::TooOld { clock: commit_timestamp })
+                    }
+                    Err(_) => Err(ReadError::OutOfRange),
+                };
+                Applied::ReadPoint { client: *client, result }
             }
             Record::Forget { txns } => {
                 for id in txns {
@@ -188,7 +205,7 @@ impl ShardState {
                 .ledger
                 .prepare_side(at, &txn.transfers[index], side)
                 .expect("a one-event prepare at the ledger's next timestamp");
-            entries.push(SideEntry { transfer: index as u16, side, vote });
+            entries.push(SideEntry { transfer: index as u16, side, vote, at });
         }
         let record = ParticipantRecord {
             txn: txn.clone(),
@@ -233,19 +250,21 @@ impl ShardState {
             })
             .collect();
         match outcome {
-            Outcome::Commit { amounts } => {
+            Outcome::Commit(Commit { amounts, at: agreed_at }) => {
                 if !prepared || amounts.len() != txn.transfers.len() {
                     return Applied::Refused(format!(
                         "commit of txn {id}, which this shard did not prepare"
                     ));
                 }
                 for (index, side, _) in &own_votes {
-                    let at = self.tick(timestamp);
+                    // The clock moves to the agreed timestamp (see `Commit::at`).
+                    let at = self.tick(timestamp.max(*agreed_at));
                     if let Err(error) = self.ledger.commit_side(
                         at,
                         txn.transfers[*index].id,
                         *side,
                         amounts[*index],
+                        *agreed_at,
                     ) {
                         return Applied::Refused(format!("commit of txn {id}: {error:?}"));
                     }

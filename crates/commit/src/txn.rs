@@ -130,6 +130,9 @@ pub struct SideEntry {
     pub transfer: u16,
     pub side: Side,
     pub vote: SideVote,
+    /// The shard's ledger timestamp of the prepare: the agreed commit timestamp is the
+    /// latest of these (a hybrid-logical-clock value, see [`Commit::at`]).
+    pub at: u64,
 }
 
 /// A participant's vote: its sides' votes, or "aborted" when a recovery coordinator
@@ -152,11 +155,24 @@ impl Vote {
     }
 }
 
+/// What a commit carries out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commit {
+    /// Transfer i's amount.
+    pub amounts: Vec<u128>,
+    /// The agreed commit timestamp: the latest prepare timestamp of any side. Every
+    /// participant advances its ledger clock to at least this before it commits, so a
+    /// shard that has committed the transaction has a clock at or past `at`, and one
+    /// that prepares after a snapshot read at `T` prepares (and so commits) after `T`.
+    /// A snapshot read at `T` sees the transaction exactly when `at <= T`.
+    pub at: u64,
+}
+
 /// How a transaction ended, decided from its participants' votes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Commit every side; `amounts[i]` is transfer i's amount.
-    Commit { amounts: Vec<u128> },
+    /// Commit every side.
+    Commit(Commit),
     /// Abort every side. `results`: the client's result per transfer. `record_failed`:
     /// the failure was transient, so each side burns the id.
     Abort { results: Vec<R>, record_failed: bool },
@@ -164,13 +180,13 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn committed(&self) -> bool {
-        matches!(self, Outcome::Commit { .. })
+        matches!(self, Outcome::Commit(_))
     }
 
     /// The client's results, one per transfer.
     pub fn results(&self, transfers: usize) -> Vec<R> {
         match self {
-            Outcome::Commit { .. } => vec![R::Ok; transfers],
+            Outcome::Commit(_) => vec![R::Ok; transfers],
             Outcome::Abort { results, .. } => results.clone(),
         }
     }
@@ -210,6 +226,14 @@ pub fn decide(txn: &Txn, votes: &BTreeMap<ShardId, Vote>) -> Outcome {
         }
     };
     let mut amounts = Vec::with_capacity(count);
+    let at = votes
+        .values()
+        .filter_map(|vote| match vote {
+            Vote::Sides(entries) => entries.iter().map(|entry| entry.at).max(),
+            Vote::Aborted => None,
+        })
+        .max()
+        .unwrap_or(0);
     for index in 0..count {
         match combine_votes(side_vote(index, Side::Debit), side_vote(index, Side::Credit)) {
             Decision::Commit { amount } => amounts.push(amount),
@@ -227,7 +251,7 @@ pub fn decide(txn: &Txn, votes: &BTreeMap<ShardId, Vote>) -> Outcome {
             }
         }
     }
-    Outcome::Commit { amounts }
+    Outcome::Commit(Commit { amounts, at })
 }
 
 /// Gray & Lamport's fault-free cost of committing one transaction with `n` participants

@@ -3,7 +3,7 @@
 use settle_commit::codec::{self, DecodeError};
 use settle_commit::message::ThreePhaseState;
 use settle_commit::txn::SideEntry;
-use settle_commit::{Body, Entry, Message, Outcome, Protocol, Record, Txn, Vote};
+use settle_commit::{Body, Commit, Entry, Message, Outcome, Protocol, Record, Txn, Vote};
 use settle_ledger::{CreateTransferResult as R, Side, SideVote, Transfer, TransferFlags};
 
 fn transfer(id: u128) -> Transfer {
@@ -29,15 +29,17 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
             transfer: 0,
             side: Side::Debit,
             vote: SideVote::Prepared { amount: 5, account_ledger: 1 },
+            at: 1_000,
         },
         SideEntry {
             transfer: 1,
             side: Side::Debit,
             vote: SideVote::Rejected { result: R::ExceedsCredits, account_ledger: Some(1) },
+            at: 1_001,
         },
-        SideEntry { transfer: 1, side: Side::Credit, vote: SideVote::Busy },
+        SideEntry { transfer: 1, side: Side::Credit, vote: SideVote::Busy, at: u64::MAX },
     ]);
-    let commit = Outcome::Commit { amounts: vec![5, 5] };
+    let commit = Outcome::Commit(Commit { amounts: vec![5, 5], at: 7 });
     let abort = Outcome::Abort {
         results: vec![R::LinkedEventFailed, R::ExceedsCredits],
         record_failed: true,
@@ -45,10 +47,11 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
     let records = vec![
         Record::Local { client: 7, transfers: vec![transfer(1)] },
         Record::Prepare { txn: txn() },
-        Record::PreCommit { txn: 10, amounts: vec![5, 5] },
-        Record::CoordinatorPreCommit { txn: txn(), amounts: vec![5, 4] },
+        Record::PreCommit { txn: 10, commit: Commit { amounts: vec![5, 5], at: 8 } },
+        Record::CoordinatorPreCommit { txn: txn(), commit: Commit { amounts: vec![5, 4], at: 9 } },
         Record::Decide { txn: txn(), outcome: commit.clone() },
         Record::Resolve { txn: txn(), outcome: abort.clone() },
+        Record::ReadPoint { client: 3, at: 1 << 60 },
     ];
     let entries = records.into_iter().map(|record| Entry { timestamp: 99, record }).collect();
     let accepted = settle_commit::message::Accepted { instance: 2, ballot: 7 << 32, vote };
@@ -57,7 +60,7 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         Body::BeginCommit { txn: txn() },
         Body::Prepare { txn: txn() },
         Body::Vote { vote: Vote::Aborted },
-        Body::PreCommit { txn: txn(), amounts: vec![1, 2] },
+        Body::PreCommit { txn: txn(), commit: Commit { amounts: vec![1, 2], at: 10 } },
         Body::PreCommitAck { aborted: true },
         Body::Decision { txn: txn(), outcome: abort },
         Body::Inquire { txn: txn() },
@@ -65,7 +68,7 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         Body::StateReply {
             state: ThreePhaseState::PreCommitted,
             outcome: Some(commit),
-            amounts: Some(vec![3]),
+            commit: Some(Commit { amounts: vec![3], at: 11 }),
         },
         Body::Phase2a { txn: txn(), accepted: accepted.clone() },
         Body::Phase2b { from: 1, accepted: vec![accepted.clone()] },
@@ -126,13 +129,16 @@ fn protocol_records_round_trip_for_snapshots() {
     let participant = ParticipantRecord {
         txn: txn(),
         vote: Vote::Aborted,
-        precommitted: Some(vec![5, 5]),
-        outcome: Some(Outcome::Commit { amounts: vec![5, 5] }),
+        precommitted: Some(Commit { amounts: vec![5, 5], at: 12 }),
+        outcome: Some(Outcome::Commit(Commit { amounts: vec![5, 5], at: 12 })),
     };
     let participants = BTreeMap::from([(10, participant)]);
     let coordinated = BTreeMap::from([(
         10,
-        CoordinatorRecord::Decided { txn: txn(), outcome: Outcome::Commit { amounts: vec![5, 5] } },
+        CoordinatorRecord::Decided {
+            txn: txn(),
+            outcome: Outcome::Commit(Commit { amounts: vec![5, 5], at: 13 }),
+        },
     )]);
     let bytes = codec::encode_records(&participants, &coordinated);
     assert_eq!(codec::decode_records(&bytes), Ok((participants, coordinated)));

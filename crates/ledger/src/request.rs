@@ -31,6 +31,8 @@ pub enum Read {
     GetAccountBalances(AccountFilter),
     QueryAccounts(QueryFilter),
     QueryTransfers(QueryFilter),
+    /// The accounts as of the latest committed state, with its timestamp.
+    Snapshot(Vec<u128>),
 }
 
 /// The answer to a [`Write`] or a [`Read`].
@@ -41,7 +43,14 @@ pub enum Reply {
     Accounts(Vec<Account>),
     Transfers(Vec<Transfer>),
     Balances(Vec<AccountBalance>),
-    Pulsed { expired: usize },
+    Pulsed {
+        expired: usize,
+    },
+    /// A snapshot's accounts, and the timestamp it is at.
+    Snapshot {
+        timestamp: u64,
+        accounts: Vec<Account>,
+    },
 }
 
 /// Why bytes are not an encoded [`Write`].
@@ -167,6 +176,10 @@ impl<S: Store> Ledger<S> {
             Read::GetAccountBalances(filter) => Reply::Balances(self.get_account_balances(filter)),
             Read::QueryAccounts(filter) => Reply::Accounts(self.query_accounts(filter)),
             Read::QueryTransfers(filter) => Reply::Transfers(self.query_transfers(filter)),
+            Read::Snapshot(ids) => Reply::Snapshot {
+                timestamp: self.commit_timestamp(),
+                accounts: self.lookup_accounts(ids),
+            },
         }
     }
 }

@@ -196,12 +196,14 @@ impl World {
             match combine_votes(debit, credit) {
                 Decision::Commit { amount } => {
                     for (shard, side) in [(dr_shard, Side::Debit), (cr_shard, Side::Credit)] {
-                        let resolution =
-                            self.shards[shard].commit_side(now, t.id, side, amount).unwrap();
+                        let resolution = self.shards[shard]
+                            .commit_side(now, t.id, side, amount, now - 5)
+                            .unwrap();
                         assert_eq!(resolution, SideResolution::Committed);
                         // Exactly once: a duplicate commit changes nothing.
                         let digest = self.shards[shard].digest();
-                        let again = self.shards[shard].commit_side(now + 1, t.id, side, amount);
+                        let again =
+                            self.shards[shard].commit_side(now + 1, t.id, side, amount, now - 5);
                         assert_eq!(again, Ok(SideResolution::Committed));
                         assert_eq!(self.shards[shard].digest(), digest);
                     }
@@ -343,22 +345,23 @@ fn abort_before_prepare_refuses_the_late_prepare_and_prepare_is_idempotent() {
     assert_eq!(shard.prepare_side(50, &t, Side::Debit), Ok(vote));
     assert_eq!(shard.lookup_accounts(&[1])[0].debits_pending, 5, "reserved once");
     assert_eq!(
-        shard.commit_side(60, 8, Side::Debit, 6),
+        shard.commit_side(60, 8, Side::Debit, 6, 40),
         Err(SideError::AmountAboveReservation { reserved: 5, requested: 5 + 1 })
     );
-    assert_eq!(shard.commit_side(60, 8, Side::Debit, 5), Ok(SideResolution::Committed));
+    assert_eq!(shard.commit_side(60, 8, Side::Debit, 5, 40), Ok(SideResolution::Committed));
     assert_eq!(
         shard.abort_side(70, &t, Side::Debit, false),
         Err(SideError::Conflict { state: settle_ledger::store::ReservationState::Committed })
     );
     let account = shard.lookup_accounts(&[1])[0];
     assert_eq!((account.debits_pending, account.debits_posted), (0, 5));
-    assert_eq!(shard.commit_side(80, 9, Side::Debit, 5), Err(SideError::NotPrepared));
+    assert_eq!(shard.commit_side(80, 9, Side::Debit, 5, 40), Err(SideError::NotPrepared));
 }
 
-/// A cross-shard pending transfer with a timeout expires at each side at its deadline,
-/// except while a cross-shard post holds it; when that post aborts, the side expires it
-/// at once.
+/// A cross-shard pending transfer with a timeout expires at each side at its deadline
+/// (the agreed commit timestamp plus the timeout, the same at both sides however late
+/// each side commits), except while a cross-shard post holds it; when that post aborts,
+/// the side expires it at once.
 #[test]
 fn a_cross_shard_pending_transfer_expires_at_each_side_unless_a_post_holds_it() {
     const S: u64 = 1_000_000_000;
@@ -378,10 +381,11 @@ fn a_cross_shard_pending_transfer_expires_at_each_side_unless_a_post_holds_it() 
         flags: TransferFlags::PENDING,
         ..Default::default()
     };
-    for (shard, side) in [(&mut debit_shard, Side::Debit), (&mut credit_shard, Side::Credit)] {
+    let sides = [(&mut debit_shard, Side::Debit, 2 * S), (&mut credit_shard, Side::Credit, 3 * S)];
+    for (shard, side, commit_at) in sides {
         assert!(matches!(shard.prepare_side(S, &pending, side), Ok(SideVote::Prepared { .. })));
-        assert_eq!(shard.commit_side(2 * S, 7, side, 5), Ok(SideResolution::Committed));
-        assert_eq!(shard.next_expiry(), Some(12 * S), "the deadline: commit + timeout");
+        assert_eq!(shard.commit_side(commit_at, 7, side, 5, 2 * S), Ok(SideResolution::Committed));
+        assert_eq!(shard.next_expiry(), Some(12 * S), "the deadline: agreed commit + timeout");
     }
     // A post prepared at the debit side before the deadline holds it there...
     let post = Transfer {
@@ -415,4 +419,65 @@ fn a_cross_shard_pending_transfer_expires_at_each_side_unless_a_post_holds_it() 
     assert_eq!(debit_shard.pending_state(7), Some(PendingState::Expired));
     assert_eq!(debit_shard.lookup_accounts(&[1])[0].debits_pending, 0);
     assert_eq!(debit_shard.next_expiry(), None);
+}
+
+/// A snapshot read at `T` taken while transactions are in doubt sees exactly those that
+/// commit with an agreed timestamp at or before `T`, at both sides.
+#[test]
+fn a_snapshot_read_sees_a_cross_shard_transfer_exactly_when_it_commits_at_or_before_its_timestamp()
+{
+    const S: u64 = 1_000_000_000;
+    let mut shards = [Ledger::default(), Ledger::default()];
+    let account = |id| Account { id, ledger: 1, code: 1, ..Default::default() };
+    shards[0].create_accounts(10, &[account(1)]).unwrap();
+    shards[1].create_accounts(10, &[account(2)]).unwrap();
+    let transfer = |id, amount, flags| Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount,
+        timeout: if flags == TransferFlags::PENDING { 1 } else { 0 },
+        ledger: 1,
+        code: 1,
+        flags,
+        ..Default::default()
+    };
+    // Committed before `T`, after `T`, aborted; and a pending one committed before `T`
+    // whose deadline (agreed + 1 s) also falls before `T`.
+    let early = transfer(10, 5, TransferFlags::empty());
+    let late = transfer(11, 3, TransferFlags::empty());
+    let aborted = transfer(12, 2, TransferFlags::empty());
+    let pending = transfer(13, 7, TransferFlags::PENDING);
+    let all = [early, late, aborted, pending];
+    let sides = [(Side::Debit, 1), (Side::Credit, 2)];
+    for (shard, (side, _)) in shards.iter_mut().zip(sides) {
+        for (i, t) in all.iter().enumerate() {
+            let vote = shard.prepare_side(S + i as u64, t, side).unwrap();
+            assert!(matches!(vote, SideVote::Prepared { .. }));
+        }
+    }
+    // The read point at `T` at both shards, with everything in doubt.
+    let at = 3 * S;
+    let mut seen = Vec::new();
+    for (shard, (_, id)) in shards.iter_mut().zip(sides) {
+        shard.expire_pending_transfers(at).unwrap();
+        seen.push(shard.lookup_accounts(&[id])[0]);
+    }
+    // The outcomes arrive after the read point; the read waits until then.
+    for ((shard, (side, _)), account) in shards.iter_mut().zip(sides).zip(&seen) {
+        assert!(!shard.snapshot_side(&mut account.clone(), 10, side, at), "still in doubt");
+        shard.commit_side(at + 10, 10, side, 5, 2 * S).unwrap();
+        shard.abort_side(at + 12, &aborted, side, false).unwrap();
+        shard.commit_side(at + 13, 13, side, 7, 2 * S).unwrap();
+        // A commit advances the shard's clock to its agreed timestamp.
+        shard.commit_side(4 * S, 11, side, 3, 4 * S).unwrap();
+    }
+    for ((shard, (side, _)), account) in shards.iter().zip(sides).zip(seen.iter_mut()) {
+        for t in &all {
+            assert!(shard.snapshot_side(account, t.id, side, at));
+        }
+    }
+    let [debit, credit] = [seen[0], seen[1]];
+    assert_eq!((debit.debits_posted, debit.debits_pending), (5, 0), "early only; pending expired");
+    assert_eq!((credit.credits_posted, credit.credits_pending), (5, 0));
 }

@@ -46,6 +46,12 @@ pub enum Command {
     /// (cluster nodes only): answered, once every outcome is durable, with their
     /// transfers' results one after the other (`Reply::TransferResults`).
     Txns(Vec<settle_commit::Txn>),
+    /// A snapshot read's part at the shard the request names (cluster nodes only): the
+    /// accounts as of timestamp `at`, answered with `Reply::Snapshot`.
+    ReadAt {
+        at: u64,
+        ids: Vec<u128>,
+    },
 }
 
 pub struct Request {
@@ -211,7 +217,7 @@ impl Executor {
         let write = match command {
             Command::Read(read) => return Ok(self.ledger.query(&read)),
             Command::Write(write) => write,
-            Command::Txns(_) => {
+            Command::Txns(_) | Command::ReadAt { .. } => {
                 return Err(NodeError::Config(
                     "a standalone node has one shard: nothing crosses shards".into(),
                 ))

@@ -115,6 +115,8 @@ pub enum NodeError {
     NoReplica { shard: u64 },
     #[error("the node stopped: {0}")]
     Failed(String),
+    #[error("snapshot read: {0}")]
+    Snapshot(settle_commit::read::ReadError),
 }
 
 /// A running node.

@@ -2,6 +2,7 @@
 //! converts the answer. Bad input is refused here with INVALID_ARGUMENT and never
 //! reaches the ledger or the log.
 
+use settle_commit::read::ReadError;
 use settle_ledger::BATCH_EVENTS_MAX;
 use settle_proto::convert::{self, ConvertError};
 use settle_proto::pb;
@@ -14,6 +15,8 @@ use settle_ledger::{Read, Reply, Write};
 
 /// The metadata key of a redirect: the leader's client address (`host:port`).
 pub const LEADER_METADATA_KEY: &str = "settle-leader";
+/// Metadata of a snapshot read refused as too old: the shard's clock (ns).
+pub const CLOCK_METADATA_KEY: &str = "settle-clock";
 
 pub struct Service {
     pub requests: mpsc::Sender<Request>,
@@ -49,6 +52,15 @@ pub fn status_of(error: NodeError) -> Status {
         // The ledger refused this request's batch: retrying it cannot help.
         NodeError::Batch(error) => Status::invalid_argument(error.to_string()),
         NodeError::Config(message) => Status::failed_precondition(message),
+        // A snapshot read behind a shard's clock: say the clock, for a later attempt.
+        NodeError::Snapshot(ReadError::TooOld { clock }) => {
+            let mut status = Status::failed_precondition(error.to_string());
+            status
+                .metadata_mut()
+                .insert(CLOCK_METADATA_KEY, clock.to_string().parse().expect("digits"));
+            status
+        }
+        NodeError::Snapshot(ReadError::OutOfRange) => Status::invalid_argument(error.to_string()),
         // Not the leader: say where it is, for the client to follow.
         NodeError::NotLeader { leader: Some(ref leader) } => {
             let mut status = Status::unavailable(error.to_string());
@@ -121,6 +133,23 @@ impl pb::ledger_server::Ledger for Service {
         transfers_reply(self.call(Command::Read(Read::LookupTransfers(ids))).await?)
     }
 
+    /// One node, one ledger: its latest state is a snapshot, at its latest timestamp.
+    async fn read_snapshot(
+        &self,
+        request: GrpcRequest<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotReply>, Status> {
+        let message = request.into_inner();
+        if message.timestamp != 0 {
+            return Err(Status::failed_precondition(
+                "a standalone node reads snapshots at its latest state only: leave the \
+                 timestamp 0 (reads at a chosen timestamp are for clusters)",
+            ));
+        }
+        let ids = convert::ids_from_pb(&message.ids);
+        check_count("ids", ids.len())?;
+        snapshot_reply(self.call(Command::Read(Read::Snapshot(ids))).await?)
+    }
+
     async fn get_account_transfers(
         &self,
         request: GrpcRequest<pb::AccountFilter>,
@@ -162,6 +191,16 @@ impl pb::ledger_server::Ledger for Service {
 fn accounts_reply(reply: Reply) -> Result<Response<pb::AccountsReply>, Status> {
     match reply {
         Reply::Accounts(accounts) => Ok(Response::new(pb::AccountsReply {
+            accounts: accounts.iter().map(pb::Account::from).collect(),
+        })),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub(crate) fn snapshot_reply(reply: Reply) -> Result<Response<pb::SnapshotReply>, Status> {
+    match reply {
+        Reply::Snapshot { timestamp, accounts } => Ok(Response::new(pb::SnapshotReply {
+            timestamp,
             accounts: accounts.iter().map(pb::Account::from).collect(),
         })),
         other => Err(unexpected(other)),

@@ -468,6 +468,40 @@ async fn create_transfers_with(
     Ok(convert::transfer_results_from_pb(&reply.get_ref().results).unwrap())
 }
 
+async fn read_snapshot(
+    address: SocketAddr,
+    ids: &[u128],
+    timestamp: u64,
+) -> Result<(u64, Vec<Account>), tonic::Status> {
+    let request = pb::SnapshotRequest { ids: convert::ids_to_pb(ids), timestamp };
+    let reply = client(address).await.read_snapshot(request).await?.into_inner();
+    let accounts = reply.accounts.iter().map(|a| Account::try_from(a).unwrap()).collect();
+    Ok((reply.timestamp, accounts))
+}
+
+/// Snapshot reads through every node: they see the settled balances, conserve money
+/// across shards, move forward in time, and refuse to go back in time.
+async fn snapshot_reads_across_shards(addresses: &[SocketAddr], ids: &[u128]) {
+    let settled = settled_balances(addresses, ids).await;
+    let mut last = 0;
+    for &address in addresses {
+        let (at, accounts) = read_snapshot(address, ids, 0).await.unwrap();
+        assert!(at > last, "snapshots move forward: {at} after {last}");
+        last = at;
+        assert_eq!(accounts, settled, "a snapshot of settled accounts is what they hold");
+    }
+    // At a chosen timestamp: ahead of every clock, fine; behind one, refused with it.
+    let (at, accounts) = read_snapshot(addresses[0], ids, last + 1_000_000).await.unwrap();
+    assert_eq!((at, accounts), (last + 1_000_000, settled));
+    let refused = read_snapshot(addresses[1], ids, last).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    let clock: u64 =
+        refused.metadata().get("settle-clock").unwrap().to_str().unwrap().parse().unwrap();
+    assert!(clock >= last + 1_000_000, "the refusal names the clock: {clock}");
+    let far = read_snapshot(addresses[2], ids, u64::MAX).await.unwrap_err();
+    assert_eq!(far.code(), tonic::Code::InvalidArgument, "{far:?}");
+}
+
 /// Retries while the cluster elects its leaders (bounded).
 async fn create_transfers_retrying(
     addresses: &[SocketAddr],
@@ -598,6 +632,7 @@ async fn transfers_and_chains_across_shards_commit_atomically() {
         assert_eq!(debits, credits, "conservation across shards");
     };
     check(settled_balances(&addresses, &[a, b, c, limited]).await);
+    snapshot_reads_across_shards(&addresses, &[a, b, c, limited]).await;
     // The transfers are found through any node, at both of their shards.
     let request = pb::LookupRequest { ids: convert::ids_to_pb(&[100, 102, 105, 107]) };
     let found = client(addresses[2]).await.lookup_transfers(request).await.unwrap();

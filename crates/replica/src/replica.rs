@@ -22,6 +22,7 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Message
 use raft::{RawNode, StateRole};
 use raft_proto::ConfChangeI;
 use settle_commit::message::ClientRef;
+use settle_commit::read::{ReadError, SnapshotPart};
 use settle_commit::{codec, Address, ShardCore, ShardState, Txn};
 use settle_ledger::{CreateTransferResult, Ledger, MemStore, Read, Reply, Write, BATCH_EVENTS_MAX};
 
@@ -140,6 +141,8 @@ pub struct Output {
     pub commit_messages: Vec<(Address, settle_commit::Message)>,
     /// Answers to cross-shard transactions submitted here: the client's results.
     pub commit_replies: Vec<(ClientRef, Vec<CreateTransferResult>)>,
+    /// Answers to snapshot reads submitted here: this shard's part, or why not.
+    pub read_replies: Vec<(ClientRef, Result<SnapshotPart, ReadError>)>,
     /// Protocol entries that contradicted the state and changed nothing (the shell logs
     /// them; the simulator counts them as violations).
     pub commit_refused: Vec<String>,
@@ -172,6 +175,7 @@ impl Output {
             && self.commit_messages.is_empty()
             && self.commit_replies.is_empty()
             && self.commit_refused.is_empty()
+            && self.read_replies.is_empty()
     }
 }
 
@@ -369,6 +373,21 @@ impl Replica {
         Ok(())
     }
 
+    /// This shard's part of a snapshot read of `accounts` at timestamp `at` (see
+    /// `settle_commit::read`). The answer comes in `Output::read_replies` with `client`.
+    pub fn read_at(
+        &mut self,
+        client: ClientRef,
+        at: u64,
+        accounts: Vec<u128>,
+    ) -> Result<(), Refusal> {
+        self.admit_write()?;
+        let now = self.now_ms();
+        self.core.read(now, client, at, accounts);
+        self.drain_core();
+        Ok(())
+    }
+
     /// A cross-shard protocol message for this shard. Only a leader acts on it; the
     /// sender resends what goes unanswered.
     pub fn receive_commit(&mut self, from: Address, message: settle_commit::Message) {
@@ -381,13 +400,19 @@ impl Replica {
     }
 
     /// What the core asked for: at the leader, messages and replies go out and entries
-    /// are proposed; elsewhere they are dropped (a follower's core only applies).
+    /// are proposed; elsewhere they are dropped (a follower's core only applies), except
+    /// the answers to reads a former leader was serving (interrupted: the client retries).
     fn drain_core(&mut self) {
         let commands = self.core.take_commands();
-        if !self.is_leader() {
-            return;
-        }
+        let leader = self.is_leader();
         for command in commands {
+            if let settle_commit::Command::ReadReply { client, read } = command {
+                self.out.read_replies.push((client, read));
+                continue;
+            }
+            if !leader {
+                continue;
+            }
             match command {
                 settle_commit::Command::Send { to, message } => {
                     self.out.commit_messages.push((to, message))
@@ -396,6 +421,7 @@ impl Replica {
                     self.out.commit_replies.push((client, results))
                 }
                 settle_commit::Command::Persist(entry) => self.commit_proposals.push(entry),
+                settle_commit::Command::ReadReply { .. } => unreachable!("answered above"),
             }
         }
     }

@@ -75,6 +75,16 @@ pub fn balance_json(balance: &AccountBalance) -> Value {
 }
 
 /// Prints accounts as a table, or as a JSON array.
+/// A snapshot read: its timestamp, then its accounts.
+pub fn print_snapshot(timestamp: u64, accounts: &[Account], json: bool) {
+    if json {
+        let accounts: Vec<Value> = accounts.iter().map(account_json).collect();
+        return print_json(&json!({ "timestamp": timestamp.to_string(), "accounts": accounts }));
+    }
+    println!("snapshot at timestamp {timestamp}");
+    print_accounts(accounts, false);
+}
+
 pub fn print_accounts(accounts: &[Account], json: bool) {
     if json {
         return print_json(&Value::Array(accounts.iter().map(account_json).collect()));

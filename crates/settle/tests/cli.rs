@@ -253,6 +253,16 @@ fn accounts_transfers_and_two_phase_end_to_end() {
     assert_eq!(accounts[1]["debits_pending"], "0");
     assert_eq!(accounts[1]["ledger"], 700);
 
+    // A snapshot read: on one node, its latest state, with its timestamp.
+    let snapshot = json_at(&node, &["account", "snapshot", "1", "2"]);
+    assert_eq!(snapshot["accounts"], serde_json::json!(accounts), "{snapshot}");
+    let at: u64 = snapshot["timestamp"].as_str().unwrap().parse().unwrap();
+    assert!(at > 0, "{snapshot}");
+    let at = at.to_string();
+    let output = settle(&["account", "snapshot", "1", "--at", &at, "--addresses", &node.address]);
+    assert_eq!(output.status.code(), Some(1), "a standalone node reads at its latest state");
+    assert!(text(&output.stderr).contains("FailedPrecondition"), "{}", text(&output.stderr));
+
     // Text lookup: a table with a header and one row per account.
     let table = run_at(&node, &["account", "lookup", "1", "2"], 0);
     let lines: Vec<&str> = table.lines().collect();

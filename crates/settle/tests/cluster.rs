@@ -9,11 +9,12 @@
 
 mod fault_support;
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use settle_client::{Client, ClientOptions};
-use settle_ledger::Transfer;
+use settle_ledger::{Account, Transfer};
 
 use fault_support::{
     accounts, check_balances, create_accounts, lookup_transfers, replay, runtime, same_transfer,
@@ -217,7 +218,9 @@ fn killing_any_node_round_after_round_loses_nothing() {
 /// checkpoint every 8 entries, so the protocol records travel through snapshots too.
 /// Every transfer acknowledged `ok` must be at both of its shards, every one refused
 /// must be at neither, nothing may stay reserved once the cluster is quiet, and
-/// balances must equal a replay of what was acknowledged.
+/// balances must equal a replay of what was acknowledged. A snapshot read across the
+/// shards, taken while a node is down and transactions it took part in are in doubt,
+/// conserves money.
 ///
 /// Then the same with Paxos Commit (one after the other, not side by side: six node
 /// processes on a small machine would mostly measure its scheduler): its acceptors are
@@ -226,6 +229,33 @@ fn killing_any_node_round_after_round_loses_nothing() {
 fn killing_nodes_of_a_sharded_cluster_keeps_cross_shard_transfers_atomic() {
     kill_nodes_of_a_sharded_cluster("2pc");
     kill_nodes_of_a_sharded_cluster("paxos-commit");
+}
+
+/// A snapshot read of every account conserves money: per ledger, debits equal credits,
+/// posted and pending.
+async fn snapshot_conserves(client: &Client, accounts: &[Account]) {
+    let ids: Vec<u128> = accounts.iter().map(|a| a.id).collect();
+    let (at, seen) = client.read_snapshot(&ids, None).await.expect("read_snapshot");
+    assert_eq!(seen.len(), ids.len(), "every account is in the snapshot at {at}");
+    let mut sums: BTreeMap<u32, [u128; 4]> = BTreeMap::new();
+    for a in &seen {
+        let sum = sums.entry(a.ledger).or_default();
+        for (s, v) in sum.iter_mut().zip([
+            a.debits_posted,
+            a.credits_posted,
+            a.debits_pending,
+            a.credits_pending,
+        ]) {
+            *s += v;
+        }
+    }
+    for (ledger, [dp, cp, dpend, cpend]) in sums {
+        assert_eq!(
+            (dp, dpend),
+            (cp, cpend),
+            "snapshot at {at}, ledger {ledger}: debits != credits"
+        );
+    }
 }
 
 fn kill_nodes_of_a_sharded_cluster(protocol: &str) {
@@ -269,6 +299,7 @@ fn kill_nodes_of_a_sharded_cluster(protocol: &str) {
                 let batch = transfer_batch(&mut rng, &mut ids, &accounts, 1..=50);
                 phase.push(send(batch, client.clone()).await);
             }
+            snapshot_conserves(&client, &accounts).await;
             nodes[victim] = Some(start(victim as u64 + 1));
             for (batch, results) in phase {
                 assert_eq!(results.len(), batch.len());

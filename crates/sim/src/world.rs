@@ -422,6 +422,7 @@ impl World {
             commit_messages: _,
             commit_replies: _,
             commit_refused: _,
+            read_replies: _,
         } = output;
         self.exercised.membership_changes +=
             membership.iter().filter(|(_, m)| m.is_ok()).count() as u64;

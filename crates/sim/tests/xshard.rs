@@ -1,6 +1,8 @@
 //! The cross-shard simulator's gates: 2PC and Paxos Commit keep every guarantee over
 //! 200 seeds under the whole fault mix; 3PC breaks atomicity under partitions and keeps
-//! it without them; fault-free message and forced-write counts equal Gray & Lamport's.
+//! it without them; fault-free message and forced-write counts equal Gray & Lamport's;
+//! snapshot reads taken during the runs conserve money, and the checker of that catches
+//! reads taken without a common timestamp.
 
 use settle_commit::paper_cost;
 use settle_sim::xshard::{self, check::Checker, Bugs, Options, Protocol};
@@ -8,15 +10,19 @@ use settle_sim::xshard::{self, check::Checker, Bugs, Options, Protocol};
 const SEEDS: u64 = 200;
 
 fn clean_over_seeds(protocol: Protocol) {
-    let mut decided = 0;
+    let (mut decided, mut snapshots, mut amid_doubt) = (0, 0, 0);
     for seed in 1..=SEEDS {
         let report = xshard::run(Options::new(seed, protocol));
         assert!(report.passed(), "seed {seed} ({}): {report}", protocol.name());
         assert_eq!(report.measured.in_doubt, 0, "seed {seed}: {report}");
         decided += report.measured.decided();
+        snapshots += report.measured.snapshots_checked;
+        amid_doubt += report.measured.snapshots_amid_doubt;
     }
     // The workload reached the protocol: thousands of cross-shard transactions.
     assert!(decided > 25 * SEEDS, "only {decided} transactions decided");
+    // Snapshot reads were checked during the runs, many while transactions were in doubt.
+    assert!(snapshots > 2 * SEEDS && amid_doubt > SEEDS, "{snapshots} snapshots, {amid_doubt}");
 }
 
 #[test]
@@ -87,11 +93,22 @@ fn fault_free_costs_equal_gray_and_lamport() {
 
 #[test]
 fn the_checkers_catch_a_coordinator_that_does_not_force_its_decision() {
-    let bugs = Bugs { decisions_not_forced: true };
+    let bugs = Bugs { decisions_not_forced: true, ..Bugs::default() };
     let caught = (1..=100).find(|&seed| {
         let report = xshard::run(Options { bugs, ..Options::new(seed, Protocol::TwoPhase) });
         !report.passed()
     });
     let seed = caught.expect("an unforced 2PC decision went unnoticed over 100 seeds");
     println!("unforced decisions caught at seed {seed}");
+}
+
+#[test]
+fn the_snapshot_checker_catches_reads_without_a_common_timestamp() {
+    let bugs = Bugs { plain_reads: true, ..Bugs::default() };
+    let caught = (1..=50).find(|&seed| {
+        let report = xshard::run(Options { bugs, ..Options::new(seed, Protocol::TwoPhase) });
+        report.violations.iter().any(|v| v.checker == Checker::SnapshotConservation)
+    });
+    let seed = caught.expect("plain reads across shards went unnoticed over 50 seeds");
+    println!("reads without a common timestamp caught at seed {seed}");
 }

@@ -193,8 +193,7 @@ impl<S: Store> Ledger<S> {
         }
 
         // Every check passed: apply.
-        if p.timeout != 0 {
-            let expires_at = expiry_of(p.timestamp, p.timeout).expect("checked at creation");
+        if let Some(expires_at) = self.deadline_of(&p) {
             self.store.remove_expiry(expires_at, p.id);
         }
         if post {

@@ -27,6 +27,13 @@
 //! first, the commit timestamp advances), so shards keep their own timestamp order;
 //! this side's copy of the transfer carries the commit's timestamp.
 //!
+//! Besides its local timestamp, a committed side carries the transaction's *agreed*
+//! commit timestamp (a hybrid-logical-clock value every participant commits with, kept
+//! in the side's reservation): a cross-shard pending transfer's deadline is the agreed
+//! timestamp plus its timeout, the same at both sides, and a snapshot read at `T`
+//! includes a transaction exactly when its agreed timestamp is at or before `T`
+//! ([`Ledger::snapshot_side`]).
+//!
 //! Limits, documented for the cross-shard issue: `flags.linked` must be clear (chains
 //! across shards are the coordinator's job; a linked event gets `linked_event_chain_open`);
 //! a cross-shard pending transfer with a timeout expires at each side at that side's
@@ -43,7 +50,7 @@ use super::create_transfer::{
 use super::Ledger;
 use crate::results::CreateTransferResult as R;
 use crate::store::{PendingState, Reservation, ReservationState, Store};
-use crate::types::{AccountFlags, Transfer, TransferFlags};
+use crate::types::{Account, AccountFlags, Transfer, TransferFlags};
 
 use super::BatchError;
 
@@ -305,13 +312,15 @@ impl<S: Store> Ledger<S> {
     }
 
     /// Applies a prepared side with the decided `amount` (at most the reserved amount;
-    /// the rest of the reservation is released).
+    /// the rest of the reservation is released). `agreed_at`: the transaction's agreed
+    /// commit timestamp, at or before `timestamp` (see the module docs).
     pub fn commit_side(
         &mut self,
         timestamp: u64,
         id: u128,
         side: Side,
         amount: u128,
+        agreed_at: u64,
     ) -> Result<SideResolution, SideError> {
         let reservation = self.store.reservation(id, side).ok_or(SideError::NotPrepared)?;
         match reservation.state {
@@ -320,6 +329,7 @@ impl<S: Store> Ledger<S> {
             state @ ReservationState::Aborted => return Err(SideError::Conflict { state }),
         }
         let reserved = reservation.transfer.amount;
+        assert!(agreed_at <= timestamp, "a side commits at or after its agreed timestamp");
         if amount > reserved {
             return Err(SideError::AmountAboveReservation { reserved, requested: amount });
         }
@@ -334,7 +344,7 @@ impl<S: Store> Ledger<S> {
             self.store.account(side_account(&t, side)).expect("a prepared side's account exists");
         if pv {
             let p = self.store.transfer(t.pending_id).expect("a locked pending transfer exists");
-            if let Some(at) = expiry_of(p.timestamp, p.timeout).filter(|_| p.timeout != 0) {
+            if let Some(at) = self.deadline_of(&p) {
                 if self.store.has_expiry(at, p.id) {
                     self.store.remove_expiry(at, p.id);
                 }
@@ -356,7 +366,7 @@ impl<S: Store> Ledger<S> {
                 account.flags.insert(AccountFlags::CLOSED);
             }
             self.store.set_pending_state(t.id, PendingState::Pending);
-            if let Some(at) = expiry_of(timestamp, t.timeout).filter(|_| t.timeout != 0) {
+            if let Some(at) = expiry_of(agreed_at, t.timeout).filter(|_| t.timeout != 0) {
                 self.store.insert_expiry(at, t.id);
             }
         } else {
@@ -366,8 +376,12 @@ impl<S: Store> Ledger<S> {
         self.store.update_account(&account);
         self.store.insert_transfer(&t);
         self.record_history(&account, timestamp);
-        self.store
-            .set_reservation(Reservation { state: ReservationState::Committed, ..reservation });
+        let agreed = Transfer { timestamp: agreed_at, ..reservation.transfer };
+        self.store.set_reservation(Reservation {
+            transfer: agreed,
+            state: ReservationState::Committed,
+            ..reservation
+        });
         self.commit_timestamp = timestamp;
         Ok(SideResolution::Committed)
     }
@@ -432,7 +446,7 @@ impl<S: Store> Ledger<S> {
         {
             return;
         }
-        let Some(at) = expiry_of(p.timestamp, p.timeout) else { return };
+        let Some(at) = self.deadline_of(&p) else { return };
         if at > timestamp {
             return;
         }
@@ -443,6 +457,72 @@ impl<S: Store> Ledger<S> {
     }
 }
 
+impl<S: Store> Ledger<S> {
+    /// When pending transfer `p` expires, if it has a timeout: for a cross-shard one, its
+    /// agreed commit timestamp plus the timeout (the same at both sides), otherwise its
+    /// own timestamp plus the timeout.
+    pub(super) fn deadline_of(&self, p: &Transfer) -> Option<u64> {
+        if p.timeout == 0 {
+            return None;
+        }
+        let agreed = [Side::Debit, Side::Credit].into_iter().find_map(|side| {
+            self.store
+                .reservation(p.id, side)
+                .filter(|r| r.state == ReservationState::Committed)
+                .map(|r| r.transfer.timestamp)
+        });
+        expiry_of(agreed.unwrap_or(p.timestamp), p.timeout)
+    }
+
+    /// Corrects `account`, as it stood at a snapshot read's point (a `expire_pending_transfers(at)`
+    /// at this shard), for side `side` of transfer `id`, which was prepared there and not
+    /// yet resolved. Returns `false` while the side is still prepared: the read must wait.
+    ///
+    /// The read sees the transaction exactly when it committed with an agreed timestamp
+    /// at or before `at`: then the side's commit is applied to the account as it would
+    /// have been at `at` (including the expiry of a pending transfer whose deadline is
+    /// at or before `at`); otherwise its reservation is taken out, and a pending
+    /// transfer an aborted post/void held past its deadline counts as expired, as it
+    /// is at every shard that did not hold it.
+    pub fn snapshot_side(&self, account: &mut Account, id: u128, side: Side, at: u64) -> bool {
+        let reservation = self.store.reservation(id, side).expect("a prepared side stays recorded");
+        assert_eq!(side_account(&reservation.transfer, side), account.id);
+        let t = reservation.transfer;
+        let committed_at = match reservation.state {
+            ReservationState::Prepared => return false,
+            ReservationState::Committed => Some(t.timestamp),
+            ReservationState::Aborted => None,
+        };
+        let included = committed_at.is_some_and(|agreed_at| agreed_at <= at);
+        let amount = || self.store.transfer(id).expect("a committed side is stored").amount;
+        if t.pending_id != 0 {
+            let p = self.store.transfer(t.pending_id).expect("a held pending transfer exists");
+            let expired = self.deadline_of(&p).is_some_and(|deadline| deadline <= at);
+            if included {
+                *pending_balance(account, side) -= p.amount;
+                if t.flags.contains(TransferFlags::POST_PENDING_TRANSFER) {
+                    *posted_balance_mut(account, side) += amount();
+                }
+            } else if committed_at.is_none() && expired {
+                *pending_balance(account, side) -= p.amount;
+            }
+        } else if included {
+            let amount = amount();
+            *pending_balance(account, side) -= t.amount;
+            if !t.flags.contains(TransferFlags::PENDING) {
+                *posted_balance_mut(account, side) += amount;
+            } else if !expiry_of(t.timestamp, t.timeout)
+                .is_some_and(|deadline| t.timeout != 0 && deadline <= at)
+            {
+                *pending_balance(account, side) += amount;
+            }
+        } else {
+            *pending_balance(account, side) -= t.amount;
+        }
+        true
+    }
+}
+
 fn side_account(t: &Transfer, side: Side) -> u128 {
     match side {
         Side::Debit => t.debit_account_id,
@@ -450,14 +530,14 @@ fn side_account(t: &Transfer, side: Side) -> u128 {
     }
 }
 
-fn pending_balance(account: &mut crate::types::Account, side: Side) -> &mut u128 {
+fn pending_balance(account: &mut Account, side: Side) -> &mut u128 {
     match side {
         Side::Debit => &mut account.debits_pending,
         Side::Credit => &mut account.credits_pending,
     }
 }
 
-fn posted_balance_mut(account: &mut crate::types::Account, side: Side) -> &mut u128 {
+fn posted_balance_mut(account: &mut Account, side: Side) -> &mut u128 {
     match side {
         Side::Debit => &mut account.debits_posted,
         Side::Credit => &mut account.credits_posted,

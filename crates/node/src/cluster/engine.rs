@@ -148,7 +148,7 @@ pub struct Engine {
     failed: Option<String>,
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
@@ -343,6 +343,12 @@ impl Engine {
                 replica.propose(token, &write, now_ns());
             }
             Command::Read(read) => replica.read(token, read),
+            Command::ReadAt { at, ids } => {
+                if let Err(refusal) = replica.read_at(token, at, ids) {
+                    let reply = self.waiting.remove(&token).expect("inserted above");
+                    let _ = reply.send(Err(self.refusal(refusal)));
+                }
+            }
             Command::Txns(txns) => {
                 self.txn_requests.insert(token, (vec![None; txns.len()], txns.len()));
                 for (slot, txn) in txns.into_iter().enumerate() {
@@ -491,6 +497,17 @@ impl Engine {
                         }
                     }
                     self.answer_txns(token);
+                }
+                for (token, read) in output.read_replies {
+                    if let Some(reply) = self.waiting.remove(&token) {
+                        let answer = read
+                            .map(|part| Reply::Snapshot {
+                                timestamp: part.at,
+                                accounts: part.accounts,
+                            })
+                            .map_err(NodeError::Snapshot);
+                        let _ = reply.send(answer);
+                    }
                 }
                 for refused in output.commit_refused {
                     tracing::warn!(shard, "cross-shard entry refused: {refused}");

@@ -51,6 +51,14 @@ pub const SHARD_KEY: &str = "settle-shard";
 pub const PROTOCOL_KEY: &str = "settle-protocol";
 /// Hops a forwarded request may take following leader hints.
 const FORWARD_HOPS_MAX: usize = 3;
+/// A snapshot read the cluster times goes this far ahead of this node's clock (the
+/// read points' trip through each shard's log), doubling on each attempt a shard's
+/// clock had already passed, for at most `SNAPSHOT_ATTEMPTS_MAX` attempts.
+const SNAPSHOT_LEAD_NS: u64 = 20_000_000;
+const SNAPSHOT_ATTEMPTS_MAX: u32 = 4;
+/// How far ahead of this node's clock a client may ask to read (every shard's clock
+/// moves there).
+const SNAPSHOT_AHEAD_MAX_NS: u64 = 10_000_000_000;
 
 /// Which node leads each shard this node holds (`None`: no leader known), kept by the
 /// engine.
@@ -528,6 +536,117 @@ impl Router {
         }
     }
 
+    /// One shard's part of a snapshot read at `at`: its accounts among `ids`, or the
+    /// shard's clock when that is already past `at`.
+    async fn snapshot_part(
+        &self,
+        shard: u64,
+        at: u64,
+        ids: Vec<u128>,
+        only: Option<u64>,
+    ) -> Result<Result<Vec<Account>, u64>, Status> {
+        let answer = match (only, self.target(shard, false)) {
+            (Some(_), _) | (None, Target::Here) => {
+                self.engine(shard, Command::ReadAt { at, ids }).await
+            }
+            (None, Target::Node(node)) => {
+                let request = pb::SnapshotRequest { ids: convert::ids_to_pb(&ids), timestamp: at };
+                let reply = self
+                    .forward(shard, node, |mut client| {
+                        let request = Self::request(request.clone(), shard, Protocol::TwoPhase);
+                        async move { client.read_snapshot(request).await }
+                    })
+                    .await;
+                reply.and_then(|reply| {
+                    let accounts =
+                        reply.accounts.iter().map(|a| Account::try_from(a).map_err(invalid));
+                    Ok(Reply::Snapshot {
+                        timestamp: reply.timestamp,
+                        accounts: accounts.collect::<Result<_, _>>()?,
+                    })
+                })
+            }
+        };
+        match answer {
+            Ok(Reply::Snapshot { timestamp, accounts }) if timestamp == at => Ok(Ok(accounts)),
+            Ok(other) => Err(unexpected(other)),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                let clock = status.metadata().get(crate::server::CLOCK_METADATA_KEY);
+                match clock.and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+                    Some(clock) => Ok(Err(clock)),
+                    None => Err(status),
+                }
+            }
+            Err(status) => Err(status),
+        }
+    }
+
+    /// A snapshot read of `ids` across their shards at `requested` (0: a timestamp this
+    /// node picks, tried again later when a shard's clock had passed it).
+    async fn read_snapshot(
+        &self,
+        ids: Vec<u128>,
+        requested: u64,
+        only: Option<u64>,
+    ) -> Result<(u64, Vec<Account>), Status> {
+        let now = super::engine::now_ns();
+        if requested > now.saturating_add(SNAPSHOT_AHEAD_MAX_NS) {
+            return Err(Status::invalid_argument(format!(
+                "snapshot timestamp {requested} is more than {} s ahead of this node's clock ({now})",
+                SNAPSHOT_AHEAD_MAX_NS / 1_000_000_000
+            )));
+        }
+        let mut by_shard: BTreeMap<u64, Vec<u128>> = BTreeMap::new();
+        for &id in &ids {
+            by_shard.entry(only.unwrap_or_else(|| self.shard_of(id))).or_default().push(id);
+        }
+        // Every shard takes part, also one no id lives on: the timestamp is the
+        // cluster's, and reading nothing at a shard costs one small write.
+        if only.is_none() {
+            for &shard in &self.shards {
+                by_shard.entry(shard).or_default();
+            }
+        }
+        let mut floor = now;
+        for attempt in 0..SNAPSHOT_ATTEMPTS_MAX {
+            let at = match requested {
+                0 => floor + (SNAPSHOT_LEAD_NS << attempt),
+                at => at,
+            };
+            let parts = by_shard
+                .iter()
+                .map(|(&shard, ids)| self.snapshot_part(shard, at, ids.clone(), only));
+            let mut found: HashMap<u128, Account> = HashMap::new();
+            let mut too_old: Option<u64> = None;
+            for part in join_all(parts).await {
+                match part? {
+                    Ok(accounts) => found.extend(accounts.into_iter().map(|a| (a.id, a))),
+                    Err(clock) => too_old = Some(too_old.unwrap_or(0).max(clock)),
+                }
+            }
+            let Some(clock) = too_old else {
+                return Ok((at, ids.iter().filter_map(|id| found.get(id).copied()).collect()));
+            };
+            if requested != 0 {
+                let message = format!(
+                    "snapshot timestamp {at} is behind a shard's clock ({clock}): a snapshot \
+                     cannot go back in time; read at {clock} or later, or leave the timestamp 0"
+                );
+                let mut status = Status::failed_precondition(message);
+                status.metadata_mut().insert(
+                    crate::server::CLOCK_METADATA_KEY,
+                    clock.to_string().parse().expect("digits"),
+                );
+                return Err(status);
+            }
+            floor = floor.max(clock);
+        }
+        Err(Status::unavailable(format!(
+            "shards' clocks kept passing the snapshot's timestamp over {SNAPSHOT_ATTEMPTS_MAX} \
+             attempts; retry"
+        )))
+    }
+
     async fn lookup_transfers_everywhere(&self, ids: &[u128]) -> Result<Vec<Transfer>, Status> {
         let parts = self.shards.iter().map(|&shard| {
             let ids = ids.to_vec();
@@ -667,6 +786,27 @@ impl pb::ledger_server::Ledger for Router {
         };
         Ok(Response::new(pb::TransfersReply {
             transfers: transfers.iter().map(pb::Transfer::from).collect(),
+        }))
+    }
+
+    async fn read_snapshot(
+        &self,
+        request: GrpcRequest<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotReply>, Status> {
+        let only = named_shard(request.metadata())?;
+        let message = request.into_inner();
+        let ids = convert::ids_from_pb(&message.ids);
+        check_count("ids", ids.len())?;
+        if only.is_some() && message.timestamp == 0 {
+            return Err(Status::invalid_argument(
+                "a shard's part of a snapshot names its timestamp",
+            ));
+        }
+        let (timestamp, accounts) =
+            Router::read_snapshot(self, ids, message.timestamp, only).await?;
+        Ok(Response::new(pb::SnapshotReply {
+            timestamp,
+            accounts: accounts.iter().map(pb::Account::from).collect(),
         }))
     }
 

@@ -15,6 +15,10 @@ pub enum Command {
     Create(CreateArgs),
     /// Look up accounts by id (exit 1 if any is missing).
     Lookup(LookupArgs),
+    /// Read accounts as of one timestamp, consistent across shards: a transfer between
+    /// shards is in the snapshot at both of its accounts or at neither (exit 1 if any
+    /// is missing).
+    Snapshot(SnapshotArgs),
     /// List the transfers of one account, oldest first.
     Transfers(FilterArgs),
     /// List the balance history of one account (kept only with the `history` flag).
@@ -53,6 +57,19 @@ pub struct LookupArgs {
     /// Account ids (decimal or 0x-hex).
     #[arg(required = true, value_parser = parse::u128_value, value_name = "ID")]
     pub ids: Vec<u128>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SnapshotArgs {
+    /// Account ids (decimal or 0x-hex), at most 8189.
+    #[arg(required = true, value_parser = parse::u128_value, value_name = "ID")]
+    pub ids: Vec<u128>,
+    /// Read at this timestamp (ns since the Unix epoch; not behind any shard's clock,
+    /// at most 10 s ahead). Default: the cluster picks one, about now.
+    #[arg(long, value_parser = parse::u64_value)]
+    pub at: Option<u64>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -101,6 +118,7 @@ pub async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
         Command::Create(args) => create(args).await,
         Command::Lookup(args) => lookup(args).await,
+        Command::Snapshot(args) => snapshot(args).await,
         Command::Transfers(args) => transfers(args).await,
         Command::Balances(args) => balances(args).await,
     }
@@ -130,6 +148,20 @@ async fn lookup(args: LookupArgs) -> Result<ExitCode, Error> {
     let session = Session::connect(&args.client.addresses, cli_options()).await?;
     let accounts = session.call(session.client().lookup_accounts(&args.ids)).await?;
     output::print_accounts(&accounts, args.client.json);
+    Ok(report_missing("account", &args.ids, accounts.iter().map(|a| a.id)))
+}
+
+async fn snapshot(args: SnapshotArgs) -> Result<ExitCode, Error> {
+    if args.ids.len() > BATCH_EVENTS_MAX {
+        return Err(Error::Other(format!(
+            "{} ids: one snapshot reads at most {BATCH_EVENTS_MAX}",
+            args.ids.len()
+        )));
+    }
+    let session = Session::connect(&args.client.addresses, cli_options()).await?;
+    let read = session.client().read_snapshot(&args.ids, args.at);
+    let (timestamp, accounts) = session.call(read).await?;
+    output::print_snapshot(timestamp, &accounts, args.client.json);
     Ok(report_missing("account", &args.ids, accounts.iter().map(|a| a.id)))
 }
 

@@ -139,6 +139,7 @@ fn cross_shard(args: &Args) -> ExitCode {
     };
     let mut faults = xshard::Faults::default();
     let (mut committed, mut aborted, mut in_doubt) = (0, 0, 0);
+    let (mut snapshots, mut snapshots_amid_doubt) = (0, 0);
     let mut failed = Vec::new();
     for &seed in &seeds {
         let report = xshard::run(options(seed));
@@ -149,6 +150,8 @@ fn cross_shard(args: &Args) -> ExitCode {
         committed += report.measured.committed;
         aborted += report.measured.aborted;
         in_doubt += report.measured.in_doubt;
+        snapshots += report.measured.snapshots_checked;
+        snapshots_amid_doubt += report.measured.snapshots_amid_doubt;
         if !report.passed() {
             failed.push(report);
         }
@@ -158,6 +161,10 @@ fn cross_shard(args: &Args) -> ExitCode {
     println!("seeds run = {}", seeds.len());
     println!(
         "cross-shard transactions: {committed} committed, {aborted} aborted, {in_doubt} in doubt"
+    );
+    println!(
+        "snapshot reads checked during the run: {snapshots} ({snapshots_amid_doubt} started \
+         while a transaction was in doubt)"
     );
     println!("faults injected:");
     for (kind, count) in faults.by_kind() {

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use settle_commit::{Kind, ShardState, TxnId};
-use settle_ledger::{AccountFlags, CreateTransferResult as R, Side, Store};
+use settle_ledger::{Account, AccountFlags, CreateTransferResult as R, Side, Store};
 
 use super::world::{Op, World};
 
@@ -33,10 +33,11 @@ pub enum Checker {
     Acknowledged,
     Protocol,
     NoPanic,
+    SnapshotConservation,
 }
 
 impl Checker {
-    pub const ALL: [Checker; 8] = [
+    pub const ALL: [Checker; 9] = [
         Checker::Atomicity,
         Checker::Resolution,
         Checker::Forgotten,
@@ -45,6 +46,7 @@ impl Checker {
         Checker::Acknowledged,
         Checker::Protocol,
         Checker::NoPanic,
+        Checker::SnapshotConservation,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +59,7 @@ impl Checker {
             Checker::Acknowledged => "acknowledged results match the state",
             Checker::Protocol => "participants never contradicted",
             Checker::NoPanic => "no panics",
+            Checker::SnapshotConservation => "conservation in snapshot reads",
         }
     }
 }
@@ -102,6 +105,10 @@ pub struct Measured {
     pub replicas: u8,
     /// Participants of each cross-shard transaction asked for.
     pub txn_sizes: Vec<usize>,
+    /// Snapshot reads across every shard checked during the run, and how many of them
+    /// started while a cross-shard transaction was in doubt.
+    pub snapshots_checked: u64,
+    pub snapshots_amid_doubt: u64,
 }
 
 impl Measured {
@@ -217,6 +224,8 @@ impl World {
             longest_in_doubt_ms: self.longest_in_doubt_ms,
             replicas: self.options.replicas,
             txn_sizes: self.txn_participants.values().copied().collect(),
+            snapshots_checked: self.snapshots_checked,
+            snapshots_amid_doubt: self.snapshots_amid_doubt,
         }
     }
 }
@@ -274,6 +283,26 @@ pub fn limits(world: &mut World) {
     if let Some(detail) = found.into_iter().next() {
         if !world.violations.iter().any(|v| v.checker == Checker::BalanceLimits) {
             world.violations.push(Violation { checker: Checker::BalanceLimits, detail });
+        }
+    }
+}
+
+/// A snapshot read across every shard at `at` came back: it must conserve money (one
+/// ledger: debits equal credits, posted and pending), as every consistent snapshot does.
+pub fn snapshot(world: &mut World, at: u64, parts: &BTreeMap<u32, Vec<Account>>) {
+    let accounts: Vec<&Account> = parts.values().flatten().collect();
+    assert_eq!(accounts.len(), world.accounts.len(), "every account is read");
+    let sum = |f: fn(&Account) -> u128| accounts.iter().map(|a| f(a)).sum::<u128>();
+    let posted = (sum(|a| a.debits_posted), sum(|a| a.credits_posted));
+    let pending = (sum(|a| a.debits_pending), sum(|a| a.credits_pending));
+    if posted.0 != posted.1 || pending.0 != pending.1 {
+        let detail = format!(
+            "snapshot at {at} (read at {} ms): debits/credits posted {}/{}, pending {}/{}",
+            world.now_ms, posted.0, posted.1, pending.0, pending.1
+        );
+        let found = world.violations.iter().filter(|v| v.checker == Checker::SnapshotConservation);
+        if found.count() < 3 {
+            world.violations.push(Violation { checker: Checker::SnapshotConservation, detail });
         }
     }
 }

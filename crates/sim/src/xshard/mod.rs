@@ -49,6 +49,9 @@ pub struct Bugs {
     /// A coordinator's decisions are not durable: a crashed coordinator shard comes
     /// back without them (as if the decision were not forced before acting on it).
     pub decisions_not_forced: bool,
+    /// The snapshot reader reads each shard's accounts as they stand, without read
+    /// points at one timestamp (what a read across shards is without the clock).
+    pub plain_reads: bool,
 }
 
 impl Options {

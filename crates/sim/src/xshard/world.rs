@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use settle_commit::acceptor::AcceptorTxn;
 use settle_commit::codec;
 use settle_commit::placement::shard_of;
+use settle_commit::read::{ReadError, SnapshotPart};
 use settle_commit::{
     AcceptorCommand, AcceptorCore, AcceptorEntry, Address, Applied, Body, Command, Config, Entry,
     Message, Protocol, Record, ShardCore, ShardState, Txn, TxnId,
@@ -27,6 +28,14 @@ const CLIENT_TIMEOUT_MS: u64 = 2_000;
 /// After the faults heal, the run drains for at most this long.
 pub const DRAIN_MS: u64 = 60_000;
 const ACCOUNTS_PER_SHARD: usize = 6;
+/// The snapshot reader starts a read across every shard this often...
+const READ_EVERY_MS: u64 = 300;
+/// ...at a timestamp this far ahead of its clock (the read points' trip to the shards)...
+const READ_LEAD_NS: u64 = 5_000_000;
+/// ...tries a read whose timestamp a shard's clock had passed this many times, and
+/// gives up on one unanswered this long (its shard crashed, or stays in doubt).
+const READ_ATTEMPTS_MAX: u32 = 4;
+const READ_GIVE_UP_MS: u64 = 2_000;
 const LEDGER: u32 = 1;
 
 #[derive(Debug)]
@@ -42,7 +51,19 @@ enum Event {
     HealPartition { id: u64 },
     Heal,
     CheckLimits,
+    Read,
     Quiesce,
+}
+
+/// A snapshot read across every shard, in flight.
+struct Reading {
+    id: u64,
+    at: u64,
+    attempt: u32,
+    started_ms: u64,
+    /// Some cross-shard transaction was in doubt when it started.
+    amid_doubt: bool,
+    parts: BTreeMap<u32, Vec<Account>>,
 }
 
 /// A shard: its leader's core while up, its replicated state while down.
@@ -129,6 +150,12 @@ pub struct World {
     doubt_since: BTreeMap<(u32, TxnId), u64>,
     pub longest_in_doubt_ms: u64,
     pub workload_end_ms: u64,
+    reading: Option<Reading>,
+    read_seq: u64,
+    /// Snapshot reads whose every part came back, and were checked.
+    pub snapshots_checked: u64,
+    /// ...of which were started while a cross-shard transaction was in doubt somewhere.
+    pub snapshots_amid_doubt: u64,
 }
 
 impl World {
@@ -222,9 +249,14 @@ impl World {
             doubt_since: BTreeMap::new(),
             longest_in_doubt_ms: 0,
             workload_end_ms: options.fault_ms,
+            reading: None,
+            read_seq: 0,
+            snapshots_checked: 0,
+            snapshots_amid_doubt: 0,
         };
         world.schedule(TICK_MS, Event::Tick);
         world.schedule(250, Event::CheckLimits);
+        world.schedule(READ_EVERY_MS, Event::Read);
         if !options.fault_free {
             world.schedule(100, Event::Fault);
         }
@@ -297,6 +329,17 @@ impl World {
             Event::CheckLimits => {
                 super::check::limits(self);
                 self.schedule(250, Event::CheckLimits);
+            }
+            Event::Read => {
+                // A read whose shard crashed or lost leadership gets no answer: give up.
+                let stale = self
+                    .reading
+                    .as_ref()
+                    .is_some_and(|r| self.now_ms - r.started_ms > READ_GIVE_UP_MS);
+                if self.reading.is_none() || stale {
+                    self.start_read(0, 0);
+                }
+                self.schedule(READ_EVERY_MS, Event::Read);
             }
             Event::Quiesce => {
                 if self.quiescent() {
@@ -424,6 +467,7 @@ impl World {
                     self.start_shard_sync(shard);
                 }
                 Command::Reply { client, txn: _, results } => self.client_reply(client, results),
+                Command::ReadReply { client, read } => self.read_reply(shard, client, read),
             }
         }
     }
@@ -518,6 +562,71 @@ impl World {
             let incarnation = acceptor.incarnation;
             let delay = self.rng.gen_range(2..=6);
             self.schedule(delay, Event::AcceptorSync { shard, index, incarnation });
+        }
+    }
+
+    // ---- the snapshot reader ----
+
+    /// Reads every account at one timestamp across all shards (attempt `attempt`, at a
+    /// timestamp past `floor_ns`); `check::snapshot` checks what comes back.
+    fn start_read(&mut self, attempt: u32, floor_ns: u64) {
+        self.reading = None;
+        if self.shards.iter().any(|shard| shard.core.is_none()) {
+            return; // A shard is down: try again at the next round.
+        }
+        self.read_seq += 1;
+        let id = self.read_seq;
+        let at = (self.now_ms * 1_000_000).max(floor_ns) + READ_LEAD_NS;
+        let amid_doubt = self.states().any(|state| state.in_doubt().next().is_some());
+        if self.options.bugs.plain_reads {
+            // No read points: each shard's accounts as they stand right now.
+            let parts: BTreeMap<u32, Vec<Account>> = self
+                .states()
+                .map(|state| (state.shard, self.accounts_of(state.shard, state)))
+                .collect();
+            self.snapshots_checked += 1;
+            self.snapshots_amid_doubt += u64::from(amid_doubt);
+            super::check::snapshot(self, at, &parts);
+            return;
+        }
+        let started_ms = self.now_ms;
+        let reading = Reading { id, at, attempt, started_ms, amid_doubt, parts: BTreeMap::new() };
+        self.reading = Some(reading);
+        for shard in 0..self.options.shards {
+            let ids: Vec<u128> =
+                self.accounts.iter().filter(|(_, s)| *s == shard).map(|(id, _)| *id).collect();
+            let core = self.shards[shard as usize].core.as_mut().expect("checked above");
+            core.read(self.now_ms, id, at, ids);
+            self.drain_shard(shard);
+        }
+    }
+
+    fn accounts_of(&self, shard: u32, state: &ShardState) -> Vec<Account> {
+        let store = state.ledger.store();
+        let ids = self.accounts.iter().filter(|(_, s)| *s == shard);
+        ids.map(|(id, _)| settle_ledger::Store::account(store, *id).expect("created")).collect()
+    }
+
+    fn read_reply(&mut self, shard: u32, client: u64, read: Result<SnapshotPart, ReadError>) {
+        let Some(reading) = self.reading.as_mut().filter(|r| r.id == client) else {
+            return; // An answer to a read given up.
+        };
+        match read {
+            Ok(part) => {
+                assert_eq!(part.at, reading.at, "a part answers its read's timestamp");
+                reading.parts.insert(shard, part.accounts);
+                if reading.parts.len() == self.options.shards as usize {
+                    let reading = self.reading.take().expect("in flight");
+                    self.snapshots_checked += 1;
+                    self.snapshots_amid_doubt += u64::from(reading.amid_doubt);
+                    super::check::snapshot(self, reading.at, &reading.parts);
+                }
+            }
+            Err(ReadError::TooOld { clock }) if reading.attempt + 1 < READ_ATTEMPTS_MAX => {
+                let attempt = reading.attempt + 1;
+                self.start_read(attempt, clock);
+            }
+            Err(_) => self.reading = None,
         }
     }
 

@@ -1,0 +1,227 @@
+//! Snapshot reads at a hybrid-logical-clock timestamp: one shard's part of a read that
+//! sees, across every shard, exactly the transactions whose agreed commit timestamp is
+//! at or before `T` (DESIGN.md, guarantee 6).
+//!
+//! How one shard serves its part of a read at `T`:
+//! 1. **The read point.** The leader writes `Record::ReadPoint { at: T }` to its group.
+//!    Applying it is a pulse at `T`: pending transfers due by `T` expire, and the
+//!    shard's clock moves to `T`, so everything this shard does afterwards is stamped
+//!    after `T`. When the clock is already past `T` the read is refused (`TooOld`, with
+//!    the clock): the reader tries again later (it cannot see the past without
+//!    versions, which the ledger does not keep).
+//! 2. **Capture.** At that point in the log the leader copies the requested accounts,
+//!    and notes every side of them that is prepared here and not yet resolved.
+//! 3. **Wait.** Such a side's transaction may commit at or before `T` or after it; the
+//!    read waits until this shard resolves each one, then corrects the copies
+//!    (`Ledger::snapshot_side`): committed with an agreed timestamp at or before `T`
+//!    means included, otherwise excluded.
+//!
+//! Why the parts agree (the agreed timestamp is the latest prepare timestamp, and a
+//! participant moves its clock to it before committing, see `Commit::at`): a
+//! transaction committed at a shard before its read point has `at <= clock <= T`; one
+//! not yet prepared at a shard's read point prepares, and so commits, after `T`; the
+//! rest are in doubt and resolved by the rule above. So every shard includes the same
+//! transactions, and a snapshot conserves money across shards.
+//!
+//! Only the leader that wrote the read point serves it; a change of leader ends every
+//! read in flight (`ReadError::Interrupted`) and the reader tries again. Every wait has
+//! a limit: reads in flight (`READS_MAX`), accounts per read (`READ_ACCOUNTS_MAX`), and
+//! how long a read may wait for transactions in doubt (`Config::read_wait_ms`).
+
+use std::collections::BTreeMap;
+
+use settle_ledger::store::{ReservationState, Store};
+use settle_ledger::{Account, Side};
+
+use crate::message::ClientRef;
+use crate::state::ShardState;
+
+/// Most reads one shard serves at once.
+pub const READS_MAX: usize = 1_024;
+/// Most accounts in one read (a request's batch limit).
+pub const READ_ACCOUNTS_MAX: usize = 8_189;
+
+/// One shard's part of a snapshot read: the accounts it holds, as of `at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotPart {
+    pub at: u64,
+    /// The requested accounts this shard holds, in request order.
+    pub accounts: Vec<Account>,
+}
+
+/// Why a shard could not serve its part of a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The shard's clock is already past the read's timestamp: read at `clock` or later.
+    TooOld { clock: u64 },
+    /// The timestamp is beyond what the ledger accepts.
+    OutOfRange,
+    /// Too many reads in flight, or too many accounts in one: retry later or smaller.
+    Overloaded,
+    /// Transactions stayed in doubt longer than a read may wait.
+    InDoubt,
+    /// The shard changed leader while the read was in flight: retry.
+    Interrupted,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooOld { clock } => write!(f, "the shard's clock is already at {clock}"),
+            ReadError::OutOfRange => write!(f, "the timestamp is out of range"),
+            ReadError::Overloaded => write!(f, "too many reads in flight"),
+            ReadError::InDoubt => write!(f, "transactions stayed in doubt too long"),
+            ReadError::Interrupted => write!(f, "the shard changed leader during the read"),
+        }
+    }
+}
+
+/// A read whose point is written or being written.
+#[derive(Debug)]
+struct Read {
+    at: u64,
+    started_ms: u64,
+    /// Requested ids until the point is applied.
+    requested: Vec<u128>,
+    /// Once captured: the accounts as of the read point...
+    accounts: Vec<Account>,
+    /// ...and the sides still in doubt there: (transfer id, side, index into `accounts`).
+    sides: Vec<(u128, Side, usize)>,
+    captured: bool,
+}
+
+/// The reads a shard's core is serving (volatile: a new leader starts with none).
+#[derive(Debug, Default)]
+pub(crate) struct Reads {
+    reads: BTreeMap<ClientRef, Read>,
+}
+
+/// A finished read, to answer.
+pub(crate) type Answer = (ClientRef, Result<SnapshotPart, ReadError>);
+
+impl Reads {
+    /// Starts a read; the caller writes its read point.
+    pub fn begin(
+        &mut self,
+        client: ClientRef,
+        at: u64,
+        accounts: Vec<u128>,
+        now_ms: u64,
+    ) -> Result<(), ReadError> {
+        if self.reads.len() >= READS_MAX
+            || accounts.len() > READ_ACCOUNTS_MAX
+            || self.reads.contains_key(&client)
+        {
+            return Err(ReadError::Overloaded);
+        }
+        let read = Read {
+            at,
+            started_ms: now_ms,
+            requested: accounts,
+            accounts: Vec::new(),
+            sides: Vec::new(),
+            captured: false,
+        };
+        self.reads.insert(client, read);
+        Ok(())
+    }
+
+    /// The read point of `client` was applied to `state` with `result`: capture, and
+    /// answer at once when nothing it reads is in doubt.
+    pub fn point(
+        &mut self,
+        client: ClientRef,
+        result: Result<(), ReadError>,
+        state: &ShardState,
+    ) -> Option<Answer> {
+        let read = self.reads.get_mut(&client)?;
+        if let Err(error) = result {
+            self.reads.remove(&client);
+            return Some((client, Err(error)));
+        }
+        assert!(!read.captured, "one read point per read");
+        assert_eq!(state.ledger.commit_timestamp(), read.at, "the point set the clock");
+        let store = state.ledger.store();
+        read.accounts = read.requested.drain(..).filter_map(|id| store.account(id)).collect();
+        let mut index: BTreeMap<u128, Vec<usize>> = BTreeMap::new();
+        for (i, account) in read.accounts.iter().enumerate() {
+            index.entry(account.id).or_default().push(i);
+        }
+        for record in state.in_doubt() {
+            for (i, side) in record.txn.sides_of(state.shard) {
+                let id = record.txn.transfers[i].id;
+                // The reservation names the account (a post or void's is its pending
+                // transfer's).
+                let Some(reservation) = store.reservation(id, side) else { continue };
+                if reservation.state != ReservationState::Prepared {
+                    continue;
+                }
+                let account_id = match side {
+                    Side::Debit => reservation.transfer.debit_account_id,
+                    Side::Credit => reservation.transfer.credit_account_id,
+                };
+                for &i in index.get(&account_id).into_iter().flatten() {
+                    read.sides.push((id, side, i));
+                }
+            }
+        }
+        read.captured = true;
+        self.finish(state).into_iter().next()
+    }
+
+    /// Answers every captured read whose sides in doubt are all resolved now.
+    pub fn finish(&mut self, state: &ShardState) -> Vec<Answer> {
+        let mut done = Vec::new();
+        for (client, read) in &mut self.reads {
+            if !read.captured {
+                continue;
+            }
+            let (at, accounts) = (read.at, &mut read.accounts);
+            read.sides.retain(|&(id, side, i)| {
+                let mut corrected = accounts[i];
+                let resolved = state.ledger.snapshot_side(&mut corrected, id, side, at);
+                if resolved {
+                    accounts[i] = corrected;
+                }
+                !resolved
+            });
+            if read.sides.is_empty() {
+                done.push(*client);
+            }
+        }
+        done.into_iter()
+            .map(|client| {
+                let read = self.reads.remove(&client).expect("listed above");
+                (client, Ok(SnapshotPart { at: read.at, accounts: read.accounts }))
+            })
+            .collect()
+    }
+
+    /// Gives up reads that waited longer than `wait_ms` for transactions in doubt.
+    pub fn expire(&mut self, now_ms: u64, wait_ms: u64) -> Vec<Answer> {
+        let late: Vec<ClientRef> = self
+            .reads
+            .iter()
+            .filter(|(_, read)| now_ms.saturating_sub(read.started_ms) > wait_ms)
+            .map(|(client, _)| *client)
+            .collect();
+        late.into_iter()
+            .map(|client| {
+                self.reads.remove(&client);
+                (client, Err(ReadError::InDoubt))
+            })
+            .collect()
+    }
+
+    /// Ends every read in flight (a change of leader).
+    pub fn interrupt(&mut self) -> Vec<Answer> {
+        std::mem::take(&mut self.reads)
+            .into_keys()
+            .map(|client| (client, Err(ReadError::Interrupted)))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.reads.len()
+    }
+}
