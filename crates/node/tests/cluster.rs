@@ -438,7 +438,7 @@ async fn a_torn_log_tail_is_cut_and_a_corrupt_log_is_refused() {
 
 /// The nodes' view of `ids`, through any node (the router finds each account's shard).
 async fn balances(addresses: &[SocketAddr], ids: &[u128]) -> Vec<Account> {
-    lookup_accounts(addresses[1], ids).await
+    lookup_accounts(addresses[1 % addresses.len()], ids).await
 }
 
 /// `ids` once no reservation is open on them. A reply means the outcome is decided and
@@ -675,4 +675,105 @@ async fn transfers_and_chains_across_shards_commit_atomically() {
     for node in nodes {
         node.shutdown().await.unwrap();
     }
+}
+
+/// A hostile or broken peer: undecodable messages are refused, and well-formed protocol
+/// messages that contradict the state (decisions for transactions never prepared, a
+/// commit of more than was reserved, votes from acceptors that do not exist, messages
+/// for shards that do not exist) change nothing. The node keeps serving, and its
+/// balances stay what the honest requests made them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peer_messages_change_nothing() {
+    use settle_commit::message::{Accepted, Body, Message};
+    use settle_commit::placement::shard_of;
+    use settle_commit::{codec, Commit, Outcome, Protocol, Txn, Vote};
+    use settle_proto::pb::peer_client::PeerClient;
+    use CreateTransferResult as R;
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = addresses(1);
+    let cluster = ClusterConfig::sharded(&addresses, 2);
+    let node = ClusterNode::start(options(&cluster, 1, dir.path())).await.unwrap();
+    let on = |shard: u32| (1..100u128).find(|&id| shard_of(id, 2) == shard).unwrap();
+    let (a, b) = (on(0), on(1));
+    let accounts: Vec<Account> =
+        [a, b].iter().map(|&id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+    let request = convert::accounts_request(&accounts);
+    for _ in 0..500 {
+        match client(addresses[0]).await.create_accounts(request.clone()).await {
+            Ok(_) => break,
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    let transfer = |id: u128, amount: u128| Transfer {
+        id,
+        debit_account_id: a,
+        credit_account_id: b,
+        amount,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    };
+    assert_eq!(create_transfers_retrying(&addresses, &[transfer(100, 5)]).await, vec![R::Ok]);
+
+    let mut peer = PeerClient::connect(format!("http://{}", addresses[0])).await.unwrap();
+    let deliver = |shard: u64, from_shard: u64, commit: Vec<u8>, acceptor: u32| pb::PeerMessages {
+        from_node: 9,
+        messages: vec![pb::PeerMessage { shard, raft: Vec::new(), commit, from_shard, acceptor }],
+    };
+    // Undecodable: refused, with the reason.
+    for bytes in [
+        vec![0xC8],
+        vec![0xFF; 64],
+        codec::encode_message(&Message { txn: 1, depth: 0, body: Body::Resolved })[..5].to_vec(),
+    ] {
+        let refused = peer.deliver(deliver(1, 2, bytes, 0)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+    // Well-formed and hostile: accepted by the transport, ignored or refused by the
+    // protocol cores.
+    let txn = |id: u128, amount: u128| {
+        Txn::new(Protocol::TwoPhase, vec![transfer(id, amount)], vec![[0, 1]]).unwrap()
+    };
+    let huge = Outcome::Commit(Commit { amounts: vec![1 << 100], at: u64::MAX });
+    let vote = Vote::Aborted;
+    let bodies = vec![
+        // A commit of a transaction never prepared, and of one already carried out with
+        // another amount.
+        (Body::Decision { txn: txn(555, 1_000), outcome: huge.clone() }, 0),
+        (Body::Decision { txn: txn(100, 5), outcome: huge.clone() }, 0),
+        (Body::PreCommit { txn: txn(556, 7), commit: Commit { amounts: vec![7], at: 1 } }, 0),
+        (Body::Vote { vote: vote.clone() }, 0),
+        (Body::Resolved, 0),
+        (Body::Inquire { txn: txn(557, 1) }, 0),
+        (Body::StateRequest { txn: txn(558, 1) }, 0),
+        // Votes from acceptors that do not exist, for a leader that never began.
+        (
+            Body::Phase2b {
+                from: 250,
+                accepted: vec![Accepted { instance: 9, ballot: u64::MAX, vote: vote.clone() }],
+            },
+            0,
+        ),
+        (Body::Phase1b { from: 7, ballot: 3, accepted: Vec::new(), rejected: Some(u64::MAX) }, 0),
+        // For an acceptor index the node does not hold.
+        (Body::Phase1a { txn: txn(559, 1), ballot: u64::MAX }, 9),
+    ];
+    for (body, acceptor) in bodies {
+        for (shard, from_shard) in [(1, 2), (2, 1), (1, u64::MAX), (77, 1)] {
+            let message = Message { txn: 555, depth: u32::MAX, body: body.clone() };
+            let bytes = codec::encode_message(&message);
+            peer.deliver(deliver(shard, from_shard, bytes, acceptor)).await.unwrap();
+        }
+    }
+    // Still serving, with the balances the honest requests made.
+    assert_eq!(create_transfers_retrying(&addresses, &[transfer(101, 2)]).await, vec![R::Ok]);
+    let settled = settled_balances(&addresses, &[a, b]).await;
+    assert_eq!((settled[0].debits_posted, settled[1].credits_posted), (7, 7), "{settled:?}");
+    assert_eq!(settled[0].credits_posted + settled[1].debits_posted, 0, "{settled:?}");
+    let (_, snapshot) = read_snapshot(addresses[0], &[a, b], 0).await.unwrap();
+    assert_eq!(snapshot, settled);
+    node.shutdown().await.unwrap();
 }
