@@ -52,6 +52,10 @@ pub struct Config {
     pub pulses: bool,
     /// A snapshot read waits at most this long for transactions in doubt.
     pub read_wait_ms: u64,
+    /// How far a commit's agreed timestamp may lie ahead of this shard's clock (the
+    /// shards' clocks differ by their skew): a commit further ahead is ignored, as no
+    /// honest coordinator sends it, so that a broken peer cannot push the clock on.
+    pub clock_skew_max_ms: u64,
 }
 
 impl Config {
@@ -67,6 +71,7 @@ impl Config {
             outcomes_max: 100_000,
             pulses: false,
             read_wait_ms: 10_000,
+            clock_skew_max_ms: 60_000,
         }
     }
 
@@ -863,6 +868,9 @@ impl ShardCore {
     fn precommit(&mut self, txn: Txn, commit: Commit) {
         let id = txn.id();
         let Some(record) = self.state.participants.get(&id) else { return };
+        if !self.plausible(record, &commit) {
+            return;
+        }
         let coordinator = Address::Shard(txn.coordinator());
         match record.three_phase_state() {
             ThreePhaseState::Uncertain => {
@@ -895,10 +903,30 @@ impl ShardCore {
             if outcome.committed() && !record.vote.prepared() {
                 return; // Contradicts this shard's vote: not from an honest coordinator.
             }
+            if let Outcome::Commit(commit) = &outcome {
+                if !self.plausible(record, commit) {
+                    return;
+                }
+            }
         } else if outcome.committed() {
             return; // A commit needs this shard's vote.
         }
         self.persist(id, PERSIST_RESOLVE, Record::Resolve { txn, outcome });
+    }
+
+    /// Whether an honest coordinator could have sent `commit` for `record`: one amount
+    /// per transfer, and an agreed timestamp at or after this shard's own prepare and
+    /// not beyond the clocks' plausible skew (a commit moves this shard's clock to it).
+    fn plausible(&self, record: &ParticipantRecord, commit: &Commit) -> bool {
+        let own = match &record.vote {
+            Vote::Sides(entries) => entries.iter().map(|entry| entry.at).max().unwrap_or(0),
+            Vote::Aborted => 0,
+        };
+        let clock = self.state.ledger.commit_timestamp().max(self.now_ms * 1_000_000);
+        let ahead_max = clock.saturating_add(self.config.clock_skew_max_ms * 1_000_000);
+        commit.amounts.len() == record.txn.transfers.len()
+            && commit.at >= own
+            && commit.at <= ahead_max
     }
 
     fn state_request(&mut self, txn: Txn, from: Address) {
@@ -930,12 +958,19 @@ impl ShardCore {
         // Skeen's rule, from the states this backup could collect: an outcome anywhere
         // wins; any precommitted participant (this one included) means commit;
         // otherwise abort.
-        let mut outcome = termination.states.values().find_map(|(_, outcome, _)| outcome.clone());
+        // (A commit no honest participant could hold is not taken.)
+        let plausible = |commit: &Commit| self.plausible(record, commit);
+        let mut outcome = termination.states.values().find_map(|(_, outcome, _)| match outcome {
+            Some(Outcome::Commit(commit)) if !plausible(commit) => None,
+            other => other.clone(),
+        });
         if outcome.is_none() {
+            let mut reported =
+                termination.states.values().filter_map(|(_, _, commit)| commit.as_ref());
             let commit = record
                 .precommitted
                 .clone()
-                .or_else(|| termination.states.values().find_map(|(_, _, commit)| commit.clone()));
+                .or_else(|| reported.find(|commit| plausible(commit)).cloned());
             outcome = Some(match commit {
                 Some(commit) => Outcome::Commit(commit),
                 None => Outcome::gave_up(txn.transfers.len()),

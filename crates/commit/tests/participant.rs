@@ -1,0 +1,68 @@
+//! A participant core on its own, driven by hand: it carries out only a commit an
+//! honest coordinator could have sent (one amount per transfer, an agreed timestamp at
+//! or after its own prepare and not beyond the clocks' skew), so a broken or hostile
+//! peer cannot push its clock into the future.
+
+use settle_commit::message::{Body, Message, Record};
+use settle_commit::{Address, Command, Commit, Config, Outcome, Protocol, ShardCore, ShardState};
+use settle_commit::{Txn, Vote};
+use settle_ledger::{Account, Ledger, Transfer};
+
+const NOW_MS: u64 = 1_000_000;
+
+/// A core for shard 1, holding account 2, with `txn` (1 → 2, debit on shard 0)
+/// prepared here; returns the core, the transaction and the prepare's timestamp.
+fn prepared() -> (ShardCore, Txn, u64) {
+    let mut ledger = Ledger::new(Default::default());
+    let account = Account { id: 2, ledger: 1, code: 1, ..Default::default() };
+    ledger.create_accounts(NOW_MS * 1_000_000 - 1, &[account]).unwrap();
+    let mut core = ShardCore::new(Config::new(1), ShardState::new(1, ledger), 1, NOW_MS);
+    let transfer = Transfer {
+        id: 7,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 5,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    };
+    let txn = Txn::new(Protocol::TwoPhase, vec![transfer], vec![[0, 1]]).unwrap();
+    let prepare = Message { txn: 7, depth: 1, body: Body::Prepare { txn: txn.clone() } };
+    core.receive(NOW_MS, Address::Shard(0), prepare);
+    let entry = persisted_entry(&mut core).expect("the prepare is written");
+    assert!(matches!(entry.record, Record::Prepare { .. }));
+    core.persisted(NOW_MS + 1, &entry);
+    let at = match &core.state().participants[&7].vote {
+        Vote::Sides(sides) => sides[0].at,
+        Vote::Aborted => panic!("prepared"),
+    };
+    core.take_commands();
+    (core, txn, at)
+}
+
+fn persisted_entry(core: &mut ShardCore) -> Option<settle_commit::Entry> {
+    core.take_commands().into_iter().find_map(|command| match command {
+        Command::Persist(entry) => Some(entry),
+        _ => None,
+    })
+}
+
+fn decide(core: &mut ShardCore, txn: &Txn, amounts: Vec<u128>, at: u64) -> bool {
+    let outcome = Outcome::Commit(Commit { amounts, at });
+    let body = Body::Decision { txn: txn.clone(), outcome };
+    core.receive(NOW_MS + 2, Address::Shard(0), Message { txn: 7, depth: 3, body });
+    persisted_entry(core).is_some()
+}
+
+#[test]
+fn a_commit_no_honest_coordinator_sends_is_ignored() {
+    let (mut core, txn, at) = prepared();
+    let skew_ns = Config::new(1).clock_skew_max_ms * 1_000_000;
+    assert!(!decide(&mut core, &txn, vec![5], at - 1), "agreed before this shard's prepare");
+    assert!(!decide(&mut core, &txn, vec![5, 5], at), "an amount per transfer");
+    let far = (NOW_MS + 2) * 1_000_000 + skew_ns + 1; // the clock: the decision's arrival
+    assert!(!decide(&mut core, &txn, vec![5], far), "beyond the clocks' skew");
+    assert!(!decide(&mut core, &txn, vec![5], u64::MAX));
+    // The honest one is carried out, its timestamp within the skew.
+    assert!(decide(&mut core, &txn, vec![5], at + skew_ns / 2));
+}
