@@ -356,10 +356,11 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             w.outcome(outcome);
         }
         Record::Pulse => w.u8(7),
-        Record::ReadPoint { client, at } => {
+        Record::ReadPoint { client, at, incarnation } => {
             w.u8(8);
             w.u64(*client);
             w.u64(*at);
+            w.u32(*incarnation);
         }
         Record::Forget { txns } => {
             w.u8(6);
@@ -434,7 +435,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
             Record::Forget { txns: (0..n).map(|_| r.u128()).collect::<Result<_, _>>()? }
         }
         7 => Record::Pulse,
-        8 => Record::ReadPoint { client: r.u64()?, at: r.u64()? },
+        8 => Record::ReadPoint { client: r.u64()?, at: r.u64()?, incarnation: r.u32()? },
         _ => return Err(DecodeError::Invalid("record kind")),
     };
     r.end()?;

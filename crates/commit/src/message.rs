@@ -178,7 +178,8 @@ pub enum Record {
     /// pulse of its own: the simulator; a replica proposes the ledger's `Write::Pulse`).
     Pulse,
     /// A snapshot read's point at this shard: a pulse at `at` (see `read.rs`).
-    ReadPoint { client: ClientRef, at: u64 },
+    /// `client` names the read within the incarnation of the leader that wrote it.
+    ReadPoint { client: ClientRef, at: u64, incarnation: u32 },
 }
 
 impl Record {

@@ -114,6 +114,9 @@ impl Reads {
         {
             return Err(ReadError::Overloaded);
         }
+        // Each account once (the caller puts the answer back in request order).
+        let mut seen = std::collections::BTreeSet::new();
+        let accounts: Vec<u128> = accounts.into_iter().filter(|id| seen.insert(*id)).collect();
         let read = Read {
             at,
             started_ms: now_ms,
@@ -126,27 +129,34 @@ impl Reads {
         Ok(())
     }
 
-    /// The read point of `client` was applied to `state` with `result`: capture, and
-    /// answer at once when nothing it reads is in doubt.
+    /// The read point of `client` (written by this leader) was applied to `state` with
+    /// `result`: capture, and answer every read that has nothing in doubt.
     pub fn point(
         &mut self,
         client: ClientRef,
         result: Result<(), ReadError>,
         state: &ShardState,
-    ) -> Option<Answer> {
-        let read = self.reads.get_mut(&client)?;
+    ) -> Vec<Answer> {
+        let Some(read) = self.reads.get_mut(&client) else { return Vec::new() };
+        // A point not at this read's timestamp, or a second one, is not this read's
+        // (the shell reused a token): end the read rather than answer wrongly.
+        let result = match result {
+            Ok(()) if read.captured || state.ledger.commit_timestamp() != read.at => {
+                Err(ReadError::Interrupted)
+            }
+            other => other,
+        };
         if let Err(error) = result {
             self.reads.remove(&client);
-            return Some((client, Err(error)));
+            return vec![(client, Err(error))];
         }
-        assert!(!read.captured, "one read point per read");
-        assert_eq!(state.ledger.commit_timestamp(), read.at, "the point set the clock");
         let store = state.ledger.store();
         read.accounts = read.requested.drain(..).filter_map(|id| store.account(id)).collect();
-        let mut index: BTreeMap<u128, Vec<usize>> = BTreeMap::new();
-        for (i, account) in read.accounts.iter().enumerate() {
-            index.entry(account.id).or_default().push(i);
-        }
+        let index: BTreeMap<u128, usize> =
+            read.accounts.iter().enumerate().map(|(i, account)| (account.id, i)).collect();
+        // Each side once: a transfer id names one reservation per side, whichever
+        // records name it.
+        let mut sides = std::collections::BTreeSet::new();
         for record in state.in_doubt() {
             for (i, side) in record.txn.sides_of(state.shard) {
                 let id = record.txn.transfers[i].id;
@@ -160,13 +170,15 @@ impl Reads {
                     Side::Debit => reservation.transfer.debit_account_id,
                     Side::Credit => reservation.transfer.credit_account_id,
                 };
-                for &i in index.get(&account_id).into_iter().flatten() {
-                    read.sides.push((id, side, i));
+                if let Some(&i) = index.get(&account_id) {
+                    if sides.insert((id, side)) {
+                        read.sides.push((id, side, i));
+                    }
                 }
             }
         }
         read.captured = true;
-        self.finish(state).into_iter().next()
+        self.finish(state)
     }
 
     /// Answers every captured read whose sides in doubt are all resolved now.

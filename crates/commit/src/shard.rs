@@ -333,7 +333,8 @@ impl ShardCore {
         self.now_ms = self.now_ms.max(now_ms);
         match self.reads.begin(client, at, accounts, self.now_ms) {
             Ok(()) => {
-                let entry = self.entry(Record::ReadPoint { client, at });
+                let incarnation = self.incarnation;
+                let entry = self.entry(Record::ReadPoint { client, at, incarnation });
                 self.commands.push(Command::Persist(entry));
             }
             Err(error) => self.answer_reads(vec![(client, Err(error))]),
@@ -545,9 +546,12 @@ impl ShardCore {
                 }
             }
             Applied::Coordinator(id) => self.coordinator_changed(*id),
-            Applied::ReadPoint { client, result } => {
-                let answer = self.reads.point(*client, *result, &self.state);
-                self.answer_reads(answer.into_iter().collect());
+            Applied::ReadPoint { client, incarnation, result } => {
+                // Only this leader's own points: another leader's tokens are not ours.
+                if *incarnation == self.incarnation {
+                    let answers = self.reads.point(*client, *result, &self.state);
+                    self.answer_reads(answers);
+                }
             }
             Applied::Refused(_) | Applied::Maintenance => {}
         }
@@ -638,6 +642,9 @@ impl ShardCore {
             }
             Some(CoordinatorRecord::PreCommitted { txn, commit }) => {
                 if let Some(coordination) = self.coordinating.get_mut(&id) {
+                    // The record wins (also one an earlier leader wrote while this one
+                    // was resuming the transaction): commit what it precommitted.
+                    coordination.commit = Some(commit.clone());
                     coordination.phase = Phase::PreCommitting;
                     coordination.resent_ms = self.now_ms;
                     coordination.started_ms = self.now_ms;

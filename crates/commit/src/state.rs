@@ -66,6 +66,7 @@ pub enum Applied {
     /// or the read cannot be served here.
     ReadPoint {
         client: ClientRef,
+        incarnation: u32,
         result: Result<(), ReadError>,
     },
     /// The entry contradicted the state (a protocol bug or a hostile peer); nothing
@@ -151,7 +152,7 @@ impl ShardState {
                 self.ledger.expire_pending_transfers(at).expect("the ledger's next timestamp");
                 Applied::Maintenance
             }
-            Record::ReadPoint { client, at } => {
+            Record::ReadPoint { client, at, incarnation } => {
                 let result = match self.ledger.expire_pending_transfers(*at) {
                     Ok(_) => Ok(()),
                     Err(BatchError::TimestampRegressed { commit_timestamp, .. }) => {
@@ -159,7 +160,7 @@ impl ShardState {
                     }
                     Err(_) => Err(ReadError::OutOfRange),
                 };
-                Applied::ReadPoint { client: *client, result }
+                Applied::ReadPoint { client: *client, incarnation: *incarnation, result }
             }
             Record::Forget { txns } => {
                 for id in txns {

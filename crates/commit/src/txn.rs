@@ -70,7 +70,8 @@ pub struct Txn {
 }
 
 impl Txn {
-    /// Builds a transaction; `None` when it is empty, too long or badly placed.
+    /// Builds a transaction; `None` when it is empty, too long, badly placed, or names
+    /// one transfer id twice (each side of a transfer is reserved under its id).
     pub fn new(
         protocol: Protocol,
         transfers: Vec<Transfer>,
@@ -80,6 +81,11 @@ impl Txn {
             || transfers.len() > TXN_TRANSFERS_MAX
             || transfers.len() != placement.len()
         {
+            return None;
+        }
+        let mut ids: Vec<u128> = transfers.iter().map(|t| t.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
             return None;
         }
         let transfers = transfers

@@ -51,7 +51,7 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         Record::CoordinatorPreCommit { txn: txn(), commit: Commit { amounts: vec![5, 4], at: 9 } },
         Record::Decide { txn: txn(), outcome: commit.clone() },
         Record::Resolve { txn: txn(), outcome: abort.clone() },
-        Record::ReadPoint { client: 3, at: 1 << 60 },
+        Record::ReadPoint { client: 3, at: 1 << 60, incarnation: 9 },
     ];
     let entries = records.into_iter().map(|record| Entry { timestamp: 99, record }).collect();
     let accepted = settle_commit::message::Accepted { instance: 2, ballot: 7 << 32, vote };

@@ -66,3 +66,37 @@ fn a_commit_no_honest_coordinator_sends_is_ignored() {
     // The honest one is carried out, its timestamp within the skew.
     assert!(decide(&mut core, &txn, vec![5], at + skew_ns / 2));
 }
+
+/// A read point is answered only by the leader that wrote it: another leader's point
+/// under the same token (the shell's tokens restart with every process) is not its own.
+#[test]
+fn a_read_point_of_another_leader_is_not_answered() {
+    use settle_commit::read::ReadError;
+    let (mut core, _, _) = prepared();
+    let at = core.state().ledger.commit_timestamp() + 1_000;
+    core.read(NOW_MS + 3, 42, at, vec![2]);
+    let ours = persisted_entry(&mut core).expect("the read point is written");
+    let Record::ReadPoint { incarnation, .. } = ours.record else { panic!("{ours:?}") };
+    // The same token from another incarnation, applied first: no answer, no panic.
+    let foreign = settle_commit::Entry {
+        timestamp: ours.timestamp,
+        record: Record::ReadPoint { client: 42, at: at - 1, incarnation: incarnation + 1 },
+    };
+    core.persisted(NOW_MS + 4, &foreign);
+    assert!(core.take_commands().is_empty());
+    // Its own point: the read waits for transaction 7, in doubt on account 2.
+    core.persisted(NOW_MS + 5, &ours);
+    assert!(core.take_commands().is_empty(), "waits for the transaction in doubt");
+    assert_eq!(core.reading(), 1);
+    // A change of leader ends it: the client hears so and retries.
+    core.reset(incarnation + 2, NOW_MS + 6);
+    let answers: Vec<_> = core
+        .take_commands()
+        .into_iter()
+        .filter_map(|command| match command {
+            Command::ReadReply { client, read } => Some((client, read)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![(42, Err(ReadError::Interrupted))]);
+}

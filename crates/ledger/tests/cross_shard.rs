@@ -481,3 +481,85 @@ fn a_snapshot_read_sees_a_cross_shard_transfer_exactly_when_it_commits_at_or_bef
     assert_eq!((debit.debits_posted, debit.debits_pending), (5, 0), "early only; pending expired");
     assert_eq!((credit.credits_posted, credit.credits_pending), (5, 0));
 }
+
+/// A chain across shards may hold a transfer whose two accounts share a shard: that
+/// shard commits both of its sides, one after the other, possibly after its deadline.
+/// The transfer is stored once, and expires once, releasing both accounts.
+#[test]
+fn both_sides_of_a_pending_transfer_on_one_shard_commit_and_expire_once() {
+    const S: u64 = 1_000_000_000;
+    let mut shard = Ledger::default();
+    let account = |id| Account { id, ledger: 1, code: 1, ..Default::default() };
+    shard.create_accounts(10, &[account(1), account(2)]).unwrap();
+    let pending = Transfer {
+        id: 7,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 5,
+        timeout: 1,
+        ledger: 1,
+        code: 1,
+        flags: TransferFlags::PENDING,
+        ..Default::default()
+    };
+    for (at, side) in [(S, Side::Debit), (S + 1, Side::Credit)] {
+        assert!(matches!(shard.prepare_side(at, &pending, side), Ok(SideVote::Prepared { .. })));
+    }
+    // The decision arrives 3 s after the agreed timestamp, past the 1 s deadline.
+    for (at, side) in [(4 * S, Side::Debit), (4 * S + 1, Side::Credit)] {
+        assert_eq!(shard.commit_side(at, 7, side, 5, S + 1), Ok(SideResolution::Committed));
+    }
+    assert_eq!(shard.lookup_transfers(&[7]).len(), 1);
+    assert_eq!(
+        shard
+            .get_account_transfers(&AccountFilter {
+                account_id: 1,
+                limit: 10,
+                flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
+                ..Default::default()
+            })
+            .len(),
+        1,
+        "stored once"
+    );
+    assert_eq!(shard.expire_pending_transfers(5 * S), Ok(1));
+    assert_eq!(shard.pending_state(7), Some(PendingState::Expired));
+    let accounts = shard.lookup_accounts(&[1, 2]);
+    assert_eq!((accounts[0].debits_pending, accounts[1].credits_pending), (0, 0));
+    assert_eq!(shard.expire_pending_transfers(6 * S), Ok(0), "once");
+}
+
+/// A transfer id names one reservation per side: a second transaction that reuses it
+/// with another body, while the first is in flight, is refused there, and its abort
+/// leaves the first one's reservation alone.
+#[test]
+fn a_reused_id_does_not_touch_the_reservation_of_the_transaction_holding_it() {
+    let mut shard = Ledger::default();
+    let account = |id| Account { id, ledger: 1, code: 1, ..Default::default() };
+    shard.create_accounts(10, &[account(1)]).unwrap();
+    let first = Transfer {
+        id: 7,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 5,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    };
+    let reuse = Transfer { credit_account_id: 3, amount: 9, ..first };
+    assert!(matches!(shard.prepare_side(20, &first, Side::Debit), Ok(SideVote::Prepared { .. })));
+    assert_eq!(
+        shard.prepare_side(30, &reuse, Side::Debit),
+        Ok(SideVote::Rejected {
+            result: CreateTransferResult::IdAlreadyFailed,
+            account_ledger: None
+        })
+    );
+    assert_eq!(shard.abort_side(40, &reuse, Side::Debit, true), Ok(SideResolution::Aborted));
+    assert_eq!(shard.lookup_accounts(&[1])[0].debits_pending, 5, "the first one's reservation");
+    // The first one's own retry still gets its vote, and it commits.
+    assert!(matches!(shard.prepare_side(50, &first, Side::Debit), Ok(SideVote::Prepared { .. })));
+    assert_eq!(shard.commit_side(60, 7, Side::Debit, 5, 20), Ok(SideResolution::Committed));
+    let account = shard.lookup_accounts(&[1])[0];
+    assert_eq!((account.debits_pending, account.debits_posted), (0, 5));
+}

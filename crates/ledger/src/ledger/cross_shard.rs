@@ -189,7 +189,14 @@ impl<S: Store> Ledger<S> {
         side: Side,
     ) -> Result<SideVote, BatchError> {
         if let Some(existing) = self.store.reservation(transfer.id, side) {
-            if let Some(vote) = self.replay_vote(&existing) {
+            if !same_request(&existing.transfer, transfer) {
+                // The id is held by another transaction's side (a client reused it while
+                // that one is in flight, or it was aborted): this one cannot have it.
+                if existing.state != ReservationState::Committed {
+                    let result = R::IdAlreadyFailed;
+                    return Ok(SideVote::Rejected { result, account_ledger: None });
+                }
+            } else if let Some(vote) = self.replay_vote(&existing) {
                 return Ok(vote);
             }
         }
@@ -366,15 +373,31 @@ impl<S: Store> Ledger<S> {
                 account.flags.insert(AccountFlags::CLOSED);
             }
             self.store.set_pending_state(t.id, PendingState::Pending);
+            // When this shard holds both sides (a chain's transfer inside one shard), the
+            // deadline starts counting once both are committed: expiry between the two
+            // would release the side not yet committed.
+            let other_prepared = self
+                .store
+                .reservation(t.id, other(side))
+                .is_some_and(|r| r.state == ReservationState::Prepared);
             if let Some(at) = expiry_of(agreed_at, t.timeout).filter(|_| t.timeout != 0) {
-                self.store.insert_expiry(at, t.id);
+                if !other_prepared {
+                    self.store.insert_expiry(at, t.id);
+                }
             }
         } else {
             *pending_balance(&mut account, side) -= reserved;
             *posted_balance_mut(&mut account, side) += amount;
         }
         self.store.update_account(&account);
-        self.store.insert_transfer(&t);
+        // A transfer of a chain whose two accounts both live here has two sides here:
+        // the first one committed stores it (the id cannot name another transfer: its
+        // prepare would have been refused with `exists`).
+        if self.store.transfer(t.id).is_none() {
+            self.store.insert_transfer(&t);
+        } else {
+            debug_assert!(self.store.reservation(t.id, other(side)).is_some());
+        }
         self.record_history(&account, timestamp);
         let agreed = Transfer { timestamp: agreed_at, ..reservation.transfer };
         self.store.set_reservation(Reservation {
@@ -397,6 +420,16 @@ impl<S: Store> Ledger<S> {
         record_failed: bool,
     ) -> Result<SideResolution, SideError> {
         let existing = self.store.reservation(transfer.id, side);
+        if let Some(reservation) = existing.filter(|r| !same_request(&r.transfer, transfer)) {
+            // Another transaction's side under the same id: nothing of this one is
+            // here, and the other's must not be touched.
+            return match reservation.state {
+                ReservationState::Committed => {
+                    Err(SideError::Conflict { state: reservation.state })
+                }
+                _ => Ok(SideResolution::Aborted),
+            };
+        }
         if let Some(reservation) = existing {
             match reservation.state {
                 ReservationState::Prepared => {}
@@ -521,6 +554,40 @@ impl<S: Store> Ledger<S> {
         }
         true
     }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Debit => Side::Credit,
+        Side::Credit => Side::Debit,
+    }
+}
+
+/// Whether a reservation's transfer (as this side reserved it: balancing clamped, a
+/// post/void resolved against its pending transfer) is the one `requested` names: the
+/// same fields, where the request names them (a post/void may leave accounts and
+/// amount zero, a balancing transfer's amount is an upper bound).
+fn same_request(reserved: &Transfer, requested: &Transfer) -> bool {
+    let pv = requested
+        .flags
+        .intersects(TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER);
+    // A post/void's reservation fills in from its pending transfer what it left zero.
+    let named = |requested: u128, reserved: u128| (pv && requested == 0) || requested == reserved;
+    let balancing = requested
+        .flags
+        .intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT);
+    reserved.id == requested.id
+        && reserved.pending_id == requested.pending_id
+        && reserved.flags == requested.flags - TransferFlags::LINKED
+        && named(requested.user_data_128, reserved.user_data_128)
+        && named(requested.user_data_64.into(), reserved.user_data_64.into())
+        && named(requested.user_data_32.into(), reserved.user_data_32.into())
+        && named(requested.debit_account_id, reserved.debit_account_id)
+        && named(requested.credit_account_id, reserved.credit_account_id)
+        && (pv || balancing || reserved.amount == requested.amount)
+        && named(requested.ledger.into(), reserved.ledger.into())
+        && named(requested.code.into(), reserved.code.into())
+        && (pv || reserved.timeout == requested.timeout)
 }
 
 fn side_account(t: &Transfer, side: Side) -> u128 {

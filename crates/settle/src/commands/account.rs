@@ -67,7 +67,7 @@ pub struct SnapshotArgs {
     #[arg(required = true, value_parser = parse::u128_value, value_name = "ID")]
     pub ids: Vec<u128>,
     /// Read at this timestamp (ns since the Unix epoch; not behind any shard's clock,
-    /// at most 10 s ahead). Default: the cluster picks one, about now.
+    /// at most 1 s ahead). Default: the cluster picks one, about now.
     #[arg(long, value_parser = parse::u64_value)]
     pub at: Option<u64>,
     #[command(flatten)]

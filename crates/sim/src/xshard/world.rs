@@ -928,6 +928,27 @@ impl World {
                 let amount = self.workload_rng.gen_range(1..=20);
                 chain.push(self.transfer(from, to, amount, linked));
             }
+            // Sometimes a transfer inside one shard ends the chain (both of its sides on
+            // that shard), half of them pending with a timeout.
+            if self.workload_rng.gen_bool(0.3) {
+                let home = chain_accounts[0];
+                let neighbours: Vec<u128> = self
+                    .accounts
+                    .iter()
+                    .filter(|(id, shard)| *shard == home.1 && *id != home.0)
+                    .map(|(id, _)| *id)
+                    .collect();
+                let to = neighbours[self.workload_rng.gen_range(0..neighbours.len())];
+                let pending = self.workload_rng.gen_bool(0.5);
+                let flags = if pending { TransferFlags::PENDING } else { TransferFlags::empty() };
+                let amount = self.workload_rng.gen_range(1..=20);
+                let mut local = self.transfer(home.0, to, amount, flags);
+                local.timeout = u32::from(pending);
+                if let Some(last) = chain.last_mut() {
+                    last.flags |= TransferFlags::LINKED;
+                }
+                chain.push(local);
+            }
             chain
         };
         let shards = self.options.shards;
