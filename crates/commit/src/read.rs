@@ -28,13 +28,14 @@
 //! a limit: reads in flight (`READS_MAX`), accounts per read (`READ_ACCOUNTS_MAX`), and
 //! how long a read may wait for transactions in doubt (`Config::read_wait_ms`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use settle_ledger::store::{ReservationState, Store};
 use settle_ledger::{Account, Side};
 
 use crate::message::ClientRef;
 use crate::state::ShardState;
+use crate::txn::TxnId;
 
 /// Most reads one shard serves at once.
 pub const READS_MAX: usize = 1_024;
@@ -85,8 +86,9 @@ struct Read {
     requested: Vec<u128>,
     /// Once captured: the accounts as of the read point...
     accounts: Vec<Account>,
-    /// ...and the sides still in doubt there: (transfer id, side, index into `accounts`).
-    sides: Vec<(u128, Side, usize)>,
+    /// ...and the sides still in doubt there: (their transaction, transfer id, side,
+    /// index into `accounts`).
+    sides: Vec<(TxnId, u128, Side, usize)>,
     captured: bool,
 }
 
@@ -94,6 +96,9 @@ struct Read {
 #[derive(Debug, Default)]
 pub(crate) struct Reads {
     reads: BTreeMap<ClientRef, Read>,
+    /// Which reads wait for each transaction in doubt (entries of reads that ended are
+    /// dropped when the transaction resolves, or with the core).
+    waiting: BTreeMap<TxnId, BTreeSet<ClientRef>>,
 }
 
 /// A finished read, to answer.
@@ -156,7 +161,7 @@ impl Reads {
             read.accounts.iter().enumerate().map(|(i, account)| (account.id, i)).collect();
         // Each side once: a transfer id names one reservation per side, whichever
         // records name it.
-        let mut sides = std::collections::BTreeSet::new();
+        let mut sides = BTreeSet::new();
         for record in state.in_doubt() {
             for (i, side) in record.txn.sides_of(state.shard) {
                 let id = record.txn.transfers[i].id;
@@ -172,41 +177,43 @@ impl Reads {
                 };
                 if let Some(&i) = index.get(&account_id) {
                     if sides.insert((id, side)) {
-                        read.sides.push((id, side, i));
+                        read.sides.push((record.txn.id(), id, side, i));
                     }
                 }
             }
         }
         read.captured = true;
-        self.finish(state)
+        self.settle(client, state).into_iter().collect()
     }
 
-    /// Answers every captured read whose sides in doubt are all resolved now.
-    pub fn finish(&mut self, state: &ShardState) -> Vec<Answer> {
-        let mut done = Vec::new();
-        for (client, read) in &mut self.reads {
-            if !read.captured {
-                continue;
+    /// Transaction `txn` changed at this shard: answers the reads it was the last one
+    /// in doubt for.
+    pub fn resolved(&mut self, txn: TxnId, state: &ShardState) -> Vec<Answer> {
+        let clients = self.waiting.remove(&txn).unwrap_or_default();
+        clients.into_iter().filter_map(|client| self.settle(client, state)).collect()
+    }
+
+    /// Corrects `client`'s copies for every side resolved by now; answers when none is
+    /// left, else waits for the transactions of the rest.
+    fn settle(&mut self, client: ClientRef, state: &ShardState) -> Option<Answer> {
+        let read = self.reads.get_mut(&client).filter(|read| read.captured)?;
+        let (at, accounts) = (read.at, &mut read.accounts);
+        read.sides.retain(|&(_, id, side, i)| {
+            let mut corrected = accounts[i];
+            let resolved = state.ledger.snapshot_side(&mut corrected, id, side, at);
+            if resolved {
+                accounts[i] = corrected;
             }
-            let (at, accounts) = (read.at, &mut read.accounts);
-            read.sides.retain(|&(id, side, i)| {
-                let mut corrected = accounts[i];
-                let resolved = state.ledger.snapshot_side(&mut corrected, id, side, at);
-                if resolved {
-                    accounts[i] = corrected;
-                }
-                !resolved
-            });
-            if read.sides.is_empty() {
-                done.push(*client);
-            }
+            !resolved
+        });
+        if read.sides.is_empty() {
+            let read = self.reads.remove(&client).expect("present");
+            return Some((client, Ok(SnapshotPart { at: read.at, accounts: read.accounts })));
         }
-        done.into_iter()
-            .map(|client| {
-                let read = self.reads.remove(&client).expect("listed above");
-                (client, Ok(SnapshotPart { at: read.at, accounts: read.accounts }))
-            })
-            .collect()
+        for &(txn, ..) in &read.sides {
+            self.waiting.entry(txn).or_default().insert(client);
+        }
+        None
     }
 
     /// Gives up reads that waited longer than `wait_ms` for transactions in doubt.
@@ -227,6 +234,7 @@ impl Reads {
 
     /// Ends every read in flight (a change of leader).
     pub fn interrupt(&mut self) -> Vec<Answer> {
+        self.waiting.clear();
         std::mem::take(&mut self.reads)
             .into_keys()
             .map(|client| (client, Err(ReadError::Interrupted)))

@@ -540,10 +540,8 @@ impl ShardCore {
             }
             Applied::Participant(id) => {
                 self.participant_changed(*id, &entry.record);
-                if self.reads.len() > 0 {
-                    let answers = self.reads.finish(&self.state);
-                    self.answer_reads(answers);
-                }
+                let answers = self.reads.resolved(*id, &self.state);
+                self.answer_reads(answers);
             }
             Applied::Coordinator(id) => self.coordinator_changed(*id),
             Applied::ReadPoint { client, incarnation, result } => {
