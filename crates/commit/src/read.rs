@@ -40,7 +40,7 @@ use crate::txn::TxnId;
 /// Most reads one shard serves at once.
 pub const READS_MAX: usize = 1_024;
 /// Most accounts in one read (a request's batch limit).
-pub const READ_ACCOUNTS_MAX: usize = 8_189;
+pub const READ_ACCOUNTS_MAX: usize = settle_ledger::BATCH_EVENTS_MAX;
 
 /// One shard's part of a snapshot read: the accounts it holds, as of `at`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -109,6 +109,9 @@ pub struct Measured {
     /// started while a cross-shard transaction was in doubt.
     pub snapshots_checked: u64,
     pub snapshots_amid_doubt: u64,
+    /// How long each checked snapshot read took (its last attempt, read point to the
+    /// last part), ms, sorted: reads wait for what is in doubt at their timestamp.
+    pub snapshot_latencies_ms: Vec<u64>,
 }
 
 impl Measured {
@@ -148,12 +151,20 @@ impl Measured {
     }
 
     pub fn latency_ms(&self, quantile: f64) -> u64 {
-        if self.latencies_ms.is_empty() {
-            return 0;
-        }
-        let index = ((self.latencies_ms.len() - 1) as f64 * quantile).round() as usize;
-        self.latencies_ms[index]
+        quantile_of(&self.latencies_ms, quantile)
     }
+
+    pub fn snapshot_latency_ms(&self, quantile: f64) -> u64 {
+        quantile_of(&self.snapshot_latencies_ms, quantile)
+    }
+}
+
+/// The `quantile` of sorted `values` (0 when there are none).
+fn quantile_of(sorted: &[u64], quantile: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * quantile).round() as usize]
 }
 
 /// Every kind, indexed as `Kind::index`.
@@ -226,6 +237,11 @@ impl World {
             txn_sizes: self.txn_participants.values().copied().collect(),
             snapshots_checked: self.snapshots_checked,
             snapshots_amid_doubt: self.snapshots_amid_doubt,
+            snapshot_latencies_ms: {
+                let mut sorted = self.snapshot_latencies_ms.clone();
+                sorted.sort_unstable();
+                sorted
+            },
         }
     }
 }

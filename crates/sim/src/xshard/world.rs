@@ -156,6 +156,7 @@ pub struct World {
     pub snapshots_checked: u64,
     /// ...of which were started while a cross-shard transaction was in doubt somewhere.
     pub snapshots_amid_doubt: u64,
+    pub snapshot_latencies_ms: Vec<u64>,
 }
 
 impl World {
@@ -253,6 +254,7 @@ impl World {
             read_seq: 0,
             snapshots_checked: 0,
             snapshots_amid_doubt: 0,
+            snapshot_latencies_ms: Vec::new(),
         };
         world.schedule(TICK_MS, Event::Tick);
         world.schedule(250, Event::CheckLimits);
@@ -619,6 +621,7 @@ impl World {
                     let reading = self.reading.take().expect("in flight");
                     self.snapshots_checked += 1;
                     self.snapshots_amid_doubt += u64::from(reading.amid_doubt);
+                    self.snapshot_latencies_ms.push(self.now_ms - reading.started_ms);
                     super::check::snapshot(self, reading.at, &reading.parts);
                 }
             }
