@@ -34,10 +34,11 @@ pub enum Checker {
     Protocol,
     NoPanic,
     SnapshotConservation,
+    SnapshotMonotone,
 }
 
 impl Checker {
-    pub const ALL: [Checker; 9] = [
+    pub const ALL: [Checker; 10] = [
         Checker::Atomicity,
         Checker::Resolution,
         Checker::Forgotten,
@@ -47,6 +48,7 @@ impl Checker {
         Checker::Protocol,
         Checker::NoPanic,
         Checker::SnapshotConservation,
+        Checker::SnapshotMonotone,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +62,7 @@ impl Checker {
             Checker::Protocol => "participants never contradicted",
             Checker::NoPanic => "no panics",
             Checker::SnapshotConservation => "conservation in snapshot reads",
+            Checker::SnapshotMonotone => "posted balances never shrink between snapshots",
         }
     }
 }
@@ -311,14 +314,39 @@ pub fn snapshot(world: &mut World, at: u64, parts: &BTreeMap<u32, Vec<Account>>)
     let sum = |f: fn(&Account) -> u128| accounts.iter().map(|a| f(a)).sum::<u128>();
     let posted = (sum(|a| a.debits_posted), sum(|a| a.credits_posted));
     let pending = (sum(|a| a.debits_pending), sum(|a| a.credits_pending));
+    let mut found = Vec::new();
     if posted.0 != posted.1 || pending.0 != pending.1 {
         let detail = format!(
             "snapshot at {at} (read at {} ms): debits/credits posted {}/{}, pending {}/{}",
             world.now_ms, posted.0, posted.1, pending.0, pending.1
         );
-        let found = world.violations.iter().filter(|v| v.checker == Checker::SnapshotConservation);
-        if found.count() < 3 {
-            world.violations.push(Violation { checker: Checker::SnapshotConservation, detail });
+        found.push(Violation { checker: Checker::SnapshotConservation, detail });
+    }
+    // Per account: what is posted stays posted, so a later snapshot holds at least as
+    // much on every account as an earlier one (a transfer seen at one timestamp and not
+    // at a later one is caught here, even when the totals balance).
+    let now: BTreeMap<u128, [u128; 2]> =
+        accounts.iter().map(|a| (a.id, [a.debits_posted, a.credits_posted])).collect();
+    if let Some((before_at, before)) = &world.last_snapshot {
+        if *before_at < at {
+            for (id, [debits, credits]) in &now {
+                let [was_debits, was_credits] = before[id];
+                if *debits < was_debits || *credits < was_credits {
+                    let detail = format!(
+                        "account {id}: posted debits/credits {was_debits}/{was_credits} at \
+                         {before_at}, {debits}/{credits} at {at}"
+                    );
+                    found.push(Violation { checker: Checker::SnapshotMonotone, detail });
+                    break;
+                }
+            }
+        }
+    }
+    world.last_snapshot = Some((at, now));
+    for violation in found {
+        let same = world.violations.iter().filter(|v| v.checker == violation.checker);
+        if same.count() < 3 {
+            world.violations.push(violation);
         }
     }
 }

@@ -157,6 +157,8 @@ pub struct World {
     /// ...of which were started while a cross-shard transaction was in doubt somewhere.
     pub snapshots_amid_doubt: u64,
     pub snapshot_latencies_ms: Vec<u64>,
+    /// The latest checked snapshot: its timestamp and each account's posted balances.
+    pub last_snapshot: Option<(u64, BTreeMap<u128, [u128; 2]>)>,
 }
 
 impl World {
@@ -255,6 +257,7 @@ impl World {
             snapshots_checked: 0,
             snapshots_amid_doubt: 0,
             snapshot_latencies_ms: Vec::new(),
+            last_snapshot: None,
         };
         world.schedule(TICK_MS, Event::Tick);
         world.schedule(250, Event::CheckLimits);
