@@ -377,6 +377,13 @@ impl SyncHandle {
     pub fn sync(&self) -> Result<(), WalError> {
         self.file.sync_data().map_err(io_error(&self.path))
     }
+
+    /// Writes records encoded by [`Wal::encode_next`] at the end of this segment (the
+    /// writer of a log whose records are encoded on another thread: one thread writes,
+    /// in encoding order).
+    pub fn write(&self, records: &[u8]) -> Result<(), WalError> {
+        (&*self.file).write_all(records).map_err(io_error(&self.path))
+    }
 }
 
 impl Wal {
@@ -432,6 +439,37 @@ impl Wal {
         self.len += self.buffer.len() as u64;
         self.next_op += 1;
         Ok(op)
+    }
+
+    /// Encodes the next record onto `out`, for [`SyncHandle::write`] on the current
+    /// segment, and returns its op; `None` when the segment is full. Then the caller has
+    /// every record encoded so far written, calls [`Wal::next_segment`], and encodes
+    /// again.
+    pub fn encode_next(
+        &mut self,
+        operation: Operation,
+        timestamp: u64,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
+        if self.len >= SEGMENT_BYTES_MAX {
+            return None;
+        }
+        let op = self.next_op;
+        let start = out.len();
+        encode(operation, op, timestamp, body, out);
+        self.len += (out.len() - start) as u64;
+        self.next_op += 1;
+        Some(op)
+    }
+
+    /// Once a full segment's records are all written: makes it durable (a torn record in
+    /// a segment that is not the last would read as corruption in the middle), then
+    /// starts the next one. Returns its sync handle.
+    pub fn next_segment(&mut self) -> Result<SyncHandle, WalError> {
+        self.file.sync_data().map_err(io_error(&self.path))?;
+        *self = Wal::create_segment(&self.dir, self.next_op)?;
+        self.sync_handle()
     }
 
     /// Starts a new segment at the next op (after a checkpoint, so that older segments
