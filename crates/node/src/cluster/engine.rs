@@ -75,7 +75,8 @@ pub enum Input {
         to: u64,
         delivered: bool,
     },
-    Synced(Result<Vec<(u64, u64)>, std::io::Error>),
+    /// A sync job done: its readies are durable (its buffer is for reuse).
+    Synced(Result<SyncJob, std::io::Error>),
     /// A checkpoint's file is written, or why not. (The data stays in the file: the
     /// replica's snapshot loader reads it back.)
     CheckpointWritten {
@@ -113,7 +114,8 @@ pub struct Engine {
     /// The engine's own sender, handed to the syncer.
     inbox_sender: SyncSender<Input>,
     outbound: Outbound,
-    syncer: Option<SyncSender<Vec<(u64, u64)>>>,
+    /// The syncer's jobs: records to write, then the readies a sync of them covers.
+    syncer: Option<SyncSender<SyncJob>>,
     syncer_thread: Option<thread::JoinHandle<()>>,
     syncing: bool,
     /// Ready numbers written and not yet covered by a sync, per shard.
@@ -145,6 +147,8 @@ pub struct Engine {
     changes: HashMap<Token, oneshot::Sender<Result<Vec<u64>, NodeError>>>,
     next_token: Token,
     write_buffer: Vec<u8>,
+    /// The buffer the syncer handed back, for the next group of records.
+    spare: Vec<u8>,
     failed: Option<String>,
 }
 
@@ -162,7 +166,7 @@ impl Engine {
         acceptors: BTreeMap<u64, settle_commit::AcceptorCore>,
     ) -> Result<Engine, NodeError> {
         let (inbox_sender, inbox) = inbox;
-        let (jobs, job_receiver) = mpsc::sync_channel::<Vec<(u64, u64)>>(1);
+        let (jobs, job_receiver) = mpsc::sync_channel::<SyncJob>(1);
         let handle = log
             .sync_handle()
             .map_err(|source| NodeError::DataDir { path: log.path().to_path_buf(), source })?;
@@ -196,6 +200,7 @@ impl Engine {
             changes: HashMap::new(),
             next_token: 1,
             write_buffer: Vec::new(),
+            spare: Vec::new(),
             failed: None,
         })
     }
@@ -291,8 +296,12 @@ impl Engine {
                     replica.report_snapshot(to, delivered);
                 }
             }
-            Input::Synced(Ok(numbers)) => {
+            Input::Synced(Ok(SyncJob { numbers, mut records })) => {
                 self.syncing = false;
+                // Reused for the next group of records (a fresh buffer would be faulted
+                // in anew).
+                records.clear();
+                self.spare = records;
                 self.config.stats.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for (shard, number) in numbers {
                     if let Some(replica) = self.replicas.get_mut(&shard) {
@@ -519,7 +528,10 @@ impl Engine {
                 }
             }
             quiet &= !self.drive_acceptors();
-            if !self.write_buffer.is_empty() {
+            // With fsync, the syncer writes the records before it syncs them (the copy
+            // into the page cache does not hold up this thread); without, they go to the
+            // OS now.
+            if !self.config.fsync && !self.write_buffer.is_empty() {
                 if let Err(error) = self.log.append(&self.write_buffer) {
                     self.failed =
                         Some(format!("write to {} failed: {error}", self.log.path().display()));
@@ -687,7 +699,10 @@ impl Engine {
     }
 
     fn start_sync(&mut self) {
-        if self.syncing || (self.unsynced.is_empty() && self.acceptor_unsynced.is_empty()) {
+        let nothing = self.unsynced.is_empty()
+            && self.acceptor_unsynced.is_empty()
+            && self.write_buffer.is_empty();
+        if self.syncing || nothing {
             return;
         }
         self.checkpoints_syncing.append(&mut self.checkpoints_unsynced);
@@ -704,8 +719,10 @@ impl Engine {
             return;
         }
         self.syncing = true;
+        let records = std::mem::replace(&mut self.write_buffer, std::mem::take(&mut self.spare));
+        self.log.appended(records.len() as u64);
         let syncer = self.syncer.as_ref().expect("the syncer runs until stop");
-        syncer.send(numbers).expect("the syncer runs until stop");
+        syncer.send(SyncJob { records, numbers }).expect("the syncer runs until stop");
     }
 
     /// The acceptor writes the last sync covered are durable: the acceptors answer.
@@ -728,6 +745,7 @@ impl Engine {
             !self.acceptor_unsynced.is_empty() || !self.acceptor_syncing.is_empty();
         if self.syncing
             || !self.unsynced.is_empty()
+            || !self.write_buffer.is_empty()
             || acceptor_writes
             || self.log.len() < threshold
         {
@@ -820,6 +838,13 @@ impl Engine {
         if let Some(thread) = self.syncer_thread.take() {
             thread.join().map_err(|_| NodeError::ThreadPanicked("syncer"))?;
         }
+        // Records no sync took yet: to the OS, as without fsync (nothing waits on them).
+        if self.failed.is_none() && !self.write_buffer.is_empty() {
+            if let Err(error) = self.log.append(&self.write_buffer) {
+                self.failed =
+                    Some(format!("write to {} failed: {error}", self.log.path().display()));
+            }
+        }
         match self.failed {
             None => Ok(()),
             Some(reason) => {
@@ -830,10 +855,20 @@ impl Engine {
     }
 }
 
-/// fsync, then report which readies are durable. Stops when the engine hangs up.
-fn syncer(file: File, jobs: Receiver<Vec<(u64, u64)>>, results: SyncSender<Input>) {
-    while let Ok(numbers) = jobs.recv() {
-        let outcome = file.sync_data().map(|()| numbers);
+/// What the syncer does next: write `records` at the end of the log, fsync, and report
+/// `numbers` (per shard, the last ready the sync covers) durable.
+pub struct SyncJob {
+    records: Vec<u8>,
+    numbers: Vec<(u64, u64)>,
+}
+
+/// Write, fsync, then report which readies are durable (and hand the buffer back).
+/// Stops when the engine hangs up.
+fn syncer(file: File, jobs: Receiver<SyncJob>, results: SyncSender<Input>) {
+    while let Ok(SyncJob { records, numbers }) = jobs.recv() {
+        let outcome = std::io::Write::write_all(&mut &file, &records)
+            .and_then(|()| file.sync_data())
+            .map(|()| SyncJob { records, numbers });
         let failed = outcome.is_err();
         // Blocking is fine: the engine drains its inbox continuously, and never waits
         // on the syncer while holding a job back.

@@ -74,7 +74,12 @@ impl GroupLog {
         Ok(())
     }
 
-    /// A handle the syncer thread can fsync.
+    /// Counts `bytes` the syncer thread wrote through its handle.
+    pub fn appended(&mut self, bytes: u64) {
+        self.len += bytes;
+    }
+
+    /// A handle the syncer thread can write and fsync.
     pub fn sync_handle(&self) -> io::Result<File> {
         self.file.try_clone()
     }
