@@ -528,17 +528,6 @@ impl Engine {
                 }
             }
             quiet &= !self.drive_acceptors();
-            // With fsync, the syncer writes the records before it syncs them (the copy
-            // into the page cache does not hold up this thread); without, they go to the
-            // OS now.
-            if !self.config.fsync && !self.write_buffer.is_empty() {
-                if let Err(error) = self.log.append(&self.write_buffer) {
-                    self.failed =
-                        Some(format!("write to {} failed: {error}", self.log.path().display()));
-                    return;
-                }
-                self.write_buffer.clear();
-            }
             self.start_sync();
             for (shard, from_shard, message) in std::mem::take(&mut self.local_commit) {
                 quiet = false;
@@ -698,6 +687,9 @@ impl Engine {
         }
     }
 
+    /// Hands the records encoded so far to the syncer, which writes them, fsyncs, and
+    /// reports the readies they cover durable (the copy into the page cache does not
+    /// hold up this thread). One sync at a time; records wait for the next.
     fn start_sync(&mut self) {
         let nothing = self.unsynced.is_empty()
             && self.acceptor_unsynced.is_empty()
@@ -710,6 +702,12 @@ impl Engine {
         let numbers: Vec<(u64, u64)> = std::mem::take(&mut self.unsynced).into_iter().collect();
         if !self.config.fsync {
             // Experiments only: "durable" when written to the OS.
+            if let Err(error) = self.log.append(&self.write_buffer) {
+                self.failed =
+                    Some(format!("write to {} failed: {error}", self.log.path().display()));
+                return;
+            }
+            self.write_buffer.clear();
             for (shard, number) in numbers {
                 if let Some(replica) = self.replicas.get_mut(&shard) {
                     replica.persisted(number);
