@@ -197,7 +197,7 @@ fn accounts_reply(reply: Reply) -> Result<Response<pb::AccountsReply>, Status> {
     }
 }
 
-pub(crate) fn snapshot_reply(reply: Reply) -> Result<Response<pb::SnapshotReply>, Status> {
+fn snapshot_reply(reply: Reply) -> Result<Response<pb::SnapshotReply>, Status> {
     match reply {
         Reply::Snapshot { timestamp, accounts } => Ok(Response::new(pb::SnapshotReply {
             timestamp,

@@ -696,18 +696,7 @@ async fn hostile_peer_messages_change_nothing() {
     let node = ClusterNode::start(options(&cluster, 1, dir.path())).await.unwrap();
     let on = |shard: u32| (1..100u128).find(|&id| shard_of(id, 2) == shard).unwrap();
     let (a, b) = (on(0), on(1));
-    let accounts: Vec<Account> =
-        [a, b].iter().map(|&id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
-    let request = convert::accounts_request(&accounts);
-    for _ in 0..500 {
-        match client(addresses[0]).await.create_accounts(request.clone()).await {
-            Ok(_) => break,
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(status) => panic!("{status:?}"),
-        }
-    }
+    create_accounts_anywhere(&addresses, &[a, b]).await;
     let transfer = |id: u128, amount: u128| Transfer {
         id,
         debit_account_id: a,

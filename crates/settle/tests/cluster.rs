@@ -46,21 +46,53 @@ fn free_addresses(count: u64) -> Vec<SocketAddr> {
     listeners.iter().map(|l| l.local_addr().expect("bound")).collect()
 }
 
+/// A cluster of `REPLICAS` node processes on free loopback ports: a temporary directory
+/// holding the cluster file and one data directory per node.
+struct LocalCluster {
+    dir: tempfile::TempDir,
+    addresses: Vec<SocketAddr>,
+    /// Extra `settle start` arguments for every node.
+    extra: Vec<String>,
+}
+
+impl LocalCluster {
+    fn new(
+        config: impl FnOnce(&[SocketAddr]) -> settle_node::cluster::ClusterConfig,
+        extra: &[&str],
+    ) -> LocalCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addresses = free_addresses(REPLICAS);
+        std::fs::write(dir.path().join("cluster.toml"), config(&addresses).to_toml())
+            .expect("write cluster.toml");
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        LocalCluster { dir, addresses, extra }
+    }
+
+    /// Starts node `id` (again, after a kill: on the same data directory).
+    fn start(&self, id: u64) -> NodeProcess {
+        let config_path = self.dir.path().join("cluster.toml");
+        let data_dir = self.dir.path().join(format!("node-{id}"));
+        start_cluster_node(&config_path, id, &data_dir, &self.extra).serving()
+    }
+
+    fn start_all(&self) -> Vec<Option<NodeProcess>> {
+        (1..=REPLICAS).map(|id| Some(self.start(id))).collect()
+    }
+
+    /// Every node's address, for a client.
+    fn all(&self) -> Vec<String> {
+        self.addresses.iter().map(|a| a.to_string()).collect()
+    }
+}
+
 #[test]
 fn killing_the_leader_loses_nothing_and_service_resumes() {
     let seed = seed_from_env(DEFAULT_SEED);
     let _report = SeedReport { test: "cluster", seed };
     let mut rng = Rng::new(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let addresses = free_addresses(REPLICAS);
-    let config_path = dir.path().join("cluster.toml");
-    let config = settle_node::cluster::ClusterConfig::single_shard(&addresses);
-    std::fs::write(&config_path, config.to_toml()).expect("write cluster.toml");
-    let data_dir = |node: u64| dir.path().join(format!("node-{node}"));
-    let mut nodes: Vec<Option<NodeProcess>> = (1..=REPLICAS)
-        .map(|id| Some(start_cluster_node(&config_path, id, &data_dir(id), &[]).serving()))
-        .collect();
-    let all: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    let cluster = LocalCluster::new(settle_node::cluster::ClusterConfig::single_shard, &[]);
+    let mut nodes = cluster.start_all();
+    let all = cluster.all();
 
     runtime().block_on(async {
         let client = Client::connect_with(&all, failover_options()).await.expect("connect");
@@ -97,7 +129,7 @@ fn killing_the_leader_loses_nothing_and_service_resumes() {
         );
 
         let id = index as u64 + 1;
-        nodes[index] = Some(start_cluster_node(&config_path, id, &data_dir(id), &[]).serving());
+        nodes[index] = Some(cluster.start(id));
         for _ in 0..BATCHES_AFTER_RESTART {
             let batch = transfer_batch(&mut rng, &mut ids, &accounts, 1..=BATCH_SIZE_MAX);
             acknowledged.push(send(client.clone(), batch).await);
@@ -155,16 +187,13 @@ fn killing_any_node_round_after_round_loses_nothing() {
     let seed = seed_from_env(DEFAULT_SEED ^ 0x6b11);
     let _report = SeedReport { test: "cluster", seed };
     let mut rng = Rng::new(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let addresses = free_addresses(REPLICAS);
-    let config_path = dir.path().join("cluster.toml");
-    let config = settle_node::cluster::ClusterConfig::single_shard(&addresses);
-    std::fs::write(&config_path, config.to_toml()).expect("write cluster.toml");
-    let extra = ["--checkpoint-entries".to_string(), "8".to_string()];
-    let data_dir = |node: u64| dir.path().join(format!("node-{node}"));
-    let start = |id: u64| start_cluster_node(&config_path, id, &data_dir(id), &extra).serving();
-    let mut nodes: Vec<Option<NodeProcess>> = (1..=REPLICAS).map(|id| Some(start(id))).collect();
-    let all: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    let cluster = LocalCluster::new(
+        settle_node::cluster::ClusterConfig::single_shard,
+        &["--checkpoint-entries", "8"],
+    );
+    let start = |id: u64| cluster.start(id);
+    let mut nodes = cluster.start_all();
+    let all = cluster.all();
 
     runtime().block_on(async {
         let client = Client::connect_with(&all, failover_options()).await.expect("connect");
@@ -265,17 +294,15 @@ fn kill_nodes_of_a_sharded_cluster(protocol: &str) {
     let seed = seed_from_env(DEFAULT_SEED ^ 0x5a4d);
     let _report = SeedReport { test: "cluster", seed };
     let mut rng = Rng::new(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let addresses = free_addresses(REPLICAS);
-    let config_path = dir.path().join("cluster.toml");
-    let mut config = settle_node::cluster::ClusterConfig::sharded(&addresses, 2);
-    config.protocol = Some(protocol.to_string());
-    std::fs::write(&config_path, config.to_toml()).expect("write cluster.toml");
-    let extra = ["--checkpoint-entries".to_string(), "8".to_string()];
-    let data_dir = |node: u64| dir.path().join(format!("node-{node}"));
-    let start = |id: u64| start_cluster_node(&config_path, id, &data_dir(id), &extra).serving();
-    let mut nodes: Vec<Option<NodeProcess>> = (1..=REPLICAS).map(|id| Some(start(id))).collect();
-    let all: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    let sharded = |addresses: &[SocketAddr]| {
+        let mut config = settle_node::cluster::ClusterConfig::sharded(addresses, 2);
+        config.protocol = Some(protocol.to_string());
+        config
+    };
+    let cluster = LocalCluster::new(sharded, &["--checkpoint-entries", "8"]);
+    let start = |id: u64| cluster.start(id);
+    let mut nodes = cluster.start_all();
+    let all = cluster.all();
 
     runtime().block_on(async {
         let client = Client::connect_with(&all, failover_options()).await.expect("connect");

@@ -590,14 +590,14 @@ fn same_request(reserved: &Transfer, requested: &Transfer) -> bool {
         && (pv || reserved.timeout == requested.timeout)
 }
 
-fn side_account(t: &Transfer, side: Side) -> u128 {
+pub(super) fn side_account(t: &Transfer, side: Side) -> u128 {
     match side {
         Side::Debit => t.debit_account_id,
         Side::Credit => t.credit_account_id,
     }
 }
 
-fn pending_balance(account: &mut Account, side: Side) -> &mut u128 {
+pub(super) fn pending_balance(account: &mut Account, side: Side) -> &mut u128 {
     match side {
         Side::Debit => &mut account.debits_pending,
         Side::Credit => &mut account.credits_pending,

@@ -18,6 +18,7 @@ mod digest;
 mod queries;
 
 pub use cross_shard::{combine_votes, Decision, Side, SideError, SideResolution, SideVote};
+use cross_shard::{pending_balance, side_account};
 
 use crate::store::{MemStore, PendingState, Store};
 use crate::types::{AccountFlags, Transfer, TransferFlags, BATCH_EVENTS_MAX, TIMESTAMP_MAX};
@@ -383,29 +384,23 @@ impl<S: Store> Ledger<S> {
         assert!(matches!(state, PendingState::Voided | PendingState::Expired));
         // Both accounts live here, except for a cross-shard pending transfer, whose
         // other side its other shard releases.
-        let debit = self.store.account(pending.debit_account_id);
-        let credit = self.store.account(pending.credit_account_id);
-        assert!(debit.is_some() || credit.is_some(), "a pending transfer has a local account");
-        if let Some(mut dr) = debit {
-            dr.debits_pending = dr.debits_pending.checked_sub(pending.amount).expect("reserved");
-            if pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
-                dr.flags.remove(AccountFlags::CLOSED);
+        let mut local = 0;
+        for side in [Side::Debit, Side::Credit] {
+            let Some(mut account) = self.store.account(side_account(pending, side)) else {
+                continue;
+            };
+            local += 1;
+            let balance = pending_balance(&mut account, side);
+            *balance = balance.checked_sub(pending.amount).expect("reserved");
+            if pending.flags.contains(side.closing_flag()) {
+                account.flags.remove(AccountFlags::CLOSED);
             }
-            self.store.update_account(&dr);
+            self.store.update_account(&account);
             if let Some(timestamp) = history_timestamp {
-                self.record_history(&dr, timestamp);
+                self.record_history(&account, timestamp);
             }
         }
-        if let Some(mut cr) = credit {
-            cr.credits_pending = cr.credits_pending.checked_sub(pending.amount).expect("reserved");
-            if pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
-                cr.flags.remove(AccountFlags::CLOSED);
-            }
-            self.store.update_account(&cr);
-            if let Some(timestamp) = history_timestamp {
-                self.record_history(&cr, timestamp);
-            }
-        }
+        assert!(local > 0, "a pending transfer has a local account");
         self.store.set_pending_state(pending.id, state);
     }
 

@@ -348,15 +348,15 @@ pub fn recover(dir: &Path, after_op: u64) -> Result<Recovered, WalError> {
     Ok(Recovered { records, wal, truncated_bytes })
 }
 
-/// The log, open for appending. Writes go to the OS at once; durability comes from
-/// [`SyncHandle::sync`], which the node runs on its syncer thread.
+/// The log, open for appending. Records are encoded here ([`Wal::encode_next`]) and
+/// written and made durable through [`SyncHandle`], which the node runs on its syncer
+/// thread (or written here at once with [`Wal::append`]).
 pub struct Wal {
     dir: PathBuf,
     path: PathBuf,
     file: File,
     len: u64,
     next_op: u64,
-    buffer: Vec<u8>,
 }
 
 /// A handle that makes everything written to one segment so far durable.
@@ -395,7 +395,7 @@ impl Wal {
         next_op: u64,
     ) -> Result<Wal, WalError> {
         file.seek(SeekFrom::Start(len)).map_err(io_error(&path))?;
-        Ok(Wal { dir: dir.to_path_buf(), path, file, len, next_op, buffer: Vec::new() })
+        Ok(Wal { dir: dir.to_path_buf(), path, file, len, next_op })
     }
 
     fn create_segment(dir: &Path, first_op: u64) -> Result<Wal, WalError> {
@@ -406,38 +406,29 @@ impl Wal {
         Wal::open_segment(dir, path, file, 0, first_op)
     }
 
-    /// The current segment's file.
-    pub fn segment_path(&self) -> &Path {
-        &self.path
-    }
-
     /// The op number the next record gets.
     pub fn next_op(&self) -> u64 {
         self.next_op
     }
 
-    /// Appends a record (written to the OS, not yet durable) and returns its op. When
-    /// the segment is full, it is synced and a new one started first, so only the
-    /// current segment ever holds records that are not durable: sync it (see
-    /// [`Wal::sync_handle`]) after a call that rotated.
+    /// Appends a record from this thread (written to the OS, not yet durable) and
+    /// returns its op: [`Wal::encode_next`] and a write, starting the next segment when
+    /// this one is full. (The node's executor encodes here and has its syncer write.)
     pub fn append(
         &mut self,
         operation: Operation,
         timestamp: u64,
         body: &[u8],
     ) -> Result<u64, WalError> {
-        let op = self.next_op;
-        if self.len >= SEGMENT_BYTES_MAX {
-            // Make the closed segment durable before the next one exists: a torn record
-            // in a segment that is not the last would read as corruption in the middle.
-            self.file.sync_data().map_err(io_error(&self.path))?;
-            *self = Wal::create_segment(&self.dir, op)?;
-        }
-        self.buffer.clear();
-        encode(operation, op, timestamp, body, &mut self.buffer);
-        self.file.write_all(&self.buffer).map_err(io_error(&self.path))?;
-        self.len += self.buffer.len() as u64;
-        self.next_op += 1;
+        let mut record = Vec::with_capacity(HEADER_SIZE + body.len());
+        let op = match self.encode_next(operation, timestamp, body, &mut record) {
+            Some(op) => op,
+            None => {
+                self.next_segment()?;
+                self.encode_next(operation, timestamp, body, &mut record).expect("a new segment")
+            }
+        };
+        self.file.write_all(&record).map_err(io_error(&self.path))?;
         Ok(op)
     }
 
