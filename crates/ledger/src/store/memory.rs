@@ -10,6 +10,8 @@
 //! chain. Linked chains are undone with an undo log that exists only while a scope is
 //! open.
 
+mod account_index;
+mod segmented;
 mod snapshot;
 mod table;
 
@@ -27,7 +29,7 @@ use crate::types::{Account, AccountBalance, Transfer};
 #[derive(Default)]
 pub struct MemStore {
     accounts: Vec<Account>,
-    account_index: FxHashMap<u128, u32>,
+    account_index: account_index::AccountIndex,
     /// Per account (same position as `accounts`): its newest transfer, or `NONE`.
     account_heads: Vec<u32>,
     /// Balance snapshots by account position, in timestamp order (`flags.history`).
@@ -36,7 +38,7 @@ pub struct MemStore {
     transfers: table::TransferTable,
     /// Per transfer (same position as `transfers`): the previous transfer of its debit
     /// account and of its credit account, or `NONE`.
-    transfer_links: Vec<[u32; 2]>,
+    transfer_links: segmented::Segmented<[u32; 2]>,
     failed_ids: FxHashSet<u128>,
     pending: FxHashMap<u128, PendingState>,
     /// (expires_at, pending transfer id), in expiry order.
@@ -68,22 +70,22 @@ enum Undo {
 }
 
 impl MemStore {
-    /// Tables preallocated for this many accounts and transfers, so that the hot path
-    /// never stops to grow (rehash, copy) a table. Both are hints, not limits.
+    /// Hash indexes preallocated for this many accounts and transfers, so that the hot
+    /// path never stops to rehash one (the tables that grow with every transfer are
+    /// `Segmented`, which never copies). Both are hints, not limits.
     pub fn with_capacity(accounts: usize, transfers: usize) -> Self {
         MemStore {
             accounts: Vec::with_capacity(accounts),
-            account_index: FxHashMap::with_capacity_and_hasher(accounts, Default::default()),
+            account_index: account_index::AccountIndex::with_capacity(accounts),
             account_heads: Vec::with_capacity(accounts),
             transfers: table::TransferTable::in_memory(transfers),
-            transfer_links: Vec::with_capacity(transfers),
             ..MemStore::default()
         }
     }
 
     /// A store whose transfer records live in the file at `path` (created, or emptied:
     /// it is rebuilt from a snapshot and the log); everything else stays in memory.
-    /// Indexes are sized for `transfers_capacity` up front (a hint, not a limit). See
+    /// The hash index is sized for `transfers_capacity` up front (a hint, not a limit). See
     /// `table.rs`.
     pub fn with_transfer_file(
         path: &std::path::Path,
@@ -91,7 +93,6 @@ impl MemStore {
     ) -> std::io::Result<Self> {
         Ok(MemStore {
             transfers: table::TransferTable::in_file(path, transfers_capacity)?,
-            transfer_links: Vec::with_capacity(transfers_capacity),
             ..MemStore::default()
         })
     }
@@ -130,7 +131,7 @@ impl MemStore {
             debug_assert_eq!(self.accounts[position as usize].id, account_id);
             return Some(position as usize);
         }
-        let position = *self.account_index.get(&account_id)?;
+        let position = self.account_index.get(account_id, &self.accounts)?;
         self.recent_accounts.set([recent[1], (account_id, position)]);
         Some(position as usize)
     }
@@ -150,7 +151,7 @@ impl MemStore {
             if transfer.timestamp <= range.max {
                 positions.push(next);
             }
-            next = self.transfer_links[next as usize][self.link_side(next, account_id)];
+            next = self.transfer_links.get(next as usize)[self.link_side(next, account_id)];
         }
         if !range.reversed {
             positions.reverse();
@@ -177,10 +178,11 @@ impl MemStore {
         match undo {
             Undo::AccountInserted => {
                 self.recent_accounts.set([(0, 0); 2]);
-                let account = self.accounts.pop().expect("inserted account");
+                let account = *self.accounts.last().expect("inserted account");
+                self.account_index.remove(account.id, &self.accounts);
+                self.accounts.pop();
                 assert_eq!(self.account_heads.pop(), Some(NONE), "no transfers yet");
                 assert!(!self.history.contains_key(&(self.accounts.len() as u32)));
-                self.account_index.remove(&account.id);
             }
             Undo::AccountUpdated { position, old } => {
                 self.accounts[position as usize] = old;
@@ -266,9 +268,9 @@ impl Store for MemStore {
     fn insert_account(&mut self, account: Account) {
         assert!(account.timestamp > self.account_timestamp_max());
         let position = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");
-        let previous = self.account_index.insert(account.id, position);
-        assert!(previous.is_none(), "account ids are unique");
+        // (`insert` asserts that the id is new.)
         self.accounts.push(account);
+        self.account_index.insert(position, &self.accounts);
         self.account_heads.push(NONE);
         self.log(Undo::AccountInserted);
     }

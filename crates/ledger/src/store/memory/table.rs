@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use rustc_hash::{FxHashMap, FxHasher};
 
+use super::segmented::Segmented;
 use crate::types::{Transfer, RECORD_SIZE};
 
 /// Records kept in memory before they are written to the file, in one write.
@@ -35,8 +36,8 @@ pub(super) struct TransferTable {
     len: u32,
     last_timestamp: u64,
     /// Ids pushed above every earlier id, ascending, with their positions.
-    ordered_ids: Vec<u128>,
-    ordered_positions: Vec<u32>,
+    ordered_ids: Segmented<u128>,
+    ordered_positions: Segmented<u32>,
     /// The other ids, by fingerprint (and by full id when fingerprints collide).
     index: FxHashMap<u64, u32>,
     overflow: FxHashMap<u128, u32>,
@@ -47,7 +48,7 @@ pub(super) struct TransferTable {
 }
 
 enum Storage {
-    Memory(Vec<Transfer>),
+    Memory(Segmented<Transfer>),
     File(FileRecords),
 }
 
@@ -58,7 +59,7 @@ pub struct FileRecords {
     flushed: u32,
     tail: Vec<Transfer>,
     /// A checksum of every record, to verify what is read back.
-    checksums: Vec<u32>,
+    checksums: Segmented<u32>,
     /// Reused for every write of the tail: a fresh 1 MiB allocation each time would be
     /// mapped and faulted in anew.
     write_buffer: Vec<u8>,
@@ -89,11 +90,11 @@ impl Default for TransferTable {
 impl TransferTable {
     pub fn in_memory(capacity: usize) -> Self {
         TransferTable {
-            storage: Storage::Memory(Vec::with_capacity(capacity)),
+            storage: Storage::Memory(Segmented::default()),
             len: 0,
             last_timestamp: 0,
-            ordered_ids: Vec::with_capacity(capacity),
-            ordered_positions: Vec::with_capacity(capacity),
+            ordered_ids: Segmented::default(),
+            ordered_positions: Segmented::default(),
             // Sized too, for ids that do not grow (random ones): only what is used is
             // touched.
             index: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
@@ -103,9 +104,10 @@ impl TransferTable {
     }
 
     /// A table whose records live in `path` (created, or emptied if it exists), with
-    /// its index and checksums sized for `capacity` transfers up front: growing them
-    /// later would stop the node to copy hundreds of megabytes. Capacity that is never
-    /// used costs address space, not memory (the pages are never touched).
+    /// its hash index sized for `capacity` transfers up front: growing it later would
+    /// stop the node to rehash hundreds of megabytes (the other parts are `Segmented`,
+    /// which never copies). Capacity that is never used costs address space, not memory
+    /// (the pages are never touched).
     pub fn in_file(path: &Path, capacity: usize) -> std::io::Result<Self> {
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
@@ -115,11 +117,9 @@ impl TransferTable {
                 path: path.to_path_buf(),
                 flushed: 0,
                 tail: Vec::with_capacity(TAIL_RECORDS_MAX),
-                checksums: Vec::with_capacity(capacity),
+                checksums: Segmented::default(),
                 write_buffer: Vec::with_capacity(TAIL_RECORDS_MAX * RECORD_SIZE),
             }),
-            ordered_ids: Vec::with_capacity(capacity),
-            ordered_positions: Vec::with_capacity(capacity),
             index: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
             ..TransferTable::in_memory(0)
         })
@@ -136,7 +136,7 @@ impl TransferTable {
     pub fn get(&self, position: u32) -> Transfer {
         assert!(position < self.len, "position {position} of {}", self.len);
         match &self.storage {
-            Storage::Memory(records) => records[position as usize],
+            Storage::Memory(records) => records.get(position as usize),
             Storage::File(file) => file.get(position),
         }
     }
@@ -146,8 +146,9 @@ impl TransferTable {
         if id > self.id_max {
             return None;
         }
-        if let Ok(i) = self.ordered_ids.binary_search(&id) {
-            let position = self.ordered_positions[i];
+        let i = self.ordered_ids.partition_point(|ordered| ordered < id);
+        if i < self.ordered_ids.len() && self.ordered_ids.get(i) == id {
+            let position = self.ordered_positions.get(i);
             return Some((position, self.get(position)));
         }
         let position = *self.index.get(&fingerprint(id))?;
@@ -199,7 +200,7 @@ impl TransferTable {
             }
             Storage::File(file) => file.pop(),
         }
-        if self.ordered_positions.last() == Some(&self.len) {
+        if self.ordered_positions.last() == Some(self.len) {
             // (`id_max` stays: it only has to be an upper bound.)
             assert_eq!(self.ordered_ids.pop(), Some(transfer.id));
             self.ordered_positions.pop();
@@ -217,7 +218,7 @@ impl TransferTable {
         range: std::ops::Range<usize>,
     ) -> Box<dyn DoubleEndedIterator<Item = Transfer> + '_> {
         match &self.storage {
-            Storage::Memory(records) => Box::new(records[range].iter().copied()),
+            Storage::Memory(records) => Box::new(range.map(move |position| records.get(position))),
             Storage::File(_) => Box::new(range.map(move |position| self.get(position as u32))),
         }
     }
@@ -242,7 +243,7 @@ impl TransferTable {
 
 /// A frozen copy of a [`TransferTable`]'s records (see [`TransferTable::view`]).
 pub enum TransfersView {
-    Memory(Vec<Transfer>),
+    Memory(Segmented<Transfer>),
     File(FileRecords),
 }
 
@@ -254,9 +255,9 @@ impl TransfersView {
         }
     }
 
-    pub fn for_each(&self, visit: impl FnMut(&Transfer)) {
+    pub fn for_each(&self, mut visit: impl FnMut(&Transfer)) {
         match self {
-            TransfersView::Memory(records) => records.iter().for_each(visit),
+            TransfersView::Memory(records) => records.iter().for_each(|t| visit(&t)),
             TransfersView::File(file) => file.for_each(visit),
         }
     }
@@ -293,7 +294,7 @@ impl FileRecords {
     fn verify(&self, position: u32, record: &[u8; RECORD_SIZE]) {
         assert_eq!(
             checksum(record),
-            self.checksums[position as usize],
+            self.checksums.get(position as usize),
             "the transfers file {} changed under the node at record {position}: refusing to \
              use it (a restart rebuilds it from the checkpoint and the log)",
             self.path.display()
@@ -419,7 +420,7 @@ mod tests {
         for (i, &id) in ids.iter().enumerate() {
             table.push(&transfer(id, i as u64 + 1));
         }
-        assert_eq!(table.ordered_ids, vec![5, 7, 100, 101, 1 << 100]);
+        assert!(table.ordered_ids.iter().eq([5, 7, 100, 101, 1 << 100]));
         for (position, &id) in ids.iter().enumerate() {
             assert_eq!(table.find(id).map(|(p, t)| (p, t.id)), Some((position as u32, id)));
         }
@@ -431,7 +432,7 @@ mod tests {
             assert_eq!(table.pop().id, id);
             assert_eq!(table.find(id), None);
         }
-        assert!(table.ordered_ids.is_empty() && table.index.is_empty());
+        assert!(table.ordered_ids.len() == 0 && table.index.is_empty());
         // An id popped from the ordered part and pushed again is found again.
         table.push(&transfer(5, 1));
         assert_eq!(table.find(5).map(|(p, _)| p), Some(0));
