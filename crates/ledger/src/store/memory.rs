@@ -265,6 +265,18 @@ impl Store for MemStore {
         Some(self.accounts[self.position(id)?])
     }
 
+    fn touch_accounts(&self, ids: [u128; 2]) -> u64 {
+        let mut touched = 0;
+        for id in ids {
+            if let Some(position) = self.account_index.get(id, &self.accounts) {
+                // The index confirmed the id on the row's first cache line; the
+                // balances run into its second.
+                touched ^= self.accounts[position as usize].credits_posted as u64;
+            }
+        }
+        touched
+    }
+
     fn insert_account(&mut self, account: Account) {
         assert!(account.timestamp > self.account_timestamp_max());
         let position = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");

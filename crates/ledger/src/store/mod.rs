@@ -92,6 +92,13 @@ pub struct Range {
 pub trait Store {
     // Accounts.
     fn account(&self, id: u128) -> Option<Account>;
+    /// Reads whatever locates accounts `ids` (unknown ids are skipped) and returns a
+    /// value that depends on it, so that the reads are not optimized away. A hint for
+    /// the cache: the ledger calls it for a few events ahead, so that their reads go
+    /// out to memory together instead of one after another (see `Ledger::execute`).
+    fn touch_accounts(&self, _ids: [u128; 2]) -> u64 {
+        0
+    }
     /// Inserts a new account; its id is unused and its timestamp above every account's.
     fn insert_account(&mut self, account: Account);
     /// Overwrites an existing account's balances and flags.
