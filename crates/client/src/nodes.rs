@@ -11,6 +11,10 @@
 //! - otherwise (no hint, an unusable hint, a transport error, a timeout) to the next
 //!   known node, round robin, so that a crashed node is left for one that is up.
 //!
+//! A node that is not the leader may also forward a write to the leader and answer
+//! it, naming the leader in the same metadata entry; [`Nodes::after_forward`] then
+//! moves the client there, so that its later requests skip the extra hop.
+//!
 //! The node in use is an index shared by every clone of a [`Client`](crate::Client),
 //! changed only by compare-and-swap from the node an attempt used: when several
 //! concurrent requests fail on the same node, the first to notice moves the client and
@@ -67,7 +71,12 @@ pub(crate) fn endpoint(
 
 /// The leader's address named by a failed attempt's status, if any.
 pub(crate) fn leader_hint(status: &tonic::Status) -> Option<&str> {
-    let hint = status.metadata().get(LEADER_KEY)?.to_str().ok()?.trim();
+    metadata_hint(status.metadata())
+}
+
+/// The leader a reply's or refusal's metadata names, if any.
+pub(crate) fn metadata_hint(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    let hint = metadata.get(LEADER_KEY)?.to_str().ok()?.trim();
     (!hint.is_empty()).then_some(hint)
 }
 
@@ -184,30 +193,40 @@ impl Nodes {
         if let Some(hint) = hint {
             match self.find_or_learn(hint) {
                 Some(leader) if leader == used => return false,
-                Some(leader)
-                    if self.node(leader).suspect_until_ms.load(Ordering::Acquire)
-                        > self.now_ms() =>
-                {
-                    tracing::debug!(
-                        hint = %self.node(leader).address,
-                        "not following a hint to a node that just did not answer"
-                    );
-                }
-                Some(leader) => {
-                    self.move_from(used, leader);
-                    tracing::debug!(
-                        from = %self.node(used).address,
-                        to = %self.node(leader).address,
-                        "following the leader"
-                    );
-                    return true;
-                }
-                None => {}
+                Some(leader) if self.follow(used, leader) => return true,
+                _ => {}
             }
         }
         let next = (used + 1) % self.len.load(Ordering::Acquire);
         self.move_from(used, next);
         false
+    }
+
+    /// After a request to node `used` succeeded through it, naming in `hint` the leader
+    /// it forwarded to: sends the next requests there (unless the hint names `used`, or
+    /// a node that just did not answer).
+    pub(crate) fn after_forward(&self, used: usize, hint: &str) {
+        if let Some(leader) = self.find_or_learn(hint).filter(|&leader| leader != used) {
+            self.follow(used, leader);
+        }
+    }
+
+    /// Moves from `used` to `leader` unless `leader` is suspect; whether it did.
+    fn follow(&self, used: usize, leader: usize) -> bool {
+        if self.node(leader).suspect_until_ms.load(Ordering::Acquire) > self.now_ms() {
+            tracing::debug!(
+                hint = %self.node(leader).address,
+                "not following a hint to a node that just did not answer"
+            );
+            return false;
+        }
+        self.move_from(used, leader);
+        tracing::debug!(
+            from = %self.node(used).address,
+            to = %self.node(leader).address,
+            "following the leader"
+        );
+        true
     }
 
     fn move_from(&self, used: usize, to: usize) {

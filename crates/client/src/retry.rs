@@ -17,7 +17,7 @@ use settle_proto::pb::ledger_client::LedgerClient;
 use tonic::transport::Channel;
 
 use crate::error::error_chain;
-use crate::nodes::{leader_hint, Node, Nodes};
+use crate::nodes::{leader_hint, metadata_hint, Node, Nodes};
 use crate::ClientError;
 
 /// How a [`Client`](crate::Client) retries and times out.
@@ -138,7 +138,13 @@ where
         let (used, node) = nodes.current();
         let reply = tokio::time::timeout(options.request_timeout, attempt(pick(node))).await;
         let (error, redirected) = match reply {
-            Ok(Ok(response)) => return Ok(response.into_inner()),
+            Ok(Ok(response)) => {
+                // The node forwarded the request to the leader and says so: go there.
+                if let Some(hint) = metadata_hint(response.metadata()) {
+                    nodes.after_forward(used, hint);
+                }
+                return Ok(response.into_inner());
+            }
             Ok(Err(status)) if is_transient(&status) => {
                 let unreachable =
                     status.code() != tonic::Code::Unavailable || from_transport(&status);
@@ -292,6 +298,40 @@ mod tests {
         assert!(!is_transient(&tonic::Status::internal("x")));
         assert!(!is_transient(&tonic::Status::invalid_argument("x")));
         assert!(!is_transient(&tonic::Status::deadline_exceeded("x")));
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_reply_moves_later_requests_to_the_leader_it_names() {
+        let nodes = Nodes::lazy(&["127.0.0.1:1", "127.0.0.1:2"], fast());
+        let forwarded = |hint: &str| {
+            let mut response = tonic::Response::new("done");
+            response.metadata_mut().insert(crate::nodes::LEADER_KEY, hint.parse().unwrap());
+            response
+        };
+        // Answered through node 1, naming node 2 as the leader: one attempt, and the
+        // next request goes to node 2.
+        let calls = AtomicU32::new(0);
+        let reply = with_retries("op", &fast(), &nodes, |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let hint = forwarded("127.0.0.1:2");
+            async move { Ok(hint) }
+        })
+        .await
+        .unwrap();
+        assert_eq!((reply, calls.load(Ordering::SeqCst)), ("done", 1));
+        assert_eq!(nodes.current().1.address, "127.0.0.1:2");
+        // A hint naming the node in use, or a node that just did not answer, moves
+        // nothing.
+        with_retries("op", &fast(), &nodes, |_| async { Ok(forwarded("127.0.0.1:2")) })
+            .await
+            .unwrap();
+        assert_eq!(nodes.current().1.address, "127.0.0.1:2");
+        assert!(!nodes.after_failure(1, None, true));
+        assert_eq!(nodes.current().1.address, "127.0.0.1:1");
+        with_retries("op", &fast(), &nodes, |_| async { Ok(forwarded("127.0.0.1:2")) })
+            .await
+            .unwrap();
+        assert_eq!(nodes.current().1.address, "127.0.0.1:1");
     }
 
     #[tokio::test]

@@ -165,7 +165,9 @@ async fn a_cluster_replicates_redirects_and_survives_a_restart() {
     }
     let leader = leader.expect("the leader took the write");
     assert_eq!(hints, vec![leader.to_string(); 2]);
-    // Asked plainly, a follower's router forwards to the leader (which has it already).
+    // Asked plainly, a follower's router forwards to the leader (which has it already),
+    // and its reply names the leader, for the client's next requests; the leader's own
+    // reply names nobody.
     let follower = *addresses.iter().find(|&&a| a != leader).unwrap();
     let reply = client(follower)
         .await
@@ -174,6 +176,14 @@ async fn a_cluster_replicates_redirects_and_survives_a_restart() {
         .unwrap();
     let results = convert::transfer_results_from_pb(&reply.get_ref().results).unwrap();
     assert_eq!(results, vec![CreateTransferResult::Exists]);
+    let hint = reply.metadata().get("settle-leader").map(|h| h.to_str().unwrap().to_string());
+    assert_eq!(hint, Some(leader.to_string()));
+    let reply = client(leader)
+        .await
+        .create_transfers(convert::transfers_request(&[transfer(11)]))
+        .await
+        .unwrap();
+    assert!(reply.metadata().get("settle-leader").is_none());
 
     // Every node reads the acknowledged writes (ReadIndex, also on followers).
     for &address in &addresses {

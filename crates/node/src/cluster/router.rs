@@ -706,6 +706,42 @@ fn named_shard(metadata: &MetadataMap) -> Result<Option<u64>, Status> {
     }
 }
 
+impl Router {
+    /// The node a write whose events all have their home on one shard is forwarded to
+    /// (that shard's leader, as this node knows it), if not this node; `None` when the
+    /// request names its shard (itself a forward) or spans shards.
+    fn forwarded_to(
+        &self,
+        only: Option<u64>,
+        mut homes: impl Iterator<Item = u128>,
+    ) -> Option<u64> {
+        if only.is_some() {
+            return None;
+        }
+        let shard = self.shard_of(homes.next()?);
+        if !homes.all(|id| self.shard_of(id) == shard) {
+            return None;
+        }
+        match self.target(shard, false) {
+            Target::Node(node) if node != self.node_id => Some(node),
+            _ => None,
+        }
+    }
+
+    /// `reply`, naming the leader a write was forwarded to (`forwarded_to`) in the
+    /// `settle-leader` metadata, as a refusal does: the client sends its next requests
+    /// there, sparing every later one the extra hop (a second decode and encode of up
+    /// to a megabyte, and a second network round).
+    fn hint_leader<T>(&self, reply: T, forwarded: Option<u64>) -> Response<T> {
+        let mut response = Response::new(reply);
+        let address = forwarded.and_then(|node| self.cluster.node(node)).map(|n| n.address);
+        if let Some(value) = address.and_then(|a| a.to_string().parse().ok()) {
+            response.metadata_mut().insert(crate::server::LEADER_METADATA_KEY, value);
+        }
+        response
+    }
+}
+
 #[tonic::async_trait]
 impl pb::ledger_server::Ledger for Router {
     async fn create_accounts(
@@ -715,14 +751,14 @@ impl pb::ledger_server::Ledger for Router {
         let only = named_shard(request.metadata())?;
         let accounts = convert::request_accounts(request.get_ref()).map_err(invalid)?;
         check_count("accounts", accounts.len())?;
+        let forwarded = self.forwarded_to(only, accounts.iter().map(|a| a.id));
         let results = if accounts.is_empty() {
             Vec::new()
         } else {
             Router::create_accounts(self, accounts, only).await?
         };
-        Ok(Response::new(pb::CreateAccountsReply {
-            results: convert::account_results_to_pb(&results),
-        }))
+        let reply = pb::CreateAccountsReply { results: convert::account_results_to_pb(&results) };
+        Ok(self.hint_leader(reply, forwarded))
     }
 
     async fn create_transfers(
@@ -733,14 +769,15 @@ impl pb::ledger_server::Ledger for Router {
         let protocol = self.protocol(request.metadata())?;
         let transfers = convert::request_transfers(request.get_ref()).map_err(invalid)?;
         check_count("transfers", transfers.len())?;
+        // (Only advice: a post or void that names no accounts counts as account 0's.)
+        let forwarded = self.forwarded_to(only, transfers.iter().map(|t| t.debit_account_id));
         let results = if transfers.is_empty() {
             Vec::new()
         } else {
             Router::create_transfers(self, transfers, protocol, only).await?
         };
-        Ok(Response::new(pb::CreateTransfersReply {
-            results: convert::transfer_results_to_pb(&results),
-        }))
+        let reply = pb::CreateTransfersReply { results: convert::transfer_results_to_pb(&results) };
+        Ok(self.hint_leader(reply, forwarded))
     }
 
     async fn lookup_accounts(
