@@ -357,34 +357,27 @@ impl Router {
         }
         let mut results = vec![CreateTransferResult::Ok; transfers.len()];
         let (placed, transfers) = (&placed, &transfers);
-        let parts = by_home.into_iter().map(|(shard, units)| {
-            let events: Vec<(usize, Transfer, Transfer)> = units
-                .iter()
-                .flat_map(|unit| unit.clone())
-                .map(|i| (i, transfers[i], placed[i]))
-                .collect();
-            let units = units.clone();
-            async move {
-                let answer = match (only, self.target(shard, false)) {
-                    (Some(_), _) | (None, Target::Here) => {
-                        self.run_home(shard, &units, placed, protocol).await
-                    }
-                    (None, Target::Node(node)) => {
-                        let original: Vec<Transfer> = events.iter().map(|e| e.1).collect();
-                        let request = convert::transfers_request_packed(&original);
-                        self.forward(shard, node, |mut client| {
-                            let request = Self::request(request.clone(), shard, protocol);
-                            async move { client.create_transfers(request).await }
-                        })
-                        .await
-                        .and_then(|reply| {
-                            convert::transfer_results_from_pb(&reply.results).map_err(invalid)
-                        })
-                        .map(|results| events.iter().map(|e| e.0).zip(results).collect())
-                    }
-                };
-                answer
-            }
+        let parts = by_home.into_iter().map(|(shard, units)| async move {
+            let answer = match (only, self.target(shard, false)) {
+                (Some(_), _) | (None, Target::Here) => {
+                    self.run_home(shard, &units, placed, protocol).await
+                }
+                (None, Target::Node(node)) => {
+                    let events: Vec<usize> = units.iter().flat_map(|unit| unit.clone()).collect();
+                    let original: Vec<Transfer> = events.iter().map(|&i| transfers[i]).collect();
+                    let request = convert::transfers_request_packed(&original);
+                    self.forward(shard, node, |mut client| {
+                        let request = Self::request(request.clone(), shard, protocol);
+                        async move { client.create_transfers(request).await }
+                    })
+                    .await
+                    .and_then(|reply| {
+                        convert::transfer_results_from_pb(&reply.results).map_err(invalid)
+                    })
+                    .map(|results| events.iter().copied().zip(results).collect())
+                }
+            };
+            answer
         });
         for part in join_all(parts).await {
             for (index, result) in part? {
@@ -406,6 +399,15 @@ impl Router {
         let mut local: Vec<usize> = Vec::new();
         let mut txns: Vec<(std::ops::Range<usize>, Txn)> = Vec::new();
         for unit in units {
+            let open_chain = placed[unit.end - 1].flags.contains(TransferFlags::LINKED);
+            let here = |id: u128| self.shard_of(id) == shard;
+            let local_unit = placed[unit.clone()]
+                .iter()
+                .all(|t| here(t.debit_account_id) && here(t.credit_account_id));
+            if open_chain || local_unit {
+                local.extend(unit.clone());
+                continue;
+            }
             let placement: Vec<[u32; 2]> = placed[unit.clone()]
                 .iter()
                 .map(|t| {
@@ -415,11 +417,6 @@ impl Router {
                     ]
                 })
                 .collect();
-            let open_chain = placed[unit.end - 1].flags.contains(TransferFlags::LINKED);
-            if open_chain || placement.iter().flatten().all(|&s| u64::from(s) == shard) {
-                local.extend(unit.clone());
-                continue;
-            }
             match Txn::new(protocol, placed[unit.clone()].to_vec(), placement) {
                 Some(txn) => txns.push((unit.clone(), txn)),
                 None => local.extend(unit.clone()),
