@@ -14,6 +14,8 @@
 //!
 //! Seed: `SETTLE_SEED` (default fixed); the seed is printed on failure.
 
+mod common;
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use settle_ledger::store::PendingState;
@@ -428,19 +430,12 @@ fn a_snapshot_read_sees_a_cross_shard_transfer_exactly_when_it_commits_at_or_bef
 {
     const S: u64 = 1_000_000_000;
     let mut shards = [Ledger::default(), Ledger::default()];
-    let account = |id| Account { id, ledger: 1, code: 1, ..Default::default() };
-    shards[0].create_accounts(10, &[account(1)]).unwrap();
-    shards[1].create_accounts(10, &[account(2)]).unwrap();
+    shards[0].create_accounts(10, &[common::account(1, common::LEDGER)]).unwrap();
+    shards[1].create_accounts(10, &[common::account(2, common::LEDGER)]).unwrap();
     let transfer = |id, amount, flags| Transfer {
-        id,
-        debit_account_id: 1,
-        credit_account_id: 2,
-        amount,
         timeout: if flags == TransferFlags::PENDING { 1 } else { 0 },
-        ledger: 1,
-        code: 1,
         flags,
-        ..Default::default()
+        ..common::transfer(id, 1, 2, amount)
     };
     // Committed before `T`, after `T`, aborted; and a pending one committed before `T`
     // whose deadline (agreed + 1 s) also falls before `T`.
@@ -489,19 +484,9 @@ fn a_snapshot_read_sees_a_cross_shard_transfer_exactly_when_it_commits_at_or_bef
 fn both_sides_of_a_pending_transfer_on_one_shard_commit_and_expire_once() {
     const S: u64 = 1_000_000_000;
     let mut shard = Ledger::default();
-    let account = |id| Account { id, ledger: 1, code: 1, ..Default::default() };
-    shard.create_accounts(10, &[account(1), account(2)]).unwrap();
-    let pending = Transfer {
-        id: 7,
-        debit_account_id: 1,
-        credit_account_id: 2,
-        amount: 5,
-        timeout: 1,
-        ledger: 1,
-        code: 1,
-        flags: TransferFlags::PENDING,
-        ..Default::default()
-    };
+    let accounts = [common::account(1, common::LEDGER), common::account(2, common::LEDGER)];
+    shard.create_accounts(10, &accounts).unwrap();
+    let pending = common::pending_timeout(7, 1, 2, 5, 1);
     for (at, side) in [(S, Side::Debit), (S + 1, Side::Credit)] {
         assert!(matches!(shard.prepare_side(at, &pending, side), Ok(SideVote::Prepared { .. })));
     }
@@ -535,17 +520,8 @@ fn both_sides_of_a_pending_transfer_on_one_shard_commit_and_expire_once() {
 #[test]
 fn a_reused_id_does_not_touch_the_reservation_of_the_transaction_holding_it() {
     let mut shard = Ledger::default();
-    let account = |id| Account { id, ledger: 1, code: 1, ..Default::default() };
-    shard.create_accounts(10, &[account(1)]).unwrap();
-    let first = Transfer {
-        id: 7,
-        debit_account_id: 1,
-        credit_account_id: 2,
-        amount: 5,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    };
+    shard.create_accounts(10, &[common::account(1, common::LEDGER)]).unwrap();
+    let first = common::transfer(7, 1, 2, 5);
     let reuse = Transfer { credit_account_id: 3, amount: 9, ..first };
     assert!(matches!(shard.prepare_side(20, &first, Side::Debit), Ok(SideVote::Prepared { .. })));
     assert_eq!(

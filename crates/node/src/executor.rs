@@ -320,11 +320,9 @@ impl Executor {
         }
         self.finish_checkpoint()?;
         let op = self.wal.next_op() - 1;
-        // Durable through `op`: everything handed to the syncer is written and synced.
+        // Durable through `op`: everything handed to the syncer is written and synced
+        // (the syncer syncs every job it writes, this one included).
         self.drain()?;
-        if self.config.fsync {
-            self.segment.sync()?;
-        }
         let source = self
             .ledger
             .snapshot_source()

@@ -687,6 +687,17 @@ impl Engine {
         }
     }
 
+    /// Writes the records encoded so far to the OS from this thread (not durable);
+    /// whether that worked (if not, the engine has failed).
+    fn write_out(&mut self) -> bool {
+        if let Err(error) = self.log.append(&self.write_buffer) {
+            self.failed = Some(format!("write to {} failed: {error}", self.log.path().display()));
+            return false;
+        }
+        self.write_buffer.clear();
+        true
+    }
+
     /// Hands the records encoded so far to the syncer, which writes them, fsyncs, and
     /// reports the readies they cover durable (the copy into the page cache does not
     /// hold up this thread). One sync at a time; records wait for the next.
@@ -702,12 +713,9 @@ impl Engine {
         let numbers: Vec<(u64, u64)> = std::mem::take(&mut self.unsynced).into_iter().collect();
         if !self.config.fsync {
             // Experiments only: "durable" when written to the OS.
-            if let Err(error) = self.log.append(&self.write_buffer) {
-                self.failed =
-                    Some(format!("write to {} failed: {error}", self.log.path().display()));
+            if !self.write_out() {
                 return;
             }
-            self.write_buffer.clear();
             for (shard, number) in numbers {
                 if let Some(replica) = self.replicas.get_mut(&shard) {
                     replica.persisted(number);
@@ -837,11 +845,8 @@ impl Engine {
             thread.join().map_err(|_| NodeError::ThreadPanicked("syncer"))?;
         }
         // Records no sync took yet: to the OS, as without fsync (nothing waits on them).
-        if self.failed.is_none() && !self.write_buffer.is_empty() {
-            if let Err(error) = self.log.append(&self.write_buffer) {
-                self.failed =
-                    Some(format!("write to {} failed: {error}", self.log.path().display()));
-            }
+        if self.failed.is_none() {
+            self.write_out();
         }
         match self.failed {
             None => Ok(()),

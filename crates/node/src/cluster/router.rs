@@ -200,7 +200,21 @@ impl Router {
     }
 
     /// Sends `make()` to `shard`'s leader, following leader hints a few hops.
-    async fn forward<T, F, Fut>(&self, shard: u64, first: u64, mut call: F) -> Result<T, Status>
+    async fn forward<T, F, Fut>(&self, shard: u64, first: u64, call: F) -> Result<T, Status>
+    where
+        F: FnMut(LedgerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        Ok(self.forward_via(shard, first, call).await?.0)
+    }
+
+    /// [`Router::forward`], with the node that answered.
+    async fn forward_via<T, F, Fut>(
+        &self,
+        shard: u64,
+        first: u64,
+        mut call: F,
+    ) -> Result<(T, u64), Status>
     where
         F: FnMut(LedgerClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
@@ -212,7 +226,7 @@ impl Router {
                 break;
             }
             match call(self.peer(node)?).await {
-                Ok(response) => return Ok(response.into_inner()),
+                Ok(response) => return Ok((response.into_inner(), node)),
                 Err(status) if status.code() == tonic::Code::Unavailable => {
                     let hint = self.learn(shard, &status);
                     last = status;
@@ -330,13 +344,13 @@ impl Router {
     }
 
     /// The results of `transfers` (a whole request, or the part of one whose home is
-    /// `only`).
+    /// `only`), and the node that answered it if it was forwarded whole (`leader_hint`).
     async fn create_transfers(
         &self,
         transfers: Vec<Transfer>,
         protocol: Protocol,
         only: Option<u64>,
-    ) -> Result<Vec<CreateTransferResult>, Status> {
+    ) -> Result<(Vec<CreateTransferResult>, Option<u64>), Status> {
         let mut placed = transfers.clone();
         self.place_pending(&mut placed).await?;
         // Units: single events and linked chains (a chain left open at the end is one
@@ -358,33 +372,35 @@ impl Router {
         let mut results = vec![CreateTransferResult::Ok; transfers.len()];
         let (placed, transfers) = (&placed, &transfers);
         let parts = by_home.into_iter().map(|(shard, units)| async move {
-            let answer = match (only, self.target(shard, false)) {
+            match (only, self.target(shard, false)) {
                 (Some(_), _) | (None, Target::Here) => {
-                    self.run_home(shard, &units, placed, protocol).await
+                    Ok((self.run_home(shard, &units, placed, protocol).await?, None))
                 }
                 (None, Target::Node(node)) => {
                     let events: Vec<usize> = units.iter().flat_map(|unit| unit.clone()).collect();
                     let original: Vec<Transfer> = events.iter().map(|&i| transfers[i]).collect();
                     let request = convert::transfers_request_packed(&original);
-                    self.forward(shard, node, |mut client| {
-                        let request = Self::request(request.clone(), shard, protocol);
-                        async move { client.create_transfers(request).await }
-                    })
-                    .await
-                    .and_then(|reply| {
-                        convert::transfer_results_from_pb(&reply.results).map_err(invalid)
-                    })
-                    .map(|results| events.iter().copied().zip(results).collect())
+                    let (reply, answered) = self
+                        .forward_via(shard, node, |mut client| {
+                            let request = Self::request(request.clone(), shard, protocol);
+                            async move { client.create_transfers(request).await }
+                        })
+                        .await?;
+                    let results =
+                        convert::transfer_results_from_pb(&reply.results).map_err(invalid)?;
+                    Ok((events.iter().copied().zip(results).collect(), Some(answered)))
                 }
-            };
-            answer
+            }
         });
-        for part in join_all(parts).await {
-            for (index, result) in part? {
+        let parts: Vec<WritePart<CreateTransferResult>> =
+            join_all(parts).await.into_iter().collect::<Result<_, Status>>()?;
+        let answered = leader_hint(&parts);
+        for (part, _) in parts {
+            for (index, result) in part {
                 results[index] = result;
             }
         }
-        Ok(results)
+        Ok((results, answered))
     }
 
     /// Runs at this node the units whose home is `shard`: the local ones as one write,
@@ -453,11 +469,13 @@ impl Router {
 
     // ---- accounts ----
 
+    /// The results of `accounts`, and the node that answered them if they were
+    /// forwarded whole (`leader_hint`).
     async fn create_accounts(
         &self,
         accounts: Vec<Account>,
         only: Option<u64>,
-    ) -> Result<Vec<CreateAccountResult>, Status> {
+    ) -> Result<(Vec<CreateAccountResult>, Option<u64>), Status> {
         let mut by_shard: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         let mut chain_shard: Option<u64> = None;
         for (i, account) in accounts.iter().enumerate() {
@@ -477,38 +495,42 @@ impl Router {
         let parts = by_shard.into_iter().map(|(shard, indexes)| {
             let part: Vec<Account> = indexes.iter().map(|&i| accounts[i]).collect();
             async move {
-                let answer: Result<Vec<CreateAccountResult>, Status> =
-                    match (only, self.target(shard, false)) {
-                        (Some(_), _) | (None, Target::Here) => {
-                            match self
-                                .engine(shard, Command::Write(Write::CreateAccounts(part)))
-                                .await?
-                            {
-                                Reply::AccountResults(results) => Ok(results),
-                                other => Err(unexpected(other)),
-                            }
+                let (results, answered) = match (only, self.target(shard, false)) {
+                    (Some(_), _) | (None, Target::Here) => {
+                        match self
+                            .engine(shard, Command::Write(Write::CreateAccounts(part)))
+                            .await?
+                        {
+                            Reply::AccountResults(results) => (results, None),
+                            other => return Err(unexpected(other)),
                         }
-                        (None, Target::Node(node)) => {
-                            let request = convert::accounts_request_packed(&part);
-                            let reply = self
-                                .forward(shard, node, |mut client| {
-                                    let request =
-                                        Self::request(request.clone(), shard, Protocol::TwoPhase);
-                                    async move { client.create_accounts(request).await }
-                                })
-                                .await?;
-                            convert::account_results_from_pb(&reply.results).map_err(invalid)
-                        }
-                    };
-                answer.map(|results| indexes.into_iter().zip(results).collect::<Vec<_>>())
+                    }
+                    (None, Target::Node(node)) => {
+                        let request = convert::accounts_request_packed(&part);
+                        let (reply, answered) = self
+                            .forward_via(shard, node, |mut client| {
+                                let request =
+                                    Self::request(request.clone(), shard, Protocol::TwoPhase);
+                                async move { client.create_accounts(request).await }
+                            })
+                            .await?;
+                        let results =
+                            convert::account_results_from_pb(&reply.results).map_err(invalid)?;
+                        (results, Some(answered))
+                    }
+                };
+                Ok((indexes.into_iter().zip(results).collect::<Vec<_>>(), answered))
             }
         });
-        for part in join_all(parts).await {
-            for (index, result) in part? {
+        let parts: Vec<WritePart<CreateAccountResult>> =
+            join_all(parts).await.into_iter().collect::<Result<_, Status>>()?;
+        let answered = leader_hint(&parts);
+        for (part, _) in parts {
+            for (index, result) in part {
                 results[index] = result;
             }
         }
-        Ok(results)
+        Ok((results, answered))
     }
 
     // ---- reads ----
@@ -703,29 +725,21 @@ fn named_shard(metadata: &MetadataMap) -> Result<Option<u64>, Status> {
     }
 }
 
-impl Router {
-    /// The node a write whose events all have their home on one shard is forwarded to
-    /// (that shard's leader, as this node knows it), if not this node; `None` when the
-    /// request names its shard (itself a forward) or spans shards.
-    fn forwarded_to(
-        &self,
-        only: Option<u64>,
-        mut homes: impl Iterator<Item = u128>,
-    ) -> Option<u64> {
-        if only.is_some() {
-            return None;
-        }
-        let shard = self.shard_of(homes.next()?);
-        if !homes.all(|id| self.shard_of(id) == shard) {
-            return None;
-        }
-        match self.target(shard, false) {
-            Target::Node(node) if node != self.node_id => Some(node),
-            _ => None,
-        }
-    }
+/// One shard's part of a write: (request index, result) pairs, and the node that
+/// answered it when it was forwarded.
+type WritePart<R> = (Vec<(usize, R)>, Option<u64>);
 
-    /// `reply`, naming the leader a write was forwarded to (`forwarded_to`) in the
+/// The leader to name in a write's reply: the node that answered it, when the whole
+/// write went to one node by forward (one part, forwarded); `None` otherwise.
+fn leader_hint<R>(parts: &[WritePart<R>]) -> Option<u64> {
+    match parts {
+        [(_, answered)] => *answered,
+        _ => None,
+    }
+}
+
+impl Router {
+    /// `reply`, naming the leader a write was forwarded to (`leader_hint`) in the
     /// `settle-leader` metadata, as a refusal does: the client sends its next requests
     /// there, sparing every later one the extra hop (a second decode and encode of up
     /// to a megabyte, and a second network round).
@@ -748,9 +762,8 @@ impl pb::ledger_server::Ledger for Router {
         let only = named_shard(request.metadata())?;
         let accounts = convert::request_accounts(request.get_ref()).map_err(invalid)?;
         check_count("accounts", accounts.len())?;
-        let forwarded = self.forwarded_to(only, accounts.iter().map(|a| a.id));
-        let results = if accounts.is_empty() {
-            Vec::new()
+        let (results, forwarded) = if accounts.is_empty() {
+            (Vec::new(), None)
         } else {
             Router::create_accounts(self, accounts, only).await?
         };
@@ -766,10 +779,8 @@ impl pb::ledger_server::Ledger for Router {
         let protocol = self.protocol(request.metadata())?;
         let transfers = convert::request_transfers(request.get_ref()).map_err(invalid)?;
         check_count("transfers", transfers.len())?;
-        // (Only advice: a post or void that names no accounts counts as account 0's.)
-        let forwarded = self.forwarded_to(only, transfers.iter().map(|t| t.debit_account_id));
-        let results = if transfers.is_empty() {
-            Vec::new()
+        let (results, forwarded) = if transfers.is_empty() {
+            (Vec::new(), None)
         } else {
             Router::create_transfers(self, transfers, protocol, only).await?
         };
