@@ -271,14 +271,15 @@ impl Executor {
     }
 
     fn log(&mut self, operation: Operation, timestamp: u64) -> Result<(), NodeError> {
+        let mut start = self.records.len();
         while self.wal.encode_next(operation, timestamp, &self.body, &mut self.records).is_none() {
             // The segment is full: once everything before is written, the log syncs it
             // and starts the next.
             self.drain()?;
             self.segment = self.wal.next_segment()?;
+            start = self.records.len();
         }
-        self.log_bytes_since_checkpoint +=
-            (crate::storage::wal::HEADER_SIZE + self.body.len()) as u64;
+        self.log_bytes_since_checkpoint += (self.records.len() - start) as u64;
         Ok(())
     }
 

@@ -6,7 +6,7 @@ pub mod wal;
 
 use std::path::Path;
 
-use settle_ledger::{Account, Ledger, MemStore, Transfer, RECORD_SIZE};
+use settle_ledger::{Account, Ledger, MemStore, Transfer};
 
 use crate::NodeError;
 use wal::{Operation, Record, Wal};
@@ -54,14 +54,15 @@ pub fn recover(data_dir: &Path, transfers_capacity: usize) -> Result<Recovered, 
 
 /// Re-executes one logged batch exactly as it first ran.
 fn replay(ledger: &mut Ledger, record: &Record) -> Result<(), NodeError> {
-    let events = record.body.chunks_exact(RECORD_SIZE).map(|chunk| chunk.try_into().expect("128"));
     let outcome = match record.operation {
         Operation::CreateAccounts => {
-            let accounts: Vec<Account> = events.map(Account::from_bytes).collect();
+            let mut accounts = Vec::with_capacity(record.count);
+            record.events(|event| accounts.push(Account::from_bytes(event)));
             ledger.create_accounts(record.timestamp, &accounts).map(drop)
         }
         Operation::CreateTransfers => {
-            let transfers: Vec<Transfer> = events.map(Transfer::from_bytes).collect();
+            let mut transfers = Vec::with_capacity(record.count);
+            record.events(|event| transfers.push(Transfer::from_bytes(event)));
             ledger.create_transfers(record.timestamp, &transfers).map(drop)
         }
         Operation::Pulse => ledger.expire_pending_transfers(record.timestamp).map(drop),
