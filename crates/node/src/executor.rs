@@ -84,6 +84,10 @@ pub struct ExecutorState {
     pub next_expiry: AtomicU64,
     /// Set when an fsync or a log write failed: the node must stop.
     pub failed: AtomicBool,
+    /// Notified when the node can no longer serve: a write or fsync failed, or the
+    /// executor stopped on its own (an error, or a panic such as a failed write of the
+    /// transfers file). Whoever runs the node waits on it and shuts the node down.
+    pub stopped: Arc<tokio::sync::Notify>,
 }
 
 struct SyncJob {
@@ -132,6 +136,7 @@ pub fn spawn(ledger: Ledger, wal: Wal, config: ExecutorConfig) -> Result<Spawned
     let state = Arc::new(ExecutorState {
         next_expiry: AtomicU64::new(ledger.next_expiry().unwrap_or(u64::MAX)),
         failed: AtomicBool::new(false),
+        stopped: Arc::new(tokio::sync::Notify::new()),
     });
     let segment = wal.sync_handle()?;
     let (recycle, recycled) = std_mpsc::channel();
@@ -151,7 +156,10 @@ pub fn spawn(ledger: Ledger, wal: Wal, config: ExecutorConfig) -> Result<Spawned
     };
     let thread = thread::Builder::new()
         .name("settle-executor".into())
-        .spawn(move || executor.run(receiver))
+        .spawn(move || {
+            let _notice = crate::ExitNotice(executor.state.stopped.clone());
+            executor.run(receiver)
+        })
         .map_err(NodeError::Thread)?;
     Ok(Spawned { requests: sender, state, thread })
 }
@@ -377,6 +385,7 @@ fn syncer(
         if let Err(error) = synced {
             tracing::error!(%error, "writing or syncing the log failed: stopping the node");
             state.failed.store(true, Ordering::SeqCst);
+            state.stopped.notify_one();
             outcome = Err(error);
         }
         for (reply, value) in job.replies {

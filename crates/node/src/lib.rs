@@ -46,6 +46,17 @@ pub(crate) const HTTP2_WINDOW_BYTES: u32 = 16 << 20;
 /// How often the node checks whether a pending transfer's deadline has passed.
 const PULSE_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Notifies its `Notify` when dropped: held by a thread the node cannot go on without,
+/// it tells the node that the thread ended, however it ended (dropped during a panic's
+/// unwinding too).
+pub(crate) struct ExitNotice(pub(crate) Arc<tokio::sync::Notify>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
 /// How to run a node.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -126,6 +137,7 @@ pub struct Node {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     pulse: JoinHandle<()>,
     executor: std::thread::JoinHandle<Result<(), NodeError>>,
+    state: Arc<ExecutorState>,
 }
 
 /// What recovery found, for the operator's log.
@@ -231,12 +243,20 @@ impl Node {
                 checkpoint_bytes: config.checkpoint_bytes,
             },
         )?;
-        let pulse = tokio::spawn(pulse(requests.clone(), state));
+        let pulse = tokio::spawn(pulse(requests.clone(), state.clone()));
         let (stop_server, stopped) = oneshot::channel::<()>();
         let router = grpc_server().add_service(ledger_service(requests));
         let server = tokio::spawn(serve(router, listener, stopped));
         tracing::info!(%local_addr, "serving");
-        Ok(Node { local_addr, stop_server, server, pulse, executor })
+        Ok(Node { local_addr, stop_server, server, pulse, executor, state })
+    }
+
+    /// Completes when the node can no longer serve on its own account (a log write or
+    /// fsync failed, or its executor stopped): then call [`Node::shutdown`], which
+    /// returns the error. Requests meanwhile are refused, and nothing acknowledged is
+    /// lost: a restart recovers from the disk.
+    pub async fn stopped(&self) {
+        self.state.stopped.notified().await;
     }
 
     /// The address the node listens on (useful with port 0).

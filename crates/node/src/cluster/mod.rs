@@ -132,6 +132,8 @@ pub struct ClusterNode {
     forwarder: JoinHandle<()>,
     inbox: SyncSender<Input>,
     engine: std::thread::JoinHandle<Result<(), NodeError>>,
+    /// Notified when the engine's thread ends.
+    engine_ended: std::sync::Arc<tokio::sync::Notify>,
     stats: std::sync::Arc<Stats>,
 }
 
@@ -194,9 +196,14 @@ impl ClusterNode {
             outbound,
             acceptors,
         )?;
+        let engine_ended = std::sync::Arc::new(tokio::sync::Notify::new());
+        let ended = crate::ExitNotice(engine_ended.clone());
         let engine = std::thread::Builder::new()
             .name("settle-engine".into())
             .spawn(move || {
+                // Tells the node when the engine stops (a failed write, fsync or
+                // replica), however it stops.
+                let _ended = ended;
                 // Held for as long as the engine may write.
                 let _lock = lock;
                 engine.run()
@@ -229,8 +236,16 @@ impl ClusterNode {
             forwarder,
             inbox: inbox_sender,
             engine,
+            engine_ended,
             stats,
         })
+    }
+
+    /// Notified when this node can no longer serve on its own account (its engine
+    /// stopped after a failed write, fsync or replica): then call
+    /// [`ClusterNode::shutdown`], which returns the error.
+    pub fn stop_notice(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.engine_ended.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {

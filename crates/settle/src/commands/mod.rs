@@ -109,15 +109,22 @@ impl Session {
 /// SIGINT (Ctrl-C) and SIGTERM, caught from the moment this is created: install it
 /// before announcing readiness, so that a signal sent right after cannot kill the
 /// process without a clean shutdown.
+///
+/// It also catches SIGXFSZ (a write past the file-size limit), whose default is to kill
+/// the process: the write then fails with an error the node reports and stops on,
+/// cleanly, like any other failed write.
 pub struct ShutdownSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    _file_size: tokio::signal::unix::Signal,
 }
 
 impl ShutdownSignals {
     pub fn install() -> Result<ShutdownSignals, Error> {
         use tokio::signal::unix::{signal, SignalKind};
+        let file_size = SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw());
         Ok(ShutdownSignals {
+            _file_size: signal(file_size).map_err(Error::io("cannot listen for SIGXFSZ"))?,
             interrupt: signal(SignalKind::interrupt())
                 .map_err(Error::io("cannot listen for SIGINT"))?,
             terminate: signal(SignalKind::terminate())

@@ -104,7 +104,15 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<Exi
     let mut signals = ShutdownSignals::install()?;
     let node = Node::start(config).await?;
     ready(node.local_addr());
-    let signal = signals.recv().await;
+    let signal = tokio::select! {
+        signal = signals.recv() => Some(signal),
+        () = node.stopped() => None,
+    };
+    let Some(signal) = signal else {
+        tracing::error!("the node cannot go on (see above): stopping");
+        node.shutdown().await?;
+        return Err(Error::Other("the node stopped on its own after a failure".into()));
+    };
     tracing::info!("{signal}: shutting down (a second signal does not hurry it)");
     node.shutdown().await?;
     tracing::info!("node stopped cleanly");
@@ -132,7 +140,23 @@ pub async fn serve_cluster(
     }
     let addresses: Vec<SocketAddr> = started.iter().map(|n| n.local_addr()).collect();
     ready(&addresses);
-    let signal = signals.recv().await;
+    let mut ended = tokio::task::JoinSet::new();
+    for node in &started {
+        let notice = node.stop_notice();
+        ended.spawn(async move { notice.notified().await });
+    }
+    let signal = tokio::select! {
+        signal = signals.recv() => signal,
+        _ = ended.join_next() => {
+            tracing::error!("a node cannot go on (see above): stopping");
+            let mut outcome = Ok(());
+            for node in started {
+                outcome = outcome.and(node.shutdown().await);
+            }
+            outcome?;
+            return Err(Error::Other("a node stopped on its own after a failure".into()));
+        }
+    };
     tracing::info!("{signal}: shutting down (a second signal does not hurry it)");
     let mut outcome = Ok(());
     for node in started {

@@ -4,7 +4,8 @@
 //!
 //! Processes are watched without sleeps: a node is ready when it prints `listening on`,
 //! and its stdout and stderr are drained by threads, so a chatty or silent node can
-//! never block the test.
+//! never block the test. (A node expected to exit on its own is polled for, with a
+//! deadline: [`NodeProcess::wait_exit`].)
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
@@ -245,6 +246,27 @@ impl NodeProcess {
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
         let status = self.child.wait().expect("reap the node");
         (status.success(), self.finish_stderr())
+    }
+
+    /// Waits for the node to exit on its own (at most `limit`), then returns its exit
+    /// status and stderr; panics, killing it, if it is still running by then.
+    pub fn wait_exit(mut self, limit: Duration) -> (ExitStatus, String) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the node") {
+                return (status, self.finish_stderr());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node still runs after {limit:?}\nstderr:\n{}",
+                self.stderr.text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Joins the stderr thread (the process must have exited) and returns its output.
