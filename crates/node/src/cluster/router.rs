@@ -17,7 +17,12 @@
 //! or to every shard (lookups by transfer id, queries), and are merged.
 //!
 //! Post and void name their pending transfer; when they leave the account ids zero,
-//! the router looks the pending transfer up (on every shard) to place them.
+//! the router looks the pending transfer up (on every shard) to place them. A
+//! cross-shard pending transfer is acknowledged once its decision is durable, and its
+//! participants store it when the decision reaches them, a moment later: so until the
+//! pending transfer is stored at each shard holding one of its accounts, the lookup is
+//! repeated (backing off, for at most [`PENDING_SETTLE_WAIT`]), and a post or void sent
+//! right after its pending transfer's acknowledgement finds it.
 //!
 //! Touches: the engine's request channel, gRPC clients to the other nodes.
 
@@ -55,6 +60,10 @@ const FORWARD_HOPS_MAX: usize = 3;
 /// read points' trip through each shard's log), doubling on each attempt a shard's
 /// clock had already passed, for at most `SNAPSHOT_ATTEMPTS_MAX` attempts.
 const SNAPSHOT_LEAD_NS: u64 = 20_000_000;
+/// Longest a post or void that left its accounts zero waits for its pending transfer
+/// to be stored at every shard holding one of its accounts (see the module docs). A
+/// pending id that does not exist fails after this wait.
+pub const PENDING_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 const SNAPSHOT_ATTEMPTS_MAX: u32 = 4;
 /// How far ahead of this node's clock a client may ask to read: every shard's clock
 /// moves there (and pending transfers due by then expire), so not far.
@@ -320,12 +329,31 @@ impl Router {
         if missing.is_empty() {
             return Ok(());
         }
-        let found: HashMap<u128, Transfer> = self
-            .lookup_transfers_everywhere(&missing)
-            .await?
-            .into_iter()
-            .map(|t| (t.id, t))
-            .collect();
+        let deadline = tokio::time::Instant::now() + PENDING_SETTLE_WAIT;
+        let mut backoff = std::time::Duration::from_millis(2);
+        let found = loop {
+            let by_shard = self.lookup_transfers_by_shard(&missing).await?;
+            let mut found: HashMap<u128, Transfer> = HashMap::new();
+            let mut holders: HashMap<u128, Vec<u64>> = HashMap::new();
+            for (shard, transfers) in by_shard {
+                for transfer in transfers {
+                    holders.entry(transfer.id).or_default().push(shard);
+                    found.entry(transfer.id).or_insert(transfer);
+                }
+            }
+            let settled = missing.iter().all(|id| {
+                found.get(id).is_some_and(|p| {
+                    let shards =
+                        [self.shard_of(p.debit_account_id), self.shard_of(p.credit_account_id)];
+                    shards.iter().all(|shard| holders[id].contains(shard))
+                })
+            });
+            if settled || tokio::time::Instant::now() + backoff > deadline {
+                break found;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_millis(50));
+        };
         for t in transfers.iter_mut() {
             if let Some(p) = found.get(&t.pending_id) {
                 if t.flags.intersects(
@@ -669,6 +697,20 @@ impl Router {
     }
 
     async fn lookup_transfers_everywhere(&self, ids: &[u128]) -> Result<Vec<Transfer>, Status> {
+        let mut found: HashMap<u128, Transfer> = HashMap::new();
+        for (_, transfers) in self.lookup_transfers_by_shard(ids).await? {
+            for transfer in transfers {
+                found.entry(transfer.id).or_insert(transfer);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.get(id).copied()).collect())
+    }
+
+    /// What each shard stores of the transfers `ids`.
+    async fn lookup_transfers_by_shard(
+        &self,
+        ids: &[u128],
+    ) -> Result<Vec<(u64, Vec<Transfer>)>, Status> {
         let parts = self.shards.iter().map(|&shard| {
             let ids = ids.to_vec();
             async move {
@@ -679,16 +721,10 @@ impl Router {
                         async move { client.lookup_transfers(request).await }
                     })
                     .await?;
-                transfers_of(answer)
+                Ok((shard, transfers_of(answer)?))
             }
         });
-        let mut found: HashMap<u128, Transfer> = HashMap::new();
-        for part in join_all(parts).await {
-            for transfer in part? {
-                found.entry(transfer.id).or_insert(transfer);
-            }
-        }
-        Ok(ids.iter().filter_map(|id| found.get(id).copied()).collect())
+        join_all(parts).await.into_iter().collect()
     }
 }
 
