@@ -10,11 +10,17 @@
 //!
 //! Here the records live in anonymous memory maps: segments that double from 64 KiB up
 //! to [`SEGMENT_BYTES_MAX`], then stay at that size. Growth adds a segment and never
-//! moves a record. Large segments are advised for transparent huge pages (2 MiB pages:
-//! fewer TLB misses, 512 times fewer faults), and each one is prepared ahead, on a
-//! helper thread: while the table fills one large segment, the helper maps the next and
-//! faults every page of it in, so the owner's thread finds it ready. This costs at most
-//! one segment of memory ahead per table. (Without THP the same holds with 4 KiB pages.)
+//! moves a record. Each large segment is prepared ahead, on a helper thread: while the
+//! table fills one large segment, the helper maps the next and faults every page of it
+//! in, so the owner's thread finds it ready. This costs at most one segment of memory
+//! ahead per table.
+//!
+//! Segments are not advised for transparent huge pages. With the advice, the kernel
+//! (THP `defrag=madvise`, the common default) compacts memory synchronously to find
+//! each 2 MiB page: faulting in an 8 MiB segment took the helper 26-28 ms instead of
+//! 5-7 ms, CPU taken from the node's other threads on a two-core machine, and the node
+//! bench's batch latency p99 was 11-12 ms instead of 8-9; the ledger bench ran at the
+//! same rate either way (6.2-6.3 against 6.1-6.5 M/s).
 //!
 //! Records are stored in their little-endian encoding ([`Fixed`]), which keeps this
 //! module free of `unsafe`: reading one decodes it, which for these plain fields
@@ -22,7 +28,7 @@
 
 use std::marker::PhantomData;
 
-use memmap2::{Advice, MmapMut};
+use memmap2::MmapMut;
 
 use crate::types::{Transfer, RECORD_SIZE};
 
@@ -41,9 +47,8 @@ const FIRST_SEGMENT_BYTES: usize = 64 << 10;
 /// The size of every segment from the one that reaches it on: the memory prepared
 /// ahead of a table, and the granularity in which it grows.
 const SEGMENT_BYTES_MAX: usize = 8 << 20;
-/// Segments at least this large (the x86-64 huge page) are advised for huge pages and
-/// prepared ahead.
-const HUGE_PAGE_BYTES: usize = 2 << 20;
+/// Segments at least this large are prepared ahead.
+const PREPARED_BYTES_MIN: usize = 2 << 20;
 /// 2^40 bytes of records at most: a limit far above any table, that bounds the number
 /// of segments.
 const SEGMENTS_MAX: usize = (1 << 40) / SEGMENT_BYTES_MAX;
@@ -164,7 +169,7 @@ impl<T: Fixed> Segmented<T> {
         assert_eq!(map.len(), bytes);
         self.segments.push(map);
         let next_bytes = Self::segment_bytes(segment + 1);
-        if next_bytes >= HUGE_PAGE_BYTES {
+        if next_bytes >= PREPARED_BYTES_MIN {
             // If the thread cannot be started, the segment is mapped when needed.
             self.next = std::thread::Builder::new()
                 .name("settle-table-prepare".into())
@@ -174,16 +179,10 @@ impl<T: Fixed> Segmented<T> {
     }
 }
 
-/// A fresh segment of `bytes`; large ones are advised for huge pages.
+/// A fresh segment of `bytes`.
 fn map_segment(bytes: usize) -> MmapMut {
-    let map = MmapMut::map_anon(bytes)
-        .unwrap_or_else(|error| panic!("cannot map {bytes} bytes of memory for a table: {error}"));
-    if bytes >= HUGE_PAGE_BYTES {
-        // Only advice: without huge pages (or THP turned off) the memory is the same,
-        // faulted in smaller pages.
-        let _ = map.advise(Advice::HugePage);
-    }
-    map
+    MmapMut::map_anon(bytes)
+        .unwrap_or_else(|error| panic!("cannot map {bytes} bytes of memory for a table: {error}"))
 }
 
 /// A fresh segment with every page faulted in (by writing the zero it already holds),
