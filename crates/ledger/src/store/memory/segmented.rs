@@ -45,8 +45,12 @@ pub(super) trait Fixed: Copy {
 /// create many small tables.
 const FIRST_SEGMENT_BYTES: usize = 64 << 10;
 /// The size of every segment from the one that reaches it on: the memory prepared
-/// ahead of a table, and the granularity in which it grows.
-const SEGMENT_BYTES_MAX: usize = 8 << 20;
+/// ahead of a table, and the granularity in which it grows. Small, so that the
+/// helper's work comes in small, frequent pieces: with 8 MiB segments, the three
+/// tables of a node crossed a segment boundary together every 2^20 transfers and the
+/// helpers took the second core for 15-20 ms at once (the node bench's slowest batches
+/// came every 128 batches, p99 8.9-10.3 ms); with 2 MiB, p99 6.5-7.7 ms.
+const SEGMENT_BYTES_MAX: usize = 2 << 20;
 /// Segments at least this large are prepared ahead.
 const PREPARED_BYTES_MIN: usize = 2 << 20;
 /// 2^40 bytes of records at most: a limit far above any table, that bounds the number
