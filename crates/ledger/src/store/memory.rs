@@ -43,7 +43,12 @@ pub struct MemStore {
     pending: FxHashMap<u128, PendingState>,
     /// (expires_at, pending transfer id), in expiry order.
     expiry: BTreeSet<(u64, u128)>,
-    reservations: FxHashMap<(u128, Side), Reservation>,
+    /// Cross-shard reservations by (transfer id, side): their state, and the position
+    /// of the transfer as reserved in `reservation_transfers`. The map holds 48 bytes an
+    /// entry instead of a whole record: it grows with every cross-shard transfer, and
+    /// each time it doubles it moves (and faults in) everything it holds.
+    reservations: FxHashMap<(u128, Side), (u32, ReservationState)>,
+    reservation_transfers: segmented::Segmented<Transfer>,
     /// pending id -> id of the prepared post/void holding it (derived from reservations).
     pending_locks: FxHashMap<u128, u128>,
     /// Present while a scope is open.
@@ -100,6 +105,23 @@ impl MemStore {
     /// Whether nothing was stored yet.
     pub fn is_empty(&self) -> bool {
         self.accounts.is_empty() && self.transfers.len() == 0 && self.failed_ids.is_empty()
+    }
+
+    /// Stores `reservation` (a new one, or over the one with its id and side).
+    fn write_reservation(&mut self, reservation: Reservation) {
+        let key = (reservation.transfer.id, reservation.side);
+        match self.reservations.get_mut(&key) {
+            Some((position, state)) => {
+                *state = reservation.state;
+                self.reservation_transfers.set(*position as usize, reservation.transfer);
+            }
+            None => {
+                let position = u32::try_from(self.reservation_transfers.len())
+                    .expect("fewer than 2^32 reservations");
+                self.reservation_transfers.push(reservation.transfer);
+                self.reservations.insert(key, (position, reservation.state));
+            }
+        }
     }
 
     /// A prepared post/void holds its pending transfer until it commits or aborts.
@@ -200,11 +222,19 @@ impl MemStore {
                 }
             }
             Undo::ReservationSet { id, side, old } => {
-                let current = self.reservations.remove(&(id, side)).expect("set reservation");
+                let current = self.reservation(id, side).expect("set reservation");
                 self.unlock(&current);
-                if let Some(old) = old {
-                    self.lock(&old);
-                    self.reservations.insert((id, side), old);
+                match old {
+                    Some(old) => {
+                        self.lock(&old);
+                        self.write_reservation(old);
+                    }
+                    None => {
+                        // Undone newest first: its record is the last one.
+                        let (position, _) = self.reservations.remove(&(id, side)).expect("set");
+                        assert_eq!(position as usize + 1, self.reservation_transfers.len());
+                        self.reservation_transfers.pop();
+                    }
                 }
             }
             Undo::PendingSet { id, old } => match old {
@@ -417,17 +447,20 @@ impl Store for MemStore {
     }
 
     fn reservation(&self, id: u128, side: Side) -> Option<Reservation> {
-        self.reservations.get(&(id, side)).copied()
+        let &(position, state) = self.reservations.get(&(id, side))?;
+        let transfer = self.reservation_transfers.get(position as usize);
+        Some(Reservation { transfer, side, state })
     }
 
     fn set_reservation(&mut self, reservation: Reservation) {
-        let key = (reservation.transfer.id, reservation.side);
-        let old = self.reservations.insert(key, reservation);
+        let old = self.reservation(reservation.transfer.id, reservation.side);
         if let Some(old) = &old {
             self.unlock(old);
         }
+        self.write_reservation(reservation);
         self.lock(&reservation);
-        self.log(Undo::ReservationSet { id: key.0, side: key.1, old });
+        let (id, side) = (reservation.transfer.id, reservation.side);
+        self.log(Undo::ReservationSet { id, side, old });
     }
 
     fn pending_locked_by(&self, pending_id: u128) -> Option<u128> {
@@ -435,7 +468,11 @@ impl Store for MemStore {
     }
 
     fn reservations(&self) -> Vec<Reservation> {
-        let mut all: Vec<Reservation> = self.reservations.values().copied().collect();
+        let mut all: Vec<Reservation> = self
+            .reservations
+            .keys()
+            .map(|&(id, side)| self.reservation(id, side).expect("a key of the map"))
+            .collect();
         all.sort_unstable_by_key(|r| (r.transfer.id, r.side == Side::Credit));
         all
     }
