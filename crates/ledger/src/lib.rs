@@ -15,15 +15,15 @@
 //!   one-sided reserve/post/release hooks that cross-shard commit builds on.
 //! - [`request`]: every operation as one value (`Write`, `Read`, `Reply`), the one
 //!   dispatch of it, and the byte encoding of writes that replicated logs carry.
-//! - [`packed`]: records with their zero bytes left out, the form they take on disk
+//! - [`compact`]: records with their zero bytes left out, the form they take on disk
 //!   and between replicas.
 //! - [`store`]: the tables behind the `Store` trait, and `MemStore`, the in-memory one.
 //!
 //! The full contract (order of checks, what changes on success) is `SEMANTICS.md`
 //! beside this crate's `Cargo.toml`.
 
+pub mod compact;
 pub mod ledger;
-pub mod packed;
 pub mod request;
 pub mod results;
 pub mod store;

@@ -5,7 +5,7 @@
 //!
 //! Writes also have a stable byte encoding ([`Write::encode`]): it is what a replicated
 //! log carries, so every replica decodes and executes the very same bytes. Events
-//! travel packed ([`crate::packed`]): every byte of an entry is hashed, written and
+//! travel compact ([`crate::compact`]): every byte of an entry is hashed, written and
 //! fsynced at each replica and sent to each follower.
 
 use crate::ledger::{BatchError, Ledger};
@@ -64,8 +64,8 @@ pub enum DecodeError {
     UnknownOperation(u8),
     #[error("a write's body must be whole {RECORD_SIZE}-byte records of at most {BATCH_EVENTS_MAX} events, got {0} bytes")]
     BadBody(usize),
-    #[error("a write's packed events do not decode: {0}")]
-    BadPacked(crate::packed::PackedError),
+    #[error("a write's compact events do not decode: {0}")]
+    BadCompact(crate::compact::CompactError),
     #[error("a write holds at most {BATCH_EVENTS_MAX} events, got {0}")]
     TooManyEvents(usize),
     #[error("a pulse carries no events, got {0} bytes")]
@@ -78,10 +78,10 @@ pub const HEADER_SIZE: usize = 9;
 const OP_CREATE_ACCOUNTS: u8 = 1;
 const OP_CREATE_TRANSFERS: u8 = 2;
 const OP_PULSE: u8 = 3;
-/// Set in the operation byte when the events are packed: a u32 (LE) count, then the
-/// packed events. Without it (entries written by earlier builds) the body is whole
+/// Set in the operation byte when the events are compact: a u32 (LE) count, then the
+/// compact events. Without it (entries written by earlier builds) the body is whole
 /// 128-byte records.
-const PACKED: u8 = 0x80;
+const COMPACT: u8 = 0x80;
 
 impl Write {
     /// How many events the batch holds (0 for a pulse).
@@ -95,27 +95,27 @@ impl Write {
 
     /// Appends the encoding of this write, proposed at `clock_ns` on the proposer's
     /// clock, to `out`: operation byte, `clock_ns` (u64 LE), then (unless a pulse) the
-    /// event count (u32 LE) and the events, packed.
+    /// event count (u32 LE) and the events, compact.
     pub fn encode(&self, clock_ns: u64, out: &mut Vec<u8>) {
         let (op, records) = match self {
-            Write::CreateAccounts(accounts) => (OP_CREATE_ACCOUNTS | PACKED, accounts.len()),
-            Write::CreateTransfers(transfers) => (OP_CREATE_TRANSFERS | PACKED, transfers.len()),
+            Write::CreateAccounts(accounts) => (OP_CREATE_ACCOUNTS | COMPACT, accounts.len()),
+            Write::CreateTransfers(transfers) => (OP_CREATE_TRANSFERS | COMPACT, transfers.len()),
             Write::Pulse => (OP_PULSE, 0),
         };
         assert!(records <= BATCH_EVENTS_MAX);
-        // Most records pack into far less than 128 bytes: reserve for a third.
+        // Most records take far less than 128 bytes compact: reserve for a third.
         out.reserve(HEADER_SIZE + 4 + records * RECORD_SIZE / 3);
         out.push(op);
         out.extend_from_slice(&clock_ns.to_le_bytes());
-        if op & PACKED != 0 {
+        if op & COMPACT != 0 {
             out.extend_from_slice(&(records as u32).to_le_bytes());
         }
         match self {
             Write::CreateAccounts(accounts) => {
-                accounts.iter().for_each(|a| crate::packed::pack(&a.to_bytes(), out));
+                accounts.iter().for_each(|a| crate::compact::encode(&a.to_bytes(), out));
             }
             Write::CreateTransfers(transfers) => {
-                transfers.iter().for_each(|t| crate::packed::pack(&t.to_bytes(), out));
+                transfers.iter().for_each(|t| crate::compact::encode(&t.to_bytes(), out));
             }
             Write::Pulse => {}
         }
@@ -128,10 +128,10 @@ impl Write {
         }
         let clock_ns = u64::from_le_bytes(bytes[1..HEADER_SIZE].try_into().expect("8 bytes"));
         let body = &bytes[HEADER_SIZE..];
-        if matches!(bytes[0] & !PACKED, OP_CREATE_ACCOUNTS | OP_CREATE_TRANSFERS)
-            && bytes[0] & PACKED != 0
+        if matches!(bytes[0] & !COMPACT, OP_CREATE_ACCOUNTS | OP_CREATE_TRANSFERS)
+            && bytes[0] & COMPACT != 0
         {
-            return Self::decode_packed(bytes[0] & !PACKED, body).map(|write| (write, clock_ns));
+            return Self::decode_compact(bytes[0] & !COMPACT, body).map(|write| (write, clock_ns));
         }
         let whole =
             body.len().is_multiple_of(RECORD_SIZE) && body.len() / RECORD_SIZE <= BATCH_EVENTS_MAX;
@@ -153,8 +153,8 @@ impl Write {
         Ok((write, clock_ns))
     }
 
-    /// The body of a packed create: a u32 count, then that many packed events.
-    fn decode_packed(op: u8, body: &[u8]) -> Result<Write, DecodeError> {
+    /// The body of a compact create: a u32 count, then that many compact events.
+    fn decode_compact(op: u8, body: &[u8]) -> Result<Write, DecodeError> {
         let count = body.get(..4).ok_or(DecodeError::BadBody(body.len()))?;
         let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
         if count > BATCH_EVENTS_MAX {
@@ -163,13 +163,13 @@ impl Write {
         let events = &body[4..];
         Ok(if op == OP_CREATE_ACCOUNTS {
             let mut accounts = Vec::with_capacity(count);
-            crate::packed::unpack_all(events, count, |r| accounts.push(Account::from_bytes(r)))
-                .map_err(DecodeError::BadPacked)?;
+            crate::compact::decode_all(events, count, |r| accounts.push(Account::from_bytes(r)))
+                .map_err(DecodeError::BadCompact)?;
             Write::CreateAccounts(accounts)
         } else {
             let mut transfers = Vec::with_capacity(count);
-            crate::packed::unpack_all(events, count, |r| transfers.push(Transfer::from_bytes(r)))
-                .map_err(DecodeError::BadPacked)?;
+            crate::compact::decode_all(events, count, |r| transfers.push(Transfer::from_bytes(r)))
+                .map_err(DecodeError::BadCompact)?;
             Write::CreateTransfers(transfers)
         })
     }
@@ -244,13 +244,13 @@ mod tests {
             if write != Write::Pulse {
                 assert!(matches!(
                     Write::decode(&bytes[..bytes.len() - 1]),
-                    Err(DecodeError::BadPacked(_))
+                    Err(DecodeError::BadCompact(_))
                 ));
                 let mut longer = bytes.clone();
                 longer.push(0);
-                assert!(matches!(Write::decode(&longer), Err(DecodeError::BadPacked(_))));
+                assert!(matches!(Write::decode(&longer), Err(DecodeError::BadCompact(_))));
                 // An entry of an earlier build: whole 128-byte records, no count.
-                let mut old = vec![bytes[0] & !PACKED];
+                let mut old = vec![bytes[0] & !COMPACT];
                 old.extend_from_slice(&42u64.to_le_bytes());
                 match &write {
                     Write::CreateTransfers(ts) => ts.iter().for_each(|t| old.extend(t.to_bytes())),
@@ -264,7 +264,7 @@ mod tests {
                 );
             }
         }
-        let mut huge = vec![OP_CREATE_TRANSFERS | PACKED];
+        let mut huge = vec![OP_CREATE_TRANSFERS | COMPACT];
         huge.extend_from_slice(&[0; 8]);
         huge.extend_from_slice(&(BATCH_EVENTS_MAX as u32 + 1).to_le_bytes());
         assert_eq!(Write::decode(&huge), Err(DecodeError::TooManyEvents(BATCH_EVENTS_MAX + 1)));

@@ -63,7 +63,7 @@ pub struct Config {
     pub seed: u64,
     /// Keep the ledger's transfer records in files named after this path (a new
     /// generation, `<path>.<n>`, each time the ledger is rebuilt from a snapshot)
-    /// instead of in memory. Only a tail, an index and a checksum per record stay in
+    /// instead of in memory. Only a tail, an index and a checksum per chunk stay in
     /// memory, and a checkpoint's capture does not copy the records.
     pub transfers_file: Option<std::path::PathBuf>,
     /// How many transfers the indexes are sized for up front (a hint).

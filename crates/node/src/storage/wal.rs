@@ -3,7 +3,7 @@
 //! The log is a directory of segment files named by the op number of their first
 //! record (`00000000000000000001.wal`); a new segment starts past
 //! [`SEGMENT_BYTES_MAX`]. A record is a 48-byte header and a body: the events, each
-//! packed (`settle_ledger::packed`: zero bytes left out, so a typical transfer takes a
+//! compact (`settle_ledger::compact`: zero bytes left out, so a typical transfer takes a
 //! fraction of its 128 bytes of log, hashing, page cache and fsync), then zeros up to
 //! a multiple of 16 bytes (so every record starts at a multiple of 16):
 //!
@@ -50,7 +50,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use settle_ledger::packed::{self, PACKED_SIZE_MAX};
+use settle_ledger::compact::{self, COMPACT_SIZE_MAX};
 use settle_ledger::RECORD_SIZE;
 
 pub const HEADER_SIZE: usize = 48;
@@ -58,8 +58,8 @@ const MAGIC: &[u8; 4] = b"SWAL";
 const VERSION: u16 = 2;
 /// A segment is closed once it grows past this size.
 pub const SEGMENT_BYTES_MAX: u64 = 256 << 20;
-/// Largest body a record may have: one full batch of events that do not pack at all.
-pub const BODY_BYTES_MAX: usize = (settle_ledger::BATCH_EVENTS_MAX * PACKED_SIZE_MAX + 15) & !15;
+/// Largest body a record may have: one full batch of events that do not shrink at all.
+pub const BODY_BYTES_MAX: usize = (settle_ledger::BATCH_EVENTS_MAX * COMPACT_SIZE_MAX + 15) & !15;
 /// Every record starts at a multiple of this (it lets recovery look for a valid record
 /// after a bad one without trying every byte).
 const ALIGN: usize = 16;
@@ -92,14 +92,14 @@ pub struct Record {
     pub operation: Operation,
     /// How many events `body` holds.
     pub count: usize,
-    /// The events, packed, concatenated (no padding); checked to decode when read.
+    /// The events, compact, concatenated (no padding); checked to decode when read.
     pub body: Vec<u8>,
 }
 
 impl Record {
     /// Each event, in its 128-byte encoding, in order.
     pub fn events(&self, visit: impl FnMut(&[u8; RECORD_SIZE])) {
-        packed::unpack_all(&self.body, self.count, visit)
+        compact::decode_all(&self.body, self.count, visit)
             .expect("a record's body was checked to decode when it was read");
     }
 }
@@ -125,7 +125,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
     move |source| WalError::Io { path: path.to_path_buf(), source }
 }
 
-/// Encodes a record (header, then `events`, whole 128-byte events, packed) onto `out`.
+/// Encodes a record (header, then `events`, whole 128-byte events, compact) onto `out`.
 pub fn encode(operation: Operation, op: u64, timestamp: u64, events: &[u8], out: &mut Vec<u8>) {
     let count = events.len() / RECORD_SIZE;
     assert!(events.len().is_multiple_of(RECORD_SIZE));
@@ -141,7 +141,7 @@ pub fn encode(operation: Operation, op: u64, timestamp: u64, events: &[u8], out:
     out.extend_from_slice(&op.to_le_bytes());
     out.extend_from_slice(&timestamp.to_le_bytes());
     out.extend_from_slice(&[0; 16]);
-    packed::pack_all(events, out);
+    compact::encode_all(events, out);
     out.resize(start + HEADER_SIZE + (out.len() - start - HEADER_SIZE).next_multiple_of(ALIGN), 0);
     let body_len = out.len() - start - HEADER_SIZE;
     assert!(body_len <= BODY_BYTES_MAX);
@@ -223,15 +223,15 @@ fn read_record(reader: &mut impl Read) -> Result<Option<Record>, &'static str> {
         return Err("checksum mismatch");
     }
     if parsed.version == 1 {
-        // Whole 128-byte events: pack them, so every record reads the same way.
-        let mut packed = Vec::with_capacity(body.len() / 2);
-        packed::pack_all(&body, &mut packed);
-        body = packed;
+        // Whole 128-byte events: make them compact, so every record reads the same way.
+        let mut events = Vec::with_capacity(body.len() / 2);
+        compact::encode_all(&body, &mut events);
+        body = events;
     } else {
         // The events, then zero padding to the alignment, nothing else.
         let mut at = 0;
         for _ in 0..parsed.count {
-            at += packed::unpack(&body[at..]).map_err(|_| "events that do not decode")?.1;
+            at += compact::decode(&body[at..]).map_err(|_| "events that do not decode")?.1;
         }
         if body.len() - at >= ALIGN || body[at..].iter().any(|&b| b != 0) {
             return Err("bytes after the events");
@@ -606,17 +606,17 @@ mod tests {
     }
 
     #[test]
-    fn events_are_packed_and_a_version_1_log_still_replays() {
+    fn events_are_compact_and_a_version_1_log_still_replays() {
         // A transfer-like event: a few small fields, the rest zero.
         let mut event = [0u8; RECORD_SIZE];
         event[0] = 42;
         event[16] = 7;
         event[48] = 1;
         let events = event.repeat(100);
-        let mut packed = Vec::new();
-        encode(Operation::CreateTransfers, 1, 10, &events, &mut packed);
-        assert!(packed.len() < events.len() / 4, "{} bytes", packed.len());
-        assert!(packed.len().is_multiple_of(ALIGN));
+        let mut compact = Vec::new();
+        encode(Operation::CreateTransfers, 1, 10, &events, &mut compact);
+        assert!(compact.len() < events.len() / 4, "{} bytes", compact.len());
+        assert!(compact.len().is_multiple_of(ALIGN));
 
         let dir = tempfile::tempdir().unwrap();
         let mut old = encode_v1(Operation::CreateTransfers, 1, 10, &events);

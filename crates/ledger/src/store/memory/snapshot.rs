@@ -10,7 +10,7 @@
 //! side u8, state u8), and (version 2) an extension: opaque bytes of the layer above the
 //! ledger (the commit protocols' records), as a count and the bytes; last, the BLAKE3
 //! hash of everything before it (32 bytes). From version 3, the account and transfer
-//! records are packed (`crate::packed`: a snapshot of the bench's ten million
+//! records are compact (`crate::compact`: a snapshot of the bench's ten million
 //! transfers is a fifth of the size to write, hash, send and read). Versions 1 (no
 //! extension) and 2 (records whole) still read.
 //!
@@ -148,7 +148,7 @@ impl SnapshotSource {
         assert!(version == 2 || version == VERSION);
         let event = |record: &[u8; RECORD_SIZE], out: &mut Vec<u8>| {
             if version >= 3 {
-                crate::packed::pack(record, out);
+                crate::compact::encode(record, out);
             } else {
                 out.extend_from_slice(record);
             }
@@ -161,7 +161,7 @@ impl SnapshotSource {
         // Records go out a megabyte at a time: BLAKE3 (and the writer) are many times
         // faster on large inputs than on one record per call. Same bytes.
         const CHUNK_BYTES: usize = 8192 * crate::types::RECORD_SIZE;
-        let mut chunk = Vec::with_capacity(CHUNK_BYTES + crate::packed::PACKED_SIZE_MAX);
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES + crate::compact::COMPACT_SIZE_MAX);
         w.put(&(self.accounts.len() as u64).to_le_bytes())?;
         for account in &self.accounts {
             event(&account.to_bytes(), &mut chunk);
@@ -274,26 +274,26 @@ impl<R: Read> Parser<R> {
     fn record(&mut self) -> Result<[u8; RECORD_SIZE], SnapshotError> {
         self.bytes()
     }
-    /// An account or transfer record: packed from version 3, whole before.
-    fn event(&mut self, packed: bool) -> Result<[u8; RECORD_SIZE], SnapshotError> {
-        if !packed {
+    /// An account or transfer record: compact from version 3, whole before.
+    fn event(&mut self, compact: bool) -> Result<[u8; RECORD_SIZE], SnapshotError> {
+        if !compact {
             return self.record();
         }
-        let mut bytes = [0u8; crate::packed::PACKED_SIZE_MAX];
+        let mut bytes = [0u8; crate::compact::COMPACT_SIZE_MAX];
         let lengths: [u8; 8] = self.bytes()?;
         bytes[..8].copy_from_slice(&lengths);
-        let len = crate::packed::packed_len(&lengths);
+        let len = crate::compact::encoded_len(&lengths);
         if len > bytes.len() {
-            return Err(SnapshotError::Invalid("a packed record's word length above 8"));
+            return Err(SnapshotError::Invalid("a compact record's word length above 8"));
         }
         if (len - 8) as u64 > self.remaining {
             return Err(SnapshotError::Truncated);
         }
         self.inner.read_exact(&mut bytes[8..len])?;
         self.remaining -= (len - 8) as u64;
-        match crate::packed::unpack(&bytes[..len]) {
+        match crate::compact::decode(&bytes[..len]) {
             Ok((record, used)) if used == len => Ok(record),
-            _ => Err(SnapshotError::Invalid("a packed record that does not decode")),
+            _ => Err(SnapshotError::Invalid("a compact record that does not decode")),
         }
     }
     /// A section's item count, refused if its items cannot fit in what is left.
@@ -315,12 +315,12 @@ impl<R: Read> Parser<R> {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let commit_timestamp = self.u64()?;
-        let packed = version >= 3;
+        let compact = version >= 3;
         // The least an account or transfer record takes.
-        let event_size = if packed { 8 } else { RECORD_SIZE as u64 };
+        let event_size = if compact { 8 } else { RECORD_SIZE as u64 };
 
         for _ in 0..self.count(event_size)? {
-            let account = Account::from_bytes(&self.event(packed)?);
+            let account = Account::from_bytes(&self.event(compact)?);
             if account.timestamp <= store.account_timestamp_max()
                 || account.id == 0
                 || store.account(account.id).is_some()
@@ -330,7 +330,7 @@ impl<R: Read> Parser<R> {
             store.insert_account(account);
         }
         for _ in 0..self.count(event_size)? {
-            let transfer = Transfer::from_bytes(&self.event(packed)?);
+            let transfer = Transfer::from_bytes(&self.event(compact)?);
             if transfer.timestamp <= store.transfer_timestamp_max()
                 || transfer.id == 0
                 || store.transfer(transfer.id).is_some()
@@ -489,14 +489,14 @@ mod tests {
     }
 
     #[test]
-    fn records_are_packed_and_a_version_2_snapshot_still_reads() {
+    fn records_are_compact_and_a_version_2_snapshot_still_reads() {
         let ledger = sample();
         let source = ledger.snapshot_source().unwrap();
-        let (mut packed, mut whole) = (Vec::new(), Vec::new());
-        source.write(&mut packed).unwrap();
+        let (mut compact, mut whole) = (Vec::new(), Vec::new());
+        source.write(&mut compact).unwrap();
         source.write_version(&mut whole, 2).unwrap();
         // Four accounts and three transfers of mostly zero bytes.
-        assert!(packed.len() + 5 * RECORD_SIZE < whole.len(), "{} {}", packed.len(), whole.len());
+        assert!(compact.len() + 5 * RECORD_SIZE < whole.len(), "{} {}", compact.len(), whole.len());
         let (store, commit_timestamp, _) = round_trip(&whole).unwrap();
         let mut restored = Ledger::new(store);
         restored.observe_timestamp(commit_timestamp);

@@ -4,8 +4,8 @@
 //! Records live either in memory or in a file (`TransferTable::in_file`): then only a
 //! tail of recent records, the index, and an offset and a 64-bit checksum per chunk of
 //! the file stay in memory, so that ten million transfers fit a node in well under
-//! 1 GiB. The file holds chunks of [`CHUNK_RECORDS`] records, packed
-//! (`crate::packed`: the bench's transfers take a sixth of their 128 bytes, and every
+//! 1 GiB. The file holds chunks of [`CHUNK_RECORDS`] records, compact
+//! (`crate::compact`: the bench's transfers take a sixth of their 128 bytes, and every
 //! byte written here is page cache to fill and, sooner or later, disk bandwidth taken
 //! from the log's fsyncs). Reading an older record is a `pread` of its chunk, served by
 //! the page cache (which is not the process's memory), checked against the chunk's
@@ -327,7 +327,7 @@ impl FileRecords {
         if checksum(bytes) != self.checksums[chunk as usize] {
             refuse("checksum mismatch");
         }
-        let decoded = crate::packed::unpack_all(bytes, CHUNK_RECORDS as usize, |record| {
+        let decoded = crate::compact::decode_all(bytes, CHUNK_RECORDS as usize, |record| {
             visit(Transfer::from_bytes(record))
         });
         if let Err(error) = decoded {
@@ -338,7 +338,7 @@ impl FileRecords {
     /// Reads, verifies and decodes chunk `chunk` into `records`.
     fn read_chunk(&self, chunk: u32, records: &mut Vec<Transfer>) {
         let (start, end) = (self.offsets[chunk as usize], self.offsets[chunk as usize + 1]);
-        let mut bytes = [0u8; CHUNK_RECORDS as usize * crate::packed::PACKED_SIZE_MAX];
+        let mut bytes = [0u8; CHUNK_RECORDS as usize * crate::compact::COMPACT_SIZE_MAX];
         let bytes = &mut bytes[..(end - start) as usize];
         self.read_at(start, bytes);
         records.clear();
@@ -368,7 +368,7 @@ impl FileRecords {
         bytes.clear();
         for chunk in self.tail.chunks_exact(CHUNK_RECORDS as usize) {
             let start = bytes.len();
-            chunk.iter().for_each(|t| crate::packed::pack(&t.to_bytes(), bytes));
+            chunk.iter().for_each(|t| crate::compact::encode(&t.to_bytes(), bytes));
             self.checksums.push(checksum(&bytes[start..]));
             self.offsets.push(
                 self.offsets.last().expect("offsets start at 0") + bytes.len() as u64
