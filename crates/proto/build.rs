@@ -27,6 +27,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
+    // The packed batches (a megabyte each) as `Bytes`: decoding slices the received
+    // buffer instead of copying it into a `Vec`.
+    config.bytes([
+        ".settle.v1.CreateTransfersRequest.packed",
+        ".settle.v1.CreateAccountsRequest.packed",
+    ]);
 
     println!("cargo:rerun-if-changed={}", proto_file.display());
     println!("cargo:rerun-if-env-changed=PROTOC");

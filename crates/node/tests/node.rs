@@ -116,17 +116,21 @@ async fn bad_requests_are_refused_and_the_node_keeps_serving() {
     invalid(client.create_transfers(convert::transfers_request_packed(&many)).await.unwrap_err());
     // Both forms at once.
     let mut both = convert::transfers_request(&[transfer(1, 1, 2, 1, TransferFlags::empty())]);
-    both.packed = convert::encode_packed_transfers(&[transfer(2, 1, 2, 1, TransferFlags::empty())]);
+    both.packed =
+        convert::encode_packed_transfers(&[transfer(2, 1, 2, 1, TransferFlags::empty())]).into();
     invalid(client.create_transfers(both).await.unwrap_err());
     // A packed batch that is not whole records.
-    let ragged = pb::CreateTransfersRequest { transfers: Vec::new(), packed: vec![0; 130] };
+    let ragged = pb::CreateTransfersRequest { transfers: Vec::new(), packed: vec![0; 130].into() };
     invalid(client.create_transfers(ragged).await.unwrap_err());
     // A code that does not fit the ledger's u16.
     let mut wide = pb::Account::from(&account(7));
     wide.code = 70_000;
     invalid(
         client
-            .create_accounts(pb::CreateAccountsRequest { accounts: vec![wide], packed: Vec::new() })
+            .create_accounts(pb::CreateAccountsRequest {
+                accounts: vec![wide],
+                packed: Default::default(),
+            })
             .await
             .unwrap_err(),
     );

@@ -528,26 +528,32 @@ pub fn request_accounts(req: &pb::CreateAccountsRequest) -> Result<Vec<Account>,
 pub fn transfers_request(transfers: &[Transfer]) -> pb::CreateTransfersRequest {
     pb::CreateTransfersRequest {
         transfers: transfers.iter().map(pb::Transfer::from).collect(),
-        packed: Vec::new(),
+        packed: Default::default(),
     }
 }
 
 /// A request carrying `transfers` in `packed` (the fast path).
 pub fn transfers_request_packed(transfers: &[Transfer]) -> pb::CreateTransfersRequest {
-    pb::CreateTransfersRequest { transfers: Vec::new(), packed: encode_packed_transfers(transfers) }
+    pb::CreateTransfersRequest {
+        transfers: Vec::new(),
+        packed: encode_packed_transfers(transfers).into(),
+    }
 }
 
 /// A request carrying `accounts` in the repeated field.
 pub fn accounts_request(accounts: &[Account]) -> pb::CreateAccountsRequest {
     pb::CreateAccountsRequest {
         accounts: accounts.iter().map(pb::Account::from).collect(),
-        packed: Vec::new(),
+        packed: Default::default(),
     }
 }
 
 /// A request carrying `accounts` in `packed`.
 pub fn accounts_request_packed(accounts: &[Account]) -> pb::CreateAccountsRequest {
-    pb::CreateAccountsRequest { accounts: Vec::new(), packed: encode_packed_accounts(accounts) }
+    pb::CreateAccountsRequest {
+        accounts: Vec::new(),
+        packed: encode_packed_accounts(accounts).into(),
+    }
 }
 
 #[cfg(test)]
@@ -793,7 +799,7 @@ mod tests {
         assert_eq!(request_transfers(&pb::CreateTransfersRequest::default()), Ok(vec![]));
 
         let mut both = transfers_request(&transfers);
-        both.packed = encode_packed_transfers(&transfers[..1]);
+        both.packed = encode_packed_transfers(&transfers[..1]).into();
         assert_eq!(
             request_transfers(&both),
             Err(ConvertError::BothForms { field: "transfers", count: 7, packed_len: 128 })
@@ -811,12 +817,12 @@ mod tests {
         assert_eq!(request_accounts(&accounts_request(&accounts)), Ok(accounts.clone()));
         assert_eq!(request_accounts(&accounts_request_packed(&accounts)), Ok(accounts.clone()));
         let mut both = accounts_request(&accounts);
-        both.packed = vec![0; 128];
+        both.packed = vec![0; 128].into();
         assert!(matches!(
             request_accounts(&both),
             Err(ConvertError::BothForms { field: "accounts", .. })
         ));
-        let bad = pb::CreateAccountsRequest { accounts: vec![], packed: vec![0; 200] };
+        let bad = pb::CreateAccountsRequest { accounts: vec![], packed: vec![0; 200].into() };
         assert_eq!(
             request_accounts(&bad),
             Err(ConvertError::PackedLength { record: "Account", len: 200 })
