@@ -251,12 +251,12 @@ impl Node {
         Ok(Node { local_addr, stop_server, server, pulse, executor, state })
     }
 
-    /// Completes when the node can no longer serve on its own account (a log write or
+    /// Notified when the node can no longer serve on its own account (a log write or
     /// fsync failed, or its executor stopped): then call [`Node::shutdown`], which
     /// returns the error. Requests meanwhile are refused, and nothing acknowledged is
-    /// lost: a restart recovers from the disk.
-    pub async fn stopped(&self) {
-        self.state.stopped.notified().await;
+    /// lost: a restart recovers from the disk. (As [`cluster::ClusterNode::stop_notice`].)
+    pub fn stop_notice(&self) -> Arc<tokio::sync::Notify> {
+        self.state.stopped.clone()
     }
 
     /// The address the node listens on (useful with port 0).

@@ -107,19 +107,27 @@ impl MemStore {
         self.accounts.is_empty() && self.transfers.len() == 0 && self.failed_ids.is_empty()
     }
 
-    /// Stores `reservation` (a new one, or over the one with its id and side).
-    fn write_reservation(&mut self, reservation: Reservation) {
+    /// Stores `reservation` (a new one, or over the one with its id and side), and
+    /// returns the one it replaced.
+    fn write_reservation(&mut self, reservation: Reservation) -> Option<Reservation> {
         let key = (reservation.transfer.id, reservation.side);
         match self.reservations.get_mut(&key) {
             Some((position, state)) => {
+                let old = Reservation {
+                    transfer: self.reservation_transfers.get(*position as usize),
+                    side: reservation.side,
+                    state: *state,
+                };
                 *state = reservation.state;
                 self.reservation_transfers.set(*position as usize, reservation.transfer);
+                Some(old)
             }
             None => {
                 let position = u32::try_from(self.reservation_transfers.len())
                     .expect("fewer than 2^32 reservations");
                 self.reservation_transfers.push(reservation.transfer);
                 self.reservations.insert(key, (position, reservation.state));
+                None
             }
         }
     }
@@ -453,11 +461,10 @@ impl Store for MemStore {
     }
 
     fn set_reservation(&mut self, reservation: Reservation) {
-        let old = self.reservation(reservation.transfer.id, reservation.side);
+        let old = self.write_reservation(reservation);
         if let Some(old) = &old {
             self.unlock(old);
         }
-        self.write_reservation(reservation);
         self.lock(&reservation);
         let (id, side) = (reservation.transfer.id, reservation.side);
         self.log(Undo::ReservationSet { id, side, old });

@@ -332,20 +332,18 @@ impl Router {
         let deadline = tokio::time::Instant::now() + PENDING_SETTLE_WAIT;
         let mut backoff = std::time::Duration::from_millis(2);
         let found = loop {
-            let by_shard = self.lookup_transfers_by_shard(&missing).await?;
-            let mut found: HashMap<u128, Transfer> = HashMap::new();
-            let mut holders: HashMap<u128, Vec<u64>> = HashMap::new();
-            for (shard, transfers) in by_shard {
+            // Each pending transfer found, and the shards that store it.
+            let mut found: HashMap<u128, (Transfer, Vec<u64>)> = HashMap::new();
+            for (shard, transfers) in self.lookup_transfers_by_shard(&missing).await? {
                 for transfer in transfers {
-                    holders.entry(transfer.id).or_default().push(shard);
-                    found.entry(transfer.id).or_insert(transfer);
+                    found.entry(transfer.id).or_insert((transfer, Vec::new())).1.push(shard);
                 }
             }
             let settled = missing.iter().all(|id| {
-                found.get(id).is_some_and(|p| {
-                    let shards =
-                        [self.shard_of(p.debit_account_id), self.shard_of(p.credit_account_id)];
-                    shards.iter().all(|shard| holders[id].contains(shard))
+                found.get(id).is_some_and(|(p, holders)| {
+                    [p.debit_account_id, p.credit_account_id]
+                        .iter()
+                        .all(|&account| holders.contains(&self.shard_of(account)))
                 })
             });
             if settled || tokio::time::Instant::now() + backoff > deadline {
@@ -355,7 +353,7 @@ impl Router {
             backoff = (backoff * 2).min(std::time::Duration::from_millis(50));
         };
         for t in transfers.iter_mut() {
-            if let Some(p) = found.get(&t.pending_id) {
+            if let Some((p, _)) = found.get(&t.pending_id) {
                 if t.flags.intersects(
                     TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER,
                 ) {

@@ -104,9 +104,10 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<Exi
     let mut signals = ShutdownSignals::install()?;
     let node = Node::start(config).await?;
     ready(node.local_addr());
+    let stop_notice = node.stop_notice();
     let signal = tokio::select! {
         signal = signals.recv() => Some(signal),
-        () = node.stopped() => None,
+        () = stop_notice.notified() => None,
     };
     let Some(signal) = signal else {
         tracing::error!("the node cannot go on (see above): stopping");
