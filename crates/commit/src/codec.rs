@@ -11,7 +11,10 @@ use settle_ledger::{CreateTransferResult as R, Side, SideVote, Transfer, RECORD_
 
 use crate::message::{Accepted, Body, ClientRef, Entry, Message, Record, ThreePhaseState};
 use crate::state::{CoordinatorRecord, ParticipantRecord};
-use crate::txn::{Commit, Outcome, Protocol, SideEntry, Txn, TxnId, Vote, TXN_TRANSFERS_MAX};
+use crate::txn::{
+    Commit, Outcome, Protocol, SideEntry, Txn, TxnId, UnitAbort, Vote, TXN_TRANSFERS_MAX,
+    UNIT_TRANSFERS_MAX,
+};
 
 /// The first byte of an encoded entry: distinct from every ledger `Write` operation
 /// byte, so one log can carry both.
@@ -25,6 +28,12 @@ pub const FORGET_MAX: usize = 1 << 16;
 const MESSAGE_TAG: u8 = 0xC8;
 const STATE_TAG: u8 = 0xC9;
 const ACCEPTOR_TAG: u8 = 0xCA;
+/// Set on a transaction's protocol byte when its unit ends follow (a transaction of
+/// several units); earlier encodings, without it, are one unit.
+const UNITS_FLAG: u8 = 0x80;
+/// Set on a commit's amount count when its aborted units follow; earlier encodings,
+/// without it, abort none.
+const ABORTED_FLAG: u32 = 1 << 31;
 
 /// Most protocol records a snapshot section may hold (far above what is in flight).
 pub const STATE_RECORDS_MAX: u64 = 1 << 24;
@@ -65,12 +74,19 @@ impl Writer {
     }
 
     fn txn(&mut self, txn: &Txn) {
-        self.u8(txn.protocol.code());
+        let units = txn.unit_count() > 1;
+        self.u8(txn.protocol.code() | if units { UNITS_FLAG } else { 0 });
         self.len(txn.transfers.len());
         for (transfer, [debit, credit]) in txn.transfers.iter().zip(txn.placement.iter()) {
             self.0.extend_from_slice(&transfer.to_bytes());
             self.u32(*debit);
             self.u32(*credit);
+        }
+        if units {
+            self.len(txn.unit_count());
+            for &end in txn.unit_ends.iter() {
+                self.u16(end);
+            }
         }
     }
 
@@ -131,11 +147,23 @@ impl Writer {
     }
 
     fn commit(&mut self, commit: &Commit) {
-        self.len(commit.amounts.len());
+        let flag = if commit.aborted.is_empty() { 0 } else { ABORTED_FLAG };
+        self.u32(commit.amounts.len() as u32 | flag);
         for amount in &commit.amounts {
             self.u128(*amount);
         }
         self.u64(commit.at);
+        if !commit.aborted.is_empty() {
+            self.len(commit.aborted.len());
+            for abort in &commit.aborted {
+                self.u16(abort.unit);
+                self.u8(u8::from(abort.record_failed));
+                self.len(abort.results.len());
+                for result in &abort.results {
+                    self.u32(result.code());
+                }
+            }
+        }
     }
 
     fn option_outcome(&mut self, outcome: &Option<Outcome>) {
@@ -226,7 +254,8 @@ impl<'a> Reader<'a> {
     }
 
     fn txn(&mut self) -> Result<Txn, DecodeError> {
-        let protocol = match self.u8()? {
+        let code = self.u8()?;
+        let protocol = match code & !UNITS_FLAG {
             0 => Protocol::TwoPhase,
             1 => Protocol::ThreePhase,
             2 => Protocol::PaxosCommit,
@@ -241,8 +270,13 @@ impl<'a> Reader<'a> {
             transfers.push(Transfer::from_bytes(bytes));
             placement.push([self.u32()?, self.u32()?]);
         }
-        let txn = Txn::new(protocol, transfers, placement).ok_or(DecodeError::Invalid("txn"))?;
-        Ok(txn)
+        let unit_ends = if code & UNITS_FLAG != 0 {
+            let units = self.len(TXN_TRANSFERS_MAX)?;
+            (0..units).map(|_| self.u16()).collect::<Result<_, _>>()?
+        } else {
+            vec![n as u16]
+        };
+        Txn::batch(protocol, transfers, placement, unit_ends).ok_or(DecodeError::Invalid("txn"))
     }
 
     fn side_vote(&mut self) -> Result<SideVote, DecodeError> {
@@ -282,9 +316,25 @@ impl<'a> Reader<'a> {
     }
 
     fn commit(&mut self) -> Result<Commit, DecodeError> {
-        let n = self.len(TXN_TRANSFERS_MAX)?;
+        let count = self.u32()?;
+        let n = (count & !ABORTED_FLAG) as usize;
+        if n > TXN_TRANSFERS_MAX {
+            return Err(DecodeError::Invalid("length"));
+        }
         let amounts = (0..n).map(|_| self.u128()).collect::<Result<_, _>>()?;
-        Ok(Commit { amounts, at: self.u64()? })
+        let at = self.u64()?;
+        let mut aborted = Vec::new();
+        if count & ABORTED_FLAG != 0 {
+            let units = self.len(TXN_TRANSFERS_MAX)?;
+            for _ in 0..units {
+                let unit = self.u16()?;
+                let record_failed = self.bool()?;
+                let len = self.len(UNIT_TRANSFERS_MAX)?;
+                let results = (0..len).map(|_| self.result()).collect::<Result<_, _>>()?;
+                aborted.push(UnitAbort { unit, results, record_failed });
+            }
+        }
+        Ok(Commit { amounts, at, aborted })
     }
 
     fn outcome(&mut self) -> Result<Outcome, DecodeError> {

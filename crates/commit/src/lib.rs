@@ -34,4 +34,7 @@ pub use acceptor::{AcceptorCommand, AcceptorCore, AcceptorEntry, AcceptorTxn};
 pub use message::{Address, Body, Command, Entry, Kind, Message, Record};
 pub use shard::{Config, Refusal, ShardCore};
 pub use state::{Applied, ShardState};
-pub use txn::{decide, paper_cost, Commit, Outcome, Protocol, ShardId, Txn, TxnId, Vote};
+pub use txn::{
+    decide, paper_cost, Commit, Outcome, Protocol, ShardId, Txn, TxnId, UnitAbort, Vote,
+    TXN_TRANSFERS_MAX, UNIT_TRANSFERS_MAX,
+};

@@ -396,7 +396,7 @@ impl ShardCore {
     fn reply(&mut self, txn: &Txn, outcome: &Outcome) {
         let id = txn.id();
         for client in self.waiting.remove(&id).unwrap_or_default() {
-            let results = outcome.results(txn.transfers.len());
+            let results = outcome.results(txn);
             self.commands.push(Command::Reply { client, txn: id, results });
         }
     }
@@ -418,21 +418,18 @@ impl ShardCore {
         if let Some(CoordinatorRecord::Decided { txn: decided, outcome }) =
             self.state.coordinated.get(&id)
         {
-            let results = resubmitted(outcome, decided.transfers.len());
+            let results = resubmitted(outcome, decided);
             self.commands.push(Command::Reply { client, txn: id, results });
             return Ok(());
         }
         if let Some(outcome) = self.outcomes.get(&id).cloned() {
-            let results = resubmitted(&outcome, txn.transfers.len());
+            let results = resubmitted(&outcome, &txn);
             self.commands.push(Command::Reply { client, txn: id, results });
             return Ok(());
         }
         if !self.coordinating.contains_key(&id) && !self.state.participants.contains_key(&id) {
             // Decided, carried out and forgotten: answer from the ledger's reservations.
-            if let Some(committed) = self.state.resolved_here(&txn) {
-                let n = txn.transfers.len();
-                let results =
-                    if committed { vec![R::Exists; n] } else { Outcome::gave_up(n).results(n) };
+            if let Some(results) = self.state.resolved_results(&txn) {
                 self.commands.push(Command::Reply { client, txn: id, results });
                 return Ok(());
             }
@@ -778,7 +775,7 @@ impl ShardCore {
         let Some(coordination) = self.coordinating.get_mut(&id) else { return };
         coordination.phase = Phase::Deciding;
         let txn = coordination.txn.clone();
-        let outcome = Outcome::gave_up(txn.transfers.len());
+        let outcome = Outcome::gave_up(&txn);
         self.persist(id, PERSIST_COORDINATOR, Record::Decide { txn, outcome });
     }
 
@@ -905,31 +902,41 @@ impl ShardCore {
             if record.outcome.is_some() {
                 return;
             }
-            if outcome.committed() && !record.vote.prepared() {
-                return; // Contradicts this shard's vote: not from an honest coordinator.
-            }
             if let Outcome::Commit(commit) = &outcome {
-                if !self.plausible(record, commit) {
+                // Contradicts this shard's vote, or implausible: not from an honest
+                // coordinator.
+                if !record.vote.allows(&txn, self.shard(), commit)
+                    || !self.plausible(record, commit)
+                {
                     return;
                 }
             }
-        } else if outcome.committed() {
+        } else if matches!(&outcome, Outcome::Commit(commit) if !commit.commits_none(&txn)) {
             return; // A commit needs this shard's vote.
         }
         self.persist(id, PERSIST_RESOLVE, Record::Resolve { txn, outcome });
     }
 
     /// Whether an honest coordinator could have sent `commit` for `record`: one amount
-    /// per transfer, and an agreed timestamp at or after this shard's own prepare and
-    /// not beyond the clocks' plausible skew (a commit moves this shard's clock to it).
+    /// per transfer, every side it commits here prepared, and an agreed timestamp at or
+    /// after the prepares of those sides and not beyond the clocks' plausible skew (a
+    /// commit moves this shard's clock to it). (The sides of units that abort need not
+    /// be in the agreed timestamp: a Paxos Commit instance chosen "aborted" leaves this
+    /// shard's vote out of it.)
     fn plausible(&self, record: &ParticipantRecord, commit: &Commit) -> bool {
         let own = match &record.vote {
-            Vote::Sides(entries) => entries.iter().map(|entry| entry.at).max().unwrap_or(0),
+            Vote::Sides(entries) => entries
+                .iter()
+                .filter(|entry| commit.commits(&record.txn, entry.transfer as usize))
+                .map(|entry| entry.at)
+                .max()
+                .unwrap_or(0),
             Vote::Aborted => 0,
         };
         let clock = self.state.ledger.commit_timestamp().max(self.now_ms * 1_000_000);
         let ahead_max = clock.saturating_add(self.config.clock_skew_max_ms * 1_000_000);
-        commit.amounts.len() == record.txn.transfers.len()
+        commit.fits(&record.txn)
+            && record.vote.allows(&record.txn, self.shard(), commit)
             && commit.at >= own
             && commit.at <= ahead_max
     }
@@ -978,7 +985,7 @@ impl ShardCore {
                 .or_else(|| reported.find(|commit| plausible(commit)).cloned());
             outcome = Some(match commit {
                 Some(commit) => Outcome::Commit(commit),
-                None => Outcome::gave_up(txn.transfers.len()),
+                None => Outcome::gave_up(&txn),
             });
         }
         let outcome = outcome.expect("chosen above");
@@ -1337,11 +1344,14 @@ impl ShardCore {
 }
 
 /// What a transaction submitted again after its decision answers: `exists` for each
-/// transfer of a committed one (as a single shard answers a resubmitted id), the same
+/// transfer of a committed unit (as a single shard answers a resubmitted id), the same
 /// results for an aborted one.
-fn resubmitted(outcome: &Outcome, transfers: usize) -> Vec<R> {
-    match outcome {
-        Outcome::Commit { .. } => vec![R::Exists; transfers],
-        Outcome::Abort { .. } => outcome.results(transfers),
+fn resubmitted(outcome: &Outcome, txn: &Txn) -> Vec<R> {
+    let mut results = outcome.results(txn);
+    for result in &mut results {
+        if *result == R::Ok {
+            *result = R::Exists;
+        }
     }
+    results
 }

@@ -28,7 +28,7 @@ impl ParticipantRecord {
             Some(outcome) if outcome.committed() => ThreePhaseState::Committed,
             Some(_) => ThreePhaseState::Aborted,
             None if self.precommitted.is_some() => ThreePhaseState::PreCommitted,
-            None if self.vote.prepared() => ThreePhaseState::Uncertain,
+            None if self.vote.prepared_any() => ThreePhaseState::Uncertain,
             None => ThreePhaseState::Unprepared,
         }
     }
@@ -120,7 +120,11 @@ impl ShardState {
             }
             Record::Prepare { txn } => self.prepare(entry.timestamp, txn),
             Record::PreCommit { txn, commit } => match self.participants.get_mut(txn) {
-                Some(record) if record.outcome.is_none() && record.vote.prepared() => {
+                Some(record)
+                    if record.outcome.is_none()
+                        && commit.fits(&record.txn)
+                        && record.vote.allows(&record.txn, self.shard, commit) =>
+                {
                     record.precommitted = Some(commit.clone());
                     Applied::Participant(*txn)
                 }
@@ -174,10 +178,10 @@ impl ShardState {
     }
 
     /// Whether this shard already carried an outcome out for `txn` (its record is
-    /// forgotten, but the ledger's reservations of its sides are final): `Some(true)`
-    /// committed, `Some(false)` aborted, `None` not (or not yet).
-    pub fn resolved_here(&self, txn: &Txn) -> Option<bool> {
-        let mut committed = None;
+    /// forgotten, but the ledger's reservations of its sides are final): per side it
+    /// holds, in `sides_of` order, whether it committed; `None` when not (or not yet).
+    pub fn resolved_here(&self, txn: &Txn) -> Option<Vec<bool>> {
+        let mut committed = Vec::new();
         for (index, side) in txn.sides_of(self.shard) {
             let transfer = &txn.transfers[index];
             let reservation = self.ledger.store().reservation(transfer.id, side)?;
@@ -187,11 +191,33 @@ impl ShardState {
             match reservation.state {
                 _ if !same => return None,
                 ReservationState::Prepared => return None,
-                ReservationState::Aborted => return Some(false),
-                ReservationState::Committed => committed = Some(true),
+                ReservationState::Aborted => committed.push(false),
+                ReservationState::Committed => committed.push(true),
             }
         }
-        committed
+        (!committed.is_empty()).then_some(committed)
+    }
+
+    /// A resubmitted `txn` carried out and forgotten here (at its coordinator, which
+    /// holds every unit's first debit side): `exists` for each transfer of a committed
+    /// unit, a transient failure for an aborted one; `None` when not carried out here.
+    pub fn resolved_results(&self, txn: &Txn) -> Option<Vec<R>> {
+        let committed = self.resolved_here(txn)?;
+        let sides = txn.sides_of(self.shard);
+        let mut results = Vec::with_capacity(txn.transfers.len());
+        for unit in txn.units() {
+            let first =
+                sides.iter().position(|&side| side == (unit.start, settle_ledger::Side::Debit))?;
+            let unit_results = if committed[first] {
+                vec![R::Exists; unit.len()]
+            } else {
+                (0..unit.len())
+                    .map(|i| if i == 0 { R::IdAlreadyFailed } else { R::LinkedEventFailed })
+                    .collect()
+            };
+            results.extend(unit_results);
+        }
+        Some(results)
     }
 
     fn prepare(&mut self, timestamp: u64, txn: &Txn) -> Applied {
@@ -235,47 +261,38 @@ impl ShardState {
         if record.txn != *txn {
             return Applied::Refused(format!("resolve of txn {id} names a different transaction"));
         }
-        let prepared = record.vote.prepared();
-        let own_votes: Vec<(usize, settle_ledger::Side, Option<SideVote>)> = txn
-            .sides_of(self.shard)
-            .into_iter()
-            .map(|(index, side)| {
-                let vote = match &record.vote {
-                    Vote::Sides(entries) => entries
-                        .iter()
-                        .find(|e| e.transfer as usize == index && e.side == side)
-                        .map(|e| e.vote),
-                    Vote::Aborted => None,
-                };
-                (index, side, vote)
-            })
-            .collect();
-        match outcome {
-            Outcome::Commit(Commit { amounts, at: agreed_at }) => {
-                if !prepared || amounts.len() != txn.transfers.len() {
-                    return Applied::Refused(format!(
-                        "commit of txn {id}, which this shard did not prepare"
-                    ));
+        let own_votes = record.vote.own_sides(txn, self.shard);
+        if let Outcome::Commit(commit) = outcome {
+            if !commit.fits(txn) || !record.vote.allows(txn, self.shard, commit) {
+                return Applied::Refused(format!(
+                    "commit of txn {id}, which this shard did not prepare"
+                ));
+            }
+        }
+        for (index, side, vote) in &own_votes {
+            let transfer: &Transfer = &txn.transfers[*index];
+            // How this side ends: committed with an amount, or released.
+            let fate = match outcome {
+                Outcome::Commit(commit) if commit.commits(txn, *index) => Ok(commit),
+                Outcome::Commit(commit) => {
+                    let unit = txn.unit_of(*index);
+                    Err(commit.aborted_unit(unit).expect("not committed").record_failed)
                 }
-                for (index, side, _) in &own_votes {
+                Outcome::Abort { record_failed, .. } => Err(*record_failed),
+            };
+            match fate {
+                Ok(Commit { amounts, at: agreed_at, .. }) => {
                     // The clock moves to the agreed timestamp (see `Commit::at`).
                     let at = self.tick(timestamp.max(*agreed_at));
-                    if let Err(error) = self.ledger.commit_side(
-                        at,
-                        txn.transfers[*index].id,
-                        *side,
-                        amounts[*index],
-                        *agreed_at,
-                    ) {
+                    if let Err(error) =
+                        self.ledger.commit_side(at, transfer.id, *side, amounts[*index], *agreed_at)
+                    {
                         return Applied::Refused(format!("commit of txn {id}: {error:?}"));
                     }
                 }
-            }
-            Outcome::Abort { record_failed, .. } => {
-                for (index, side, vote) in &own_votes {
+                Err(record_failed) => {
                     let at = self.tick(timestamp);
-                    let transfer: &Transfer = &txn.transfers[*index];
-                    match self.ledger.abort_side(at, transfer, *side, *record_failed) {
+                    match self.ledger.abort_side(at, transfer, *side, record_failed) {
                         Ok(_) => {}
                         // A side refused because its id already names a committed transfer
                         // (an earlier transaction): nothing of this one is here to release.

@@ -1,5 +1,11 @@
 //! A cross-shard transaction: what it holds, where its sides live, the votes its
 //! participants give and the outcome the coordinator derives from them.
+//!
+//! A transaction is one or more *units* (a single transfer, or a linked chain), each
+//! atomic on its own, that share one protocol round: one prepare record per
+//! participant, one vote, one decision. Batching units is what makes the per-round
+//! costs (records, messages, protocol state) per batch rather than per transfer; the
+//! outcome still commits or aborts each unit whole (`Commit::aborted`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,9 +19,12 @@ pub type ShardId = u32;
 /// names the transaction forever too).
 pub type TxnId = u128;
 
-/// Most transfers in one transaction (a linked chain). Bounded so that one message and one
-/// record stay small; a batch holds at most 8189 events anyway.
-pub const TXN_TRANSFERS_MAX: usize = 64;
+/// Most transfers in one transaction (its units together). Bounded so that one message
+/// and one record stay small (about 140 KiB at most); a batch holds at most 8189 events.
+pub const TXN_TRANSFERS_MAX: usize = 1024;
+
+/// Most transfers in one unit (a linked chain).
+pub const UNIT_TRANSFERS_MAX: usize = 64;
 
 /// The atomic-commit protocol a transaction runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,30 +67,63 @@ impl Protocol {
     }
 }
 
-/// One atomic unit whose sides span shards: a single transfer, or a linked chain.
+/// Units whose sides span shards (each a single transfer or a linked chain), committed
+/// in one protocol round, each atomically.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Txn {
     pub protocol: Protocol,
-    /// In chain order. The `linked` flag is cleared: the chain is this transaction.
-    /// Shared: a transaction travels in many messages and records, cloned cheaply.
+    /// Unit after unit, each in chain order. The `linked` flag is cleared: the units say
+    /// where chains end. Shared: a transaction travels in many messages and records,
+    /// cloned cheaply.
     pub transfers: Arc<[Transfer]>,
     /// For each transfer, the shards of its debit and its credit account.
     pub placement: Arc<[[ShardId; 2]]>,
+    /// Where each unit ends (exclusive), ascending; the last is `transfers.len()`.
+    pub unit_ends: Arc<[u16]>,
 }
 
 impl Txn {
-    /// Builds a transaction; `None` when it is empty, too long, badly placed, or names
-    /// one transfer id twice (each side of a transfer is reserved under its id).
+    /// A transaction of one unit; `None` when it is empty, too long, badly placed, or
+    /// names one transfer id twice (each side of a transfer is reserved under its id).
     pub fn new(
         protocol: Protocol,
         transfers: Vec<Transfer>,
         placement: Vec<[ShardId; 2]>,
     ) -> Option<Txn> {
+        if transfers.len() > UNIT_TRANSFERS_MAX {
+            return None;
+        }
+        let end = transfers.len() as u16;
+        Txn::batch(protocol, transfers, placement, vec![end])
+    }
+
+    /// A transaction of several units (`unit_ends` as in [`Txn::unit_ends`]); `None`
+    /// when `new` would refuse it, a unit is empty or too long, or a unit's first debit
+    /// account is not on the coordinator's shard (so the coordinator holds a side of
+    /// every unit and can answer for each from its own ledger).
+    pub fn batch(
+        protocol: Protocol,
+        transfers: Vec<Transfer>,
+        placement: Vec<[ShardId; 2]>,
+        unit_ends: Vec<u16>,
+    ) -> Option<Txn> {
         if transfers.is_empty()
             || transfers.len() > TXN_TRANSFERS_MAX
             || transfers.len() != placement.len()
+            || unit_ends.last().map(|&end| end as usize) != Some(transfers.len())
         {
             return None;
+        }
+        let mut start = 0usize;
+        for &end in &unit_ends {
+            let end = end as usize;
+            if end <= start
+                || end - start > UNIT_TRANSFERS_MAX
+                || placement[start][0] != placement[0][0]
+            {
+                return None;
+            }
+            start = end;
         }
         let mut ids: Vec<u128> = transfers.iter().map(|t| t.id).collect();
         ids.sort_unstable();
@@ -92,7 +134,23 @@ impl Txn {
             .into_iter()
             .map(|t| Transfer { flags: t.flags - settle_ledger::TransferFlags::LINKED, ..t })
             .collect();
-        Some(Txn { protocol, transfers, placement: placement.into() })
+        Some(Txn { protocol, transfers, placement: placement.into(), unit_ends: unit_ends.into() })
+    }
+
+    /// The units, as ranges of transfer indexes.
+    pub fn units(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let starts = std::iter::once(0).chain(self.unit_ends.iter().map(|&end| end as usize));
+        starts.zip(self.unit_ends.iter()).map(|(start, &end)| start..end as usize)
+    }
+
+    pub fn unit_count(&self) -> usize {
+        self.unit_ends.len()
+    }
+
+    /// The unit transfer `index` belongs to.
+    pub fn unit_of(&self, index: usize) -> usize {
+        debug_assert!(index < self.transfers.len());
+        self.unit_ends.partition_point(|&end| end as usize <= index)
     }
 
     pub fn id(&self) -> TxnId {
@@ -150,21 +208,63 @@ pub enum Vote {
 }
 
 impl Vote {
-    /// Whether this participant is prepared to commit every side it holds.
-    pub fn prepared(&self) -> bool {
+    /// Whether this participant prepared any side: it is in doubt until the outcome.
+    pub fn prepared_any(&self) -> bool {
         match self {
             Vote::Sides(sides) => {
-                sides.iter().all(|entry| matches!(entry.vote, SideVote::Prepared { .. }))
+                sides.iter().any(|entry| matches!(entry.vote, SideVote::Prepared { .. }))
             }
             Vote::Aborted => false,
         }
     }
+
+    /// Whether this vote, `shard`'s for `txn`, prepared every side `commit` commits
+    /// there. An honest coordinator never sends a commit this refuses.
+    pub fn allows(&self, txn: &Txn, shard: ShardId, commit: &Commit) -> bool {
+        self.own_sides(txn, shard).into_iter().all(|(index, _, vote)| {
+            !commit.commits(txn, index) || matches!(vote, Some(SideVote::Prepared { .. }))
+        })
+    }
+
+    /// `shard`'s sides of `txn` (as `Txn::sides_of`), each with its vote here if any.
+    pub fn own_sides(&self, txn: &Txn, shard: ShardId) -> Vec<(usize, Side, Option<SideVote>)> {
+        let entries: &[SideEntry] = match self {
+            Vote::Sides(entries) => entries,
+            Vote::Aborted => &[],
+        };
+        // A prepare writes its entries in `sides_of` order, so one walk finds them all;
+        // a search covers any other order.
+        let mut next = 0;
+        let mut find = |index: usize, side: Side| {
+            let matches =
+                |entry: &SideEntry| entry.transfer as usize == index && entry.side == side;
+            if entries.get(next).is_some_and(matches) {
+                next += 1;
+                return Some(entries[next - 1].vote);
+            }
+            entries.iter().find(|entry| matches(entry)).map(|entry| entry.vote)
+        };
+        txn.sides_of(shard)
+            .into_iter()
+            .map(|(index, side)| (index, side, find(index, side)))
+            .collect()
+    }
+}
+
+/// A unit that aborts inside a transaction that commits its other units.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitAbort {
+    pub unit: u16,
+    /// The client's result per transfer of the unit.
+    pub results: Vec<R>,
+    /// The failure was transient, so each side burns the id.
+    pub record_failed: bool,
 }
 
 /// What a commit carries out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Commit {
-    /// Transfer i's amount.
+    /// Transfer i's amount (0 for the transfers of an aborted unit).
     pub amounts: Vec<u128>,
     /// The agreed commit timestamp: the latest prepare timestamp of any side. Every
     /// participant advances its ledger clock to at least this before it commits, so a
@@ -172,6 +272,42 @@ pub struct Commit {
     /// that prepares after a snapshot read at `T` prepares (and so commits) after `T`.
     /// A snapshot read at `T` sees the transaction exactly when `at <= T`.
     pub at: u64,
+    /// The units that abort nevertheless, ascending by unit; empty for a transaction
+    /// whose units all commit (always so for a transaction of one unit).
+    pub aborted: Vec<UnitAbort>,
+}
+
+impl Commit {
+    /// How unit `unit` aborts, if it does.
+    pub fn aborted_unit(&self, unit: usize) -> Option<&UnitAbort> {
+        let found = self.aborted.binary_search_by_key(&unit, |abort| abort.unit as usize);
+        found.ok().map(|i| &self.aborted[i])
+    }
+
+    /// Whether transfer `index` of `txn` commits.
+    pub fn commits(&self, txn: &Txn, index: usize) -> bool {
+        self.aborted.is_empty() || self.aborted_unit(txn.unit_of(index)).is_none()
+    }
+
+    /// Whether every unit aborts.
+    pub fn commits_none(&self, txn: &Txn) -> bool {
+        self.aborted.len() == txn.unit_count()
+    }
+
+    /// Whether this is a commit an honest coordinator could derive for `txn`: one
+    /// amount per transfer, aborted units named once each, in order, each with one
+    /// result per transfer.
+    pub fn fits(&self, txn: &Txn) -> bool {
+        self.amounts.len() == txn.transfers.len()
+            && self.aborted.windows(2).all(|pair| pair[0].unit < pair[1].unit)
+            && self.aborted.iter().all(|abort| {
+                let unit = abort.unit as usize;
+                unit < txn.unit_count() && {
+                    let start = if unit == 0 { 0 } else { txn.unit_ends[unit - 1] as usize };
+                    abort.results.len() == txn.unit_ends[unit] as usize - start
+                }
+            })
+    }
 }
 
 /// How a transaction ended, decided from its participants' votes.
@@ -189,21 +325,26 @@ impl Outcome {
         matches!(self, Outcome::Commit(_))
     }
 
-    /// The client's results, one per transfer.
-    pub fn results(&self, transfers: usize) -> Vec<R> {
+    /// The client's results, one per transfer of `txn`.
+    pub fn results(&self, txn: &Txn) -> Vec<R> {
         match self {
-            Outcome::Commit(_) => vec![R::Ok; transfers],
+            Outcome::Commit(commit) => {
+                let mut results = vec![R::Ok; txn.transfers.len()];
+                let units: Vec<std::ops::Range<usize>> = txn.units().collect();
+                for abort in &commit.aborted {
+                    results[units[abort.unit as usize].clone()].copy_from_slice(&abort.results);
+                }
+                results
+            }
             Outcome::Abort { results, .. } => results.clone(),
         }
     }
 
     /// An abort for a transaction the protocol gave up on (a participant did not answer
     /// in time): a transient failure, so the id is burned as on a single shard.
-    pub fn gave_up(transfers: usize) -> Outcome {
-        Outcome::Abort {
-            results: chain_failure(transfers, 0, R::IdAlreadyFailed),
-            record_failed: true,
-        }
+    pub fn gave_up(txn: &Txn) -> Outcome {
+        let results = txn.units().flat_map(|unit| chain_failure(unit.len(), 0, R::IdAlreadyFailed));
+        Outcome::Abort { results: results.collect(), record_failed: true }
     }
 }
 
@@ -221,17 +362,20 @@ fn chain_failure(transfers: usize, failed: usize, result: R) -> Vec<R> {
 /// chosen. The client retries with a new id.
 pub fn decide(txn: &Txn, votes: &BTreeMap<ShardId, Vote>) -> Outcome {
     let count = txn.transfers.len();
-    let side_vote = |index: usize, side: Side| -> SideVote {
-        let shard = txn.placement[index][side.code() as usize];
-        match votes.get(&shard) {
-            Some(Vote::Sides(entries)) => entries
-                .iter()
-                .find(|entry| entry.transfer as usize == index && entry.side == side)
-                .map_or(SideVote::Aborted, |entry| entry.vote),
-            Some(Vote::Aborted) | None => SideVote::Aborted,
+    // Each side's vote, looked up once: a participant's entries are in transfer order.
+    let mut side_votes = vec![[SideVote::Aborted; 2]; count];
+    for (shard, vote) in votes {
+        let Vote::Sides(entries) = vote else { continue };
+        for entry in entries {
+            let index = entry.transfer as usize;
+            let side = entry.side.code() as usize;
+            if index < count && txn.placement[index][side] == *shard {
+                side_votes[index][side] = entry.vote;
+            }
         }
-    };
-    let mut amounts = Vec::with_capacity(count);
+    }
+    let mut amounts = vec![0; count];
+    let mut aborted = Vec::new();
     let at = votes
         .values()
         .filter_map(|vote| match vote {
@@ -240,24 +384,35 @@ pub fn decide(txn: &Txn, votes: &BTreeMap<ShardId, Vote>) -> Outcome {
         })
         .max()
         .unwrap_or(0);
-    for index in 0..count {
-        match combine_votes(side_vote(index, Side::Debit), side_vote(index, Side::Credit)) {
-            Decision::Commit { amount } => amounts.push(amount),
-            Decision::Abort { result } => {
-                return Outcome::Abort {
-                    results: chain_failure(count, index, result),
-                    record_failed: result.is_transient() || result == R::IdAlreadyFailed,
+    for (unit, range) in txn.units().enumerate() {
+        for index in range.clone() {
+            let [debit, credit] = side_votes[index];
+            let result = match combine_votes(debit, credit) {
+                Decision::Commit { amount } => {
+                    amounts[index] = amount;
+                    continue;
                 }
-            }
-            Decision::Retry => {
-                return Outcome::Abort {
-                    results: chain_failure(count, index, R::IdAlreadyFailed),
-                    record_failed: true,
-                }
-            }
+                Decision::Abort { result } => result,
+                Decision::Retry => R::IdAlreadyFailed,
+            };
+            range.clone().for_each(|i| amounts[i] = 0);
+            aborted.push(UnitAbort {
+                unit: unit as u16,
+                results: chain_failure(range.len(), index - range.start, result),
+                record_failed: result.is_transient() || result == R::IdAlreadyFailed,
+            });
+            break;
         }
     }
-    Outcome::Commit(Commit { amounts, at })
+    // Every unit aborts, the same way: an abort (as every one-unit abort is).
+    if aborted.len() == txn.unit_count()
+        && aborted.iter().all(|abort| abort.record_failed == aborted[0].record_failed)
+    {
+        let record_failed = aborted[0].record_failed;
+        let results = aborted.into_iter().flat_map(|abort| abort.results).collect();
+        return Outcome::Abort { results, record_failed };
+    }
+    Outcome::Commit(Commit { amounts, at, aborted })
 }
 
 /// Gray & Lamport's fault-free cost of committing one transaction with `n` participants

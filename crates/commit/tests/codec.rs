@@ -3,7 +3,9 @@
 use settle_commit::codec::{self, DecodeError};
 use settle_commit::message::ThreePhaseState;
 use settle_commit::txn::SideEntry;
-use settle_commit::{Body, Commit, Entry, Message, Outcome, Protocol, Record, Txn, Vote};
+use settle_commit::{
+    Body, Commit, Entry, Message, Outcome, Protocol, Record, Txn, UnitAbort, Vote,
+};
 use settle_ledger::{CreateTransferResult as R, Side, SideVote, Transfer, TransferFlags};
 
 fn transfer(id: u128) -> Transfer {
@@ -23,6 +25,23 @@ fn txn() -> Txn {
         .expect("a txn")
 }
 
+/// Three units: a transfer, a chain of two, a transfer.
+fn batch() -> Txn {
+    let transfers = vec![transfer(20), transfer(21), transfer(22), transfer(23)];
+    let placement = vec![[0, 1], [0, 2], [2, 1], [0, 1]];
+    Txn::batch(Protocol::TwoPhase, transfers, placement, vec![1, 3, 4]).expect("a batch")
+}
+
+/// A commit of `batch()` whose chain aborts.
+fn partial() -> Commit {
+    let abort = UnitAbort {
+        unit: 1,
+        results: vec![R::LinkedEventFailed, R::ExceedsCredits],
+        record_failed: false,
+    };
+    Commit { amounts: vec![5, 0, 0, 5], at: 12, aborted: vec![abort] }
+}
+
 fn samples() -> (Vec<Entry>, Vec<Message>) {
     let vote = Vote::Sides(vec![
         SideEntry {
@@ -39,7 +58,7 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         },
         SideEntry { transfer: 1, side: Side::Credit, vote: SideVote::Busy, at: u64::MAX },
     ]);
-    let commit = Outcome::Commit(Commit { amounts: vec![5, 5], at: 7 });
+    let commit = Outcome::Commit(Commit { amounts: vec![5, 5], at: 7, aborted: vec![] });
     let abort = Outcome::Abort {
         results: vec![R::LinkedEventFailed, R::ExceedsCredits],
         record_failed: true,
@@ -47,11 +66,19 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
     let records = vec![
         Record::Local { client: 7, transfers: vec![transfer(1)] },
         Record::Prepare { txn: txn() },
-        Record::PreCommit { txn: 10, commit: Commit { amounts: vec![5, 5], at: 8 } },
-        Record::CoordinatorPreCommit { txn: txn(), commit: Commit { amounts: vec![5, 4], at: 9 } },
+        Record::PreCommit {
+            txn: 10,
+            commit: Commit { amounts: vec![5, 5], at: 8, aborted: vec![] },
+        },
+        Record::CoordinatorPreCommit {
+            txn: txn(),
+            commit: Commit { amounts: vec![5, 4], at: 9, aborted: vec![] },
+        },
         Record::Decide { txn: txn(), outcome: commit.clone() },
         Record::Resolve { txn: txn(), outcome: abort.clone() },
         Record::ReadPoint { client: 3, at: 1 << 60, incarnation: 9 },
+        Record::Prepare { txn: batch() },
+        Record::Decide { txn: batch(), outcome: Outcome::Commit(partial()) },
     ];
     let entries = records.into_iter().map(|record| Entry { timestamp: 99, record }).collect();
     let accepted = settle_commit::message::Accepted { instance: 2, ballot: 7 << 32, vote };
@@ -60,7 +87,10 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         Body::BeginCommit { txn: txn() },
         Body::Prepare { txn: txn() },
         Body::Vote { vote: Vote::Aborted },
-        Body::PreCommit { txn: txn(), commit: Commit { amounts: vec![1, 2], at: 10 } },
+        Body::PreCommit {
+            txn: txn(),
+            commit: Commit { amounts: vec![1, 2], at: 10, aborted: vec![] },
+        },
         Body::PreCommitAck { aborted: true },
         Body::Decision { txn: txn(), outcome: abort },
         Body::Inquire { txn: txn() },
@@ -68,12 +98,14 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         Body::StateReply {
             state: ThreePhaseState::PreCommitted,
             outcome: Some(commit),
-            commit: Some(Commit { amounts: vec![3], at: 11 }),
+            commit: Some(Commit { amounts: vec![3], at: 11, aborted: vec![] }),
         },
         Body::Phase2a { txn: txn(), accepted: accepted.clone() },
         Body::Phase2b { from: 1, accepted: vec![accepted.clone()] },
         Body::Phase1a { txn: txn(), ballot: 3 },
         Body::Phase1b { from: 2, ballot: 3, accepted: vec![accepted], rejected: Some(9) },
+        Body::Decision { txn: batch(), outcome: Outcome::Commit(partial()) },
+        Body::PreCommit { txn: batch(), commit: partial() },
     ];
     let messages = bodies.into_iter().map(|body| Message { txn: 10, depth: 3, body }).collect();
     (entries, messages)
@@ -129,15 +161,15 @@ fn protocol_records_round_trip_for_snapshots() {
     let participant = ParticipantRecord {
         txn: txn(),
         vote: Vote::Aborted,
-        precommitted: Some(Commit { amounts: vec![5, 5], at: 12 }),
-        outcome: Some(Outcome::Commit(Commit { amounts: vec![5, 5], at: 12 })),
+        precommitted: Some(Commit { amounts: vec![5, 5], at: 12, aborted: vec![] }),
+        outcome: Some(Outcome::Commit(Commit { amounts: vec![5, 5], at: 12, aborted: vec![] })),
     };
     let participants = BTreeMap::from([(10, participant)]);
     let coordinated = BTreeMap::from([(
         10,
         CoordinatorRecord::Decided {
             txn: txn(),
-            outcome: Outcome::Commit(Commit { amounts: vec![5, 5], at: 13 }),
+            outcome: Outcome::Commit(Commit { amounts: vec![5, 5], at: 13, aborted: vec![] }),
         },
     )]);
     let bytes = codec::encode_records(&participants, &coordinated);

@@ -48,7 +48,7 @@ fn persisted_entry(core: &mut ShardCore) -> Option<settle_commit::Entry> {
 }
 
 fn decide(core: &mut ShardCore, txn: &Txn, amounts: Vec<u128>, at: u64) -> bool {
-    let outcome = Outcome::Commit(Commit { amounts, at });
+    let outcome = Outcome::Commit(Commit { amounts, at, aborted: vec![] });
     let body = Body::Decision { txn: txn.clone(), outcome };
     core.receive(NOW_MS + 2, Address::Shard(0), Message { txn: 7, depth: 3, body });
     persisted_entry(core).is_some()

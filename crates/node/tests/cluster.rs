@@ -737,14 +737,20 @@ async fn hostile_peer_messages_change_nothing() {
     let txn = |id: u128, amount: u128| {
         Txn::new(Protocol::TwoPhase, vec![transfer(id, amount)], vec![[0, 1]]).unwrap()
     };
-    let huge = Outcome::Commit(Commit { amounts: vec![1 << 100], at: u64::MAX });
+    let huge = Outcome::Commit(Commit { amounts: vec![1 << 100], at: u64::MAX, aborted: vec![] });
     let vote = Vote::Aborted;
     let bodies = vec![
         // A commit of a transaction never prepared, and of one already carried out with
         // another amount.
         (Body::Decision { txn: txn(555, 1_000), outcome: huge.clone() }, 0),
         (Body::Decision { txn: txn(100, 5), outcome: huge.clone() }, 0),
-        (Body::PreCommit { txn: txn(556, 7), commit: Commit { amounts: vec![7], at: 1 } }, 0),
+        (
+            Body::PreCommit {
+                txn: txn(556, 7),
+                commit: Commit { amounts: vec![7], at: 1, aborted: vec![] },
+            },
+            0,
+        ),
         (Body::Vote { vote: vote.clone() }, 0),
         (Body::Resolved, 0),
         (Body::Inquire { txn: txn(557, 1) }, 0),

@@ -10,7 +10,7 @@ use settle_sim::xshard::{self, check::Checker, Bugs, Options, Protocol};
 const SEEDS: u64 = 200;
 
 fn clean_over_seeds(protocol: Protocol) {
-    let (mut decided, mut snapshots, mut amid_doubt) = (0, 0, 0);
+    let (mut decided, mut snapshots, mut amid_doubt, mut batched) = (0, 0, 0, 0);
     for seed in 1..=SEEDS {
         let report = xshard::run(Options::new(seed, protocol));
         assert!(report.passed(), "seed {seed} ({}): {report}", protocol.name());
@@ -18,7 +18,10 @@ fn clean_over_seeds(protocol: Protocol) {
         decided += report.measured.decided();
         snapshots += report.measured.snapshots_checked;
         amid_doubt += report.measured.snapshots_amid_doubt;
+        batched += report.measured.batched_units;
     }
+    // Many units went in transactions of several, as the router batches them.
+    assert!(batched > 5 * SEEDS, "only {batched} units in batches");
     // The workload reached the protocol: thousands of cross-shard transactions.
     assert!(decided > 25 * SEEDS, "only {decided} transactions decided");
     // Snapshot reads were checked during the runs, many while transactions were in doubt.

@@ -72,6 +72,8 @@ pub fn run(args: Args) -> ExitCode {
                     fault_free: args.fault_free,
                     fault_ms: args.fault_ms,
                     clients: args.clients as usize,
+                    // The table is per transaction, set against the paper's: one unit each.
+                    units_max: 1,
                     ..xshard::Options::new(seed, protocol)
                 })
             })

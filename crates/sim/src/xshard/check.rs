@@ -108,6 +108,8 @@ pub struct Measured {
     pub replicas: u8,
     /// Participants of each cross-shard transaction asked for.
     pub txn_sizes: Vec<usize>,
+    /// Units submitted in transactions of more than one unit.
+    pub batched_units: u64,
     /// Snapshot reads across every shard checked during the run, and how many of them
     /// started while a cross-shard transaction was in doubt.
     pub snapshots_checked: u64,
@@ -238,6 +240,12 @@ impl World {
             longest_in_doubt_ms: self.longest_in_doubt_ms,
             replicas: self.options.replicas,
             txn_sizes: self.txn_participants.values().copied().collect(),
+            batched_units: self
+                .submitted
+                .values()
+                .map(|txn| txn.unit_count() as u64)
+                .filter(|&units| units > 1)
+                .sum(),
             snapshots_checked: self.snapshots_checked,
             snapshots_amid_doubt: self.snapshots_amid_doubt,
             snapshot_latencies_ms: {
@@ -256,16 +264,17 @@ enum End {
     InDoubt,
 }
 
-/// How each side of each cross-shard transaction ended, read from its shard's ledger
-/// (the reservation of that transfer's side): committed, still prepared (in doubt), or
-/// aborted (released, refused, or never prepared).
-fn transaction_ends(world: &World) -> BTreeMap<TxnId, Vec<End>> {
+/// How each side of each unit of each cross-shard transaction ended (units are atomic,
+/// each on its own), read from its shard's ledger (the reservation of that transfer's
+/// side): committed, still prepared (in doubt), or aborted (released, refused, or never
+/// prepared).
+fn transaction_ends(world: &World) -> BTreeMap<(TxnId, usize), Vec<End>> {
     use settle_ledger::store::ReservationState;
     let states: BTreeMap<u32, &ShardState> = world.states().map(|s| (s.shard, s)).collect();
-    let mut ends: BTreeMap<TxnId, Vec<End>> = BTreeMap::new();
+    let mut ends: BTreeMap<(TxnId, usize), Vec<End>> = BTreeMap::new();
     for (id, txn) in &world.submitted {
-        let sides = ends.entry(*id).or_default();
         for (index, transfer) in txn.transfers.iter().enumerate() {
+            let sides = ends.entry((*id, txn.unit_of(index))).or_default();
             for side in [Side::Debit, Side::Credit] {
                 let shard = txn.placement[index][side.code() as usize];
                 let reservation = states[&shard].ledger.store().reservation(transfer.id, side);
@@ -361,18 +370,20 @@ pub fn at_end(world: &mut World) {
     let states: Vec<&ShardState> = world.states().collect();
 
     // Atomicity and resolution.
-    for (id, ends) in transaction_ends(world) {
+    for ((id, unit), ends) in transaction_ends(world) {
         let committed = ends.contains(&End::Committed);
         if committed && ends.contains(&End::Aborted) {
             push(
                 Checker::Atomicity,
-                format!("txn {id}: some sides committed, others not (per side: {ends:?})"),
+                format!("txn {id} unit {unit}: some sides committed, others not ({ends:?})"),
             );
         }
         if ends.contains(&End::InDoubt) {
             push(
                 Checker::Resolution,
-                format!("txn {id} is still in doubt after the faults healed ({ends:?})"),
+                format!(
+                    "txn {id} unit {unit} is still in doubt after the faults healed ({ends:?})"
+                ),
             );
         }
     }
@@ -441,13 +452,14 @@ pub fn at_end(world: &mut World) {
     for ack in &world.acks {
         match &ack.op {
             Op::Txn(txn) => {
-                // A retry after the decision answers `exists` for a committed one.
-                let ok = ack.results.iter().all(|r| matches!(r, R::Ok | R::Exists));
+                // Per unit: a retry after the decision answers `exists` for a committed one.
                 for (index, transfer) in txn.transfers.iter().enumerate() {
+                    let unit = &ack.results[txn.units().nth(txn.unit_of(index)).expect("a unit")];
+                    let ok = unit.iter().all(|r| matches!(r, R::Ok | R::Exists));
+                    let exists_result = unit.iter().any(|r| matches!(r, R::Exists));
                     for shard in txn.placement[index] {
                         let holder = states.iter().find(|s| s.shard == shard).expect("a shard");
                         let stored = holder.ledger.store().transfer(transfer.id);
-                        let exists_result = ack.results.iter().any(|r| matches!(r, R::Exists));
                         if ok && stored.is_none() {
                             push(Checker::Acknowledged, format!("txn {} acknowledged ok, but transfer {} is missing on shard {shard}", txn.id(), transfer.id));
                         }

@@ -39,6 +39,10 @@ pub struct Options {
     /// Only cross-shard transactions with exactly this many participants (the
     /// message-count test); `None`: the full mix, fast path included.
     pub participants: Option<usize>,
+    /// Most units (transfers or chains) the workload puts in one transaction, as the
+    /// router batches them; 1: every transaction is one unit (the lab's per-transaction
+    /// costs). Ignored with `participants`.
+    pub units_max: usize,
     /// A guarantee broken on purpose, to show that the checkers catch it.
     pub bugs: Bugs,
 }
@@ -66,6 +70,7 @@ impl Options {
             partitions: true,
             fault_free: false,
             participants: None,
+            units_max: 4,
             bugs: Bugs::default(),
         }
     }

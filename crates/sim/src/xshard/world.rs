@@ -869,13 +869,45 @@ impl World {
         // to three within a few tries.
         for _ in 0..1_000 {
             let op = self.any_op();
-            match (&op, self.options.participants) {
-                (_, None) => return op,
-                (Op::Txn(txn), Some(n)) if txn.participants().len() == n => return op,
+            match (op, self.options.participants) {
+                (Op::Txn(txn), None) => return Op::Txn(self.batch(txn)),
+                (op, None) => return op,
+                (Op::Txn(txn), Some(n)) if txn.participants().len() == n => return Op::Txn(txn),
                 _ => {}
             }
         }
         panic!("no transaction with {:?} participants in 1000 tries", self.options.participants);
+    }
+
+    /// Sometimes more units after `first`, in one transaction, as the router batches a
+    /// request's units: those of the same coordinator, up to `units_max`. (Ops drawn
+    /// but not taken are dropped: their ids are never used.)
+    fn batch(&mut self, first: Txn) -> Txn {
+        if self.options.units_max <= 1 || !self.workload_rng.gen_bool(0.3) {
+            return first;
+        }
+        let wanted = self.workload_rng.gen_range(2..=self.options.units_max);
+        let mut units = vec![first];
+        for _ in 0..4 * wanted {
+            if units.len() == wanted {
+                break;
+            }
+            if let Op::Txn(txn) = self.any_op() {
+                if txn.coordinator() == units[0].coordinator() {
+                    units.push(txn);
+                }
+            }
+        }
+        let transfers: Vec<Transfer> = units.iter().flat_map(|u| u.transfers.to_vec()).collect();
+        let placement: Vec<[u32; 2]> = units.iter().flat_map(|u| u.placement.to_vec()).collect();
+        let ends: Vec<u16> = units
+            .iter()
+            .scan(0u16, |end, unit| {
+                *end += unit.transfers.len() as u16;
+                Some(*end)
+            })
+            .collect();
+        Txn::batch(self.options.protocol, transfers, placement, ends).expect("fresh ids, one home")
     }
 
     fn any_op(&mut self) -> Op {

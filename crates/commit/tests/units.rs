@@ -1,0 +1,179 @@
+//! Transactions of several units: one protocol round, each unit atomic on its own. The
+//! outcome commits the units every side voted for and aborts the others whole, and a
+//! participant carries out exactly that.
+
+use std::collections::BTreeMap;
+
+use settle_commit::message::{Body, Message, Record};
+use settle_commit::txn::SideEntry;
+use settle_commit::{
+    decide, Address, Command, Commit, Config, Outcome, Protocol, ShardCore, ShardState, Txn,
+    UnitAbort, Vote,
+};
+use settle_ledger::store::{ReservationState, Store};
+use settle_ledger::{Account, CreateTransferResult as R, Ledger, Side, SideVote, Transfer};
+
+const NOW_MS: u64 = 1_000_000;
+
+fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    }
+}
+
+/// Units: [7: 1 → 2], [8: 1 → 3, 9: 1 → 2] (a chain), [10: 1 → 3]; debits on shard 0,
+/// credits on shard 1.
+fn batch() -> Txn {
+    let transfers = vec![
+        transfer(7, 1, 2, 5),
+        transfer(8, 1, 3, 6),
+        transfer(9, 1, 2, 7),
+        transfer(10, 1, 3, 8),
+    ];
+    Txn::batch(Protocol::TwoPhase, transfers, vec![[0, 1]; 4], vec![1, 3, 4]).expect("a batch")
+}
+
+fn prepared(amount: u128) -> SideVote {
+    SideVote::Prepared { amount, account_ledger: 1 }
+}
+
+fn side(transfer: u16, side: Side, vote: SideVote) -> SideEntry {
+    SideEntry { transfer, side, vote, at: 100 + u64::from(transfer) }
+}
+
+#[test]
+fn a_unit_whose_side_is_refused_aborts_alone() {
+    let txn = batch();
+    let refused = SideVote::Rejected {
+        result: R::TransferMustHaveTheSameLedgerAsAccounts,
+        account_ledger: Some(1),
+    };
+    let votes = BTreeMap::from([
+        (
+            0,
+            Vote::Sides(vec![
+                side(0, Side::Debit, prepared(5)),
+                side(1, Side::Debit, refused),
+                side(2, Side::Debit, prepared(7)),
+                side(3, Side::Debit, prepared(8)),
+            ]),
+        ),
+        (
+            1,
+            Vote::Sides(
+                [5, 6, 7, 8]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, amount)| side(i as u16, Side::Credit, prepared(amount)))
+                    .collect(),
+            ),
+        ),
+    ]);
+    let Outcome::Commit(commit) = decide(&txn, &votes) else { panic!("units 0 and 2 commit") };
+    assert_eq!(commit.amounts, vec![5, 0, 0, 8]);
+    assert_eq!(commit.at, 103, "the latest prepare of any side");
+    let abort = UnitAbort {
+        unit: 1,
+        results: vec![R::TransferMustHaveTheSameLedgerAsAccounts, R::LinkedEventFailed],
+        record_failed: false,
+    };
+    assert_eq!(commit.aborted, vec![abort]);
+    let outcome = Outcome::Commit(commit);
+    assert_eq!(
+        outcome.results(&txn),
+        vec![R::Ok, R::TransferMustHaveTheSameLedgerAsAccounts, R::LinkedEventFailed, R::Ok]
+    );
+
+    // A participant whose vote is lost aborts every unit with a side there: all of them,
+    // each its own way (units 0 and 2 burn their ids, unit 1's failure is permanent).
+    let lost = BTreeMap::from([(0, votes[&0].clone()), (1, Vote::Aborted)]);
+    let Outcome::Commit(commit) = decide(&txn, &lost) else { panic!("units fail differently") };
+    assert!(commit.commits_none(&txn));
+    let burned: Vec<bool> = commit.aborted.iter().map(|abort| abort.record_failed).collect();
+    assert_eq!(burned, vec![true, false, true]);
+    let results = Outcome::Commit(commit).results(&txn);
+    assert!(!results.contains(&R::Ok), "{results:?}");
+
+    // Every unit aborting the same way is a plain abort.
+    let votes = BTreeMap::from([(0, Vote::Aborted), (1, Vote::Aborted)]);
+    assert!(matches!(decide(&txn, &votes), Outcome::Abort { record_failed: true, .. }));
+}
+
+/// Shard 1 (credits) prepares all four sides, then carries out a commit of units 0 and 2.
+#[test]
+fn a_participant_commits_the_committed_units_and_releases_the_rest() {
+    let mut ledger = Ledger::new(Default::default());
+    let accounts = [2, 3].map(|id| Account { id, ledger: 1, code: 1, ..Default::default() });
+    ledger.create_accounts(NOW_MS * 1_000_000 - 1, &accounts).unwrap();
+    let mut core = ShardCore::new(Config::new(1), ShardState::new(1, ledger), 1, NOW_MS);
+    let txn = batch();
+    core.receive(NOW_MS, Address::Shard(0), message(Body::Prepare { txn: txn.clone() }));
+    let entry = persisted_entry(&mut core).expect("one prepare for the whole batch");
+    core.persisted(NOW_MS + 1, &entry);
+    let Vote::Sides(entries) = &core.state().participants[&7].vote else { panic!("voted") };
+    assert_eq!(entries.len(), 4);
+    let at = entries.iter().map(|e| e.at).max().unwrap();
+    core.take_commands();
+
+    let abort = UnitAbort {
+        unit: 1,
+        results: vec![R::LinkedEventFailed, R::ExceedsCredits],
+        record_failed: false,
+    };
+    let commit = Commit { amounts: vec![5, 0, 0, 8], at, aborted: vec![abort] };
+    let body = Body::Decision { txn: txn.clone(), outcome: Outcome::Commit(commit) };
+    core.receive(NOW_MS + 2, Address::Shard(0), message(body));
+    let entry = persisted_entry(&mut core).expect("the resolution is written");
+    assert!(matches!(entry.record, Record::Resolve { .. }));
+    core.persisted(NOW_MS + 3, &entry);
+
+    let store = core.state().ledger.store();
+    for (id, committed) in [(7, true), (8, false), (9, false), (10, true)] {
+        assert_eq!(store.transfer(id).is_some(), committed, "transfer {id}");
+        let state = store.reservation(id, Side::Credit).expect("reserved").state;
+        let expected =
+            if committed { ReservationState::Committed } else { ReservationState::Aborted };
+        assert_eq!(state, expected, "transfer {id}");
+    }
+    let [two, three] = [2, 3].map(|id| store.account(id).expect("created"));
+    assert_eq!((two.credits_posted, two.credits_pending), (5, 0));
+    assert_eq!((three.credits_posted, three.credits_pending), (8, 0));
+    assert_eq!(core.state().resolved_here(&txn), Some(vec![true, false, false, true]));
+}
+
+/// A commit of a unit this shard refused is not from an honest coordinator.
+#[test]
+fn a_commit_of_a_refused_unit_is_ignored() {
+    let mut ledger = Ledger::new(Default::default());
+    // Account 3 is missing: the sides of transfers 8 and 10 are refused here.
+    let account = Account { id: 2, ledger: 1, code: 1, ..Default::default() };
+    ledger.create_accounts(NOW_MS * 1_000_000 - 1, &[account]).unwrap();
+    let mut core = ShardCore::new(Config::new(1), ShardState::new(1, ledger), 1, NOW_MS);
+    let txn = batch();
+    core.receive(NOW_MS, Address::Shard(0), message(Body::Prepare { txn: txn.clone() }));
+    let entry = persisted_entry(&mut core).expect("prepared");
+    core.persisted(NOW_MS + 1, &entry);
+    let at = NOW_MS * 1_000_000 + 1_000;
+    let all = Commit { amounts: vec![5, 6, 7, 8], at, aborted: vec![] };
+    core.take_commands();
+    let body = Body::Decision { txn: txn.clone(), outcome: Outcome::Commit(all) };
+    core.receive(NOW_MS + 2, Address::Shard(0), message(body));
+    assert!(persisted_entry(&mut core).is_none(), "commits sides this shard refused");
+}
+
+fn message(body: Body) -> Message {
+    Message { txn: 7, depth: 1, body }
+}
+
+fn persisted_entry(core: &mut ShardCore) -> Option<settle_commit::Entry> {
+    core.take_commands().into_iter().find_map(|command| match command {
+        Command::Persist(entry) => Some(entry),
+        _ => None,
+    })
+}
