@@ -26,7 +26,7 @@
 //!
 //! Touches: the engine's request channel, gRPC clients to the other nodes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures_util::future::join_all;
@@ -83,6 +83,58 @@ pub struct Router {
     /// Leaders of shards this node does not hold, as hints taught them.
     remote_leaders: Mutex<HashMap<u64, u64>>,
     peers: Mutex<HashMap<u64, LedgerClient<Channel>>>,
+}
+
+/// A cross-shard unit: its range in the request, and the shards of each transfer's
+/// debit and credit account.
+type PlacedUnit = (std::ops::Range<usize>, Vec<[u32; 2]>);
+
+/// Transactions of the units of each participant set, in request order, each of at
+/// most `TXN_TRANSFERS_MAX` transfers and no transfer id twice (a side is reserved under
+/// its transfer's id), with the request ranges of their units.
+fn batch_units(
+    protocol: Protocol,
+    placed: &[Transfer],
+    by_participants: BTreeMap<Vec<u32>, Vec<PlacedUnit>>,
+) -> Vec<(Vec<std::ops::Range<usize>>, Txn)> {
+    let mut txns = Vec::new();
+    for units in by_participants.into_values() {
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut placement: Vec<[u32; 2]> = Vec::new();
+        let mut ids: HashSet<u128> = HashSet::new();
+        let mut close = |ranges: &mut Vec<std::ops::Range<usize>>,
+                         placement: &mut Vec<[u32; 2]>,
+                         ids: &mut HashSet<u128>| {
+            if ranges.is_empty() {
+                return;
+            }
+            let transfers: Vec<Transfer> =
+                ranges.iter().flat_map(|range| placed[range.clone()].iter().copied()).collect();
+            let ends: Vec<u16> = ranges
+                .iter()
+                .scan(0u16, |end, range| {
+                    *end += range.len() as u16;
+                    Some(*end)
+                })
+                .collect();
+            let txn = Txn::batch(protocol, transfers, std::mem::take(placement), ends)
+                .expect("units that each make a transaction, one home, no id twice");
+            txns.push((std::mem::take(ranges), txn));
+            ids.clear();
+        };
+        for (range, unit_placement) in units {
+            let full = placement.len() + range.len() > settle_commit::TXN_TRANSFERS_MAX;
+            let repeated = placed[range.clone()].iter().any(|t| ids.contains(&t.id));
+            if full || repeated {
+                close(&mut ranges, &mut placement, &mut ids);
+            }
+            ids.extend(placed[range.clone()].iter().map(|t| t.id));
+            placement.extend(unit_placement);
+            ranges.push(range);
+        }
+        close(&mut ranges, &mut placement, &mut ids);
+    }
+    txns
 }
 
 fn unexpected(reply: Reply) -> Status {
@@ -430,7 +482,9 @@ impl Router {
     }
 
     /// Runs at this node the units whose home is `shard`: the local ones as one write,
-    /// each cross-shard one as a transaction. Returns (request index, result) pairs.
+    /// the cross-shard ones as transactions of many units each (those with the same
+    /// participants, so that no unit waits on a shard it does not touch). Returns
+    /// (request index, result) pairs.
     async fn run_home(
         &self,
         shard: u64,
@@ -439,7 +493,8 @@ impl Router {
         protocol: Protocol,
     ) -> Result<Vec<(usize, CreateTransferResult)>, Status> {
         let mut local: Vec<usize> = Vec::new();
-        let mut txns: Vec<(std::ops::Range<usize>, Txn)> = Vec::new();
+        // Cross-shard units by participant set (the coordinator first).
+        let mut by_participants: BTreeMap<Vec<u32>, Vec<PlacedUnit>> = BTreeMap::new();
         for unit in units {
             let open_chain = placed[unit.end - 1].flags.contains(TransferFlags::LINKED);
             let here = |id: u128| self.shard_of(id) == shard;
@@ -459,11 +514,17 @@ impl Router {
                     ]
                 })
                 .collect();
-            match Txn::new(protocol, placed[unit.clone()].to_vec(), placement) {
-                Some(txn) => txns.push((unit.clone(), txn)),
+            // A unit no transaction can hold (a chain too long, an id twice) goes to the
+            // home's ledger, which reports why.
+            match Txn::new(protocol, placed[unit.clone()].to_vec(), placement.clone()) {
+                Some(txn) => by_participants
+                    .entry(txn.participants())
+                    .or_default()
+                    .push((unit.clone(), placement)),
                 None => local.extend(unit.clone()),
             }
         }
+        let txns = batch_units(protocol, placed, by_participants);
         let local_part = async {
             if local.is_empty() {
                 return Ok(Vec::new());
@@ -478,11 +539,12 @@ impl Router {
             if txns.is_empty() {
                 return Ok(Vec::new());
             }
-            let (units, txns): (Vec<std::ops::Range<usize>>, Vec<Txn>) = txns.into_iter().unzip();
+            let (units, txns): (Vec<Vec<std::ops::Range<usize>>>, Vec<Txn>) =
+                txns.into_iter().unzip();
             match self.engine(shard, Command::Txns(txns)).await? {
                 // The transactions' results one after the other, as their units.
                 Reply::TransferResults(results) => {
-                    Ok(units.into_iter().flatten().zip(results).collect::<Vec<_>>())
+                    Ok(units.into_iter().flatten().flatten().zip(results).collect::<Vec<_>>())
                 }
                 other => Err(unexpected(other)),
             }
