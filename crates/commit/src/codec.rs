@@ -31,9 +31,17 @@ const ACCEPTOR_TAG: u8 = 0xCA;
 /// Set on a transaction's protocol byte when its unit ends follow (a transaction of
 /// several units); earlier encodings, without it, are one unit.
 const UNITS_FLAG: u8 = 0x80;
+/// Set on a transaction's protocol byte when its transfers are compact records
+/// (`settle_ledger::compact`: a prepare, a decision and a resolution each carry the
+/// transaction, so its size is most of what the protocol writes); earlier encodings,
+/// without it, carry whole records.
+const COMPACT_FLAG: u8 = 0x40;
 /// Set on a commit's amount count when its aborted units follow; earlier encodings,
 /// without it, abort none.
 const ABORTED_FLAG: u32 = 1 << 31;
+/// Set on a commit's amount count when its amounts are LEB128 varints (most amounts are
+/// small); earlier encodings, without it, carry 16 bytes each.
+const VARINT_FLAG: u32 = 1 << 30;
 
 /// Most protocol records a snapshot section may hold (far above what is in flight).
 pub const STATE_RECORDS_MAX: u64 = 1 << 24;
@@ -72,13 +80,21 @@ impl Writer {
     fn len(&mut self, n: usize) {
         self.u32(n as u32);
     }
+    /// LEB128: seven bits a byte, low first, the top bit set on all but the last.
+    fn varint(&mut self, mut v: u128) {
+        while v >= 0x80 {
+            self.u8(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.u8(v as u8);
+    }
 
     fn txn(&mut self, txn: &Txn) {
         let units = txn.unit_count() > 1;
-        self.u8(txn.protocol.code() | if units { UNITS_FLAG } else { 0 });
+        self.u8(txn.protocol.code() | COMPACT_FLAG | if units { UNITS_FLAG } else { 0 });
         self.len(txn.transfers.len());
         for (transfer, [debit, credit]) in txn.transfers.iter().zip(txn.placement.iter()) {
-            self.0.extend_from_slice(&transfer.to_bytes());
+            settle_ledger::compact::encode(&transfer.to_bytes(), &mut self.0);
             self.u32(*debit);
             self.u32(*credit);
         }
@@ -148,9 +164,9 @@ impl Writer {
 
     fn commit(&mut self, commit: &Commit) {
         let flag = if commit.aborted.is_empty() { 0 } else { ABORTED_FLAG };
-        self.u32(commit.amounts.len() as u32 | flag);
+        self.u32(commit.amounts.len() as u32 | flag | VARINT_FLAG);
         for amount in &commit.amounts {
-            self.u128(*amount);
+            self.varint(*amount);
         }
         self.u64(commit.at);
         if !commit.aborted.is_empty() {
@@ -227,6 +243,27 @@ impl<'a> Reader<'a> {
     fn u128(&mut self) -> Result<u128, DecodeError> {
         Ok(u128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes")))
     }
+    /// LEB128 (see `Writer::varint`), refusing more than 128 bits and a needless last
+    /// zero byte (one encoding per value).
+    fn varint(&mut self) -> Result<u128, DecodeError> {
+        let mut value = 0u128;
+        for shift in (0..128).step_by(7) {
+            let byte = self.u8()?;
+            let bits = u128::from(byte & 0x7F);
+            if shift == 126 && bits > 0b11 {
+                return Err(DecodeError::Invalid("varint"));
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                if byte == 0 && shift > 0 {
+                    return Err(DecodeError::Invalid("varint"));
+                }
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::Invalid("varint"))
+    }
+
     fn bool(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
@@ -255,7 +292,7 @@ impl<'a> Reader<'a> {
 
     fn txn(&mut self) -> Result<Txn, DecodeError> {
         let code = self.u8()?;
-        let protocol = match code & !UNITS_FLAG {
+        let protocol = match code & !(UNITS_FLAG | COMPACT_FLAG) {
             0 => Protocol::TwoPhase,
             1 => Protocol::ThreePhase,
             2 => Protocol::PaxosCommit,
@@ -265,9 +302,17 @@ impl<'a> Reader<'a> {
         let mut transfers = Vec::with_capacity(n);
         let mut placement = Vec::with_capacity(n);
         for _ in 0..n {
-            let bytes: &[u8; RECORD_SIZE] =
-                self.take(RECORD_SIZE)?.try_into().expect("a record's size");
-            transfers.push(Transfer::from_bytes(bytes));
+            if code & COMPACT_FLAG != 0 {
+                let rest = &self.bytes[self.at..];
+                let (record, used) = settle_ledger::compact::decode(rest)
+                    .map_err(|_| DecodeError::Invalid("compact transfer"))?;
+                self.at += used;
+                transfers.push(Transfer::from_bytes(&record));
+            } else {
+                let bytes: &[u8; RECORD_SIZE] =
+                    self.take(RECORD_SIZE)?.try_into().expect("a record's size");
+                transfers.push(Transfer::from_bytes(bytes));
+            }
             placement.push([self.u32()?, self.u32()?]);
         }
         let unit_ends = if code & UNITS_FLAG != 0 {
@@ -317,11 +362,15 @@ impl<'a> Reader<'a> {
 
     fn commit(&mut self) -> Result<Commit, DecodeError> {
         let count = self.u32()?;
-        let n = (count & !ABORTED_FLAG) as usize;
+        let n = (count & !(ABORTED_FLAG | VARINT_FLAG)) as usize;
         if n > TXN_TRANSFERS_MAX {
             return Err(DecodeError::Invalid("length"));
         }
-        let amounts = (0..n).map(|_| self.u128()).collect::<Result<_, _>>()?;
+        let amounts = if count & VARINT_FLAG != 0 {
+            (0..n).map(|_| self.varint()).collect::<Result<_, _>>()?
+        } else {
+            (0..n).map(|_| self.u128()).collect::<Result<_, _>>()?
+        };
         let at = self.u64()?;
         let mut aborted = Vec::new();
         if count & ABORTED_FLAG != 0 {

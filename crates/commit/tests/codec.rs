@@ -58,7 +58,8 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         },
         SideEntry { transfer: 1, side: Side::Credit, vote: SideVote::Busy, at: u64::MAX },
     ]);
-    let commit = Outcome::Commit(Commit { amounts: vec![5, 5], at: 7, aborted: vec![] });
+    let commit =
+        Outcome::Commit(Commit { amounts: vec![u128::MAX, 1 << 63], at: 7, aborted: vec![] });
     let abort = Outcome::Abort {
         results: vec![R::LinkedEventFailed, R::ExceedsCredits],
         record_failed: true,
@@ -176,4 +177,31 @@ fn protocol_records_round_trip_for_snapshots() {
     assert_eq!(codec::decode_records(&bytes), Ok((participants, coordinated)));
     assert_eq!(codec::decode_records(&[]), Ok((BTreeMap::new(), BTreeMap::new())));
     assert!(codec::decode_records(&bytes[..bytes.len() - 1]).is_err());
+}
+
+/// Entries written before transactions had units, compact transfers and varint amounts
+/// (whole 128-byte records, 16-byte amounts, no flags) still decode, as one unit.
+#[test]
+fn entries_of_the_earlier_encoding_decode() {
+    let transfer = transfer(10);
+    let mut old = vec![codec::ENTRY_TAG];
+    old.extend_from_slice(&99u64.to_le_bytes());
+    old.push(4); // Decide
+    old.push(0); // 2PC, no flags
+    old.extend_from_slice(&1u32.to_le_bytes());
+    old.extend_from_slice(&transfer.to_bytes());
+    old.extend_from_slice(&0u32.to_le_bytes());
+    old.extend_from_slice(&1u32.to_le_bytes());
+    old.push(0); // commit
+    old.extend_from_slice(&1u32.to_le_bytes());
+    old.extend_from_slice(&5u128.to_le_bytes());
+    old.extend_from_slice(&7u64.to_le_bytes());
+    let txn = Txn::new(Protocol::TwoPhase, vec![transfer], vec![[0, 1]]).expect("a txn");
+    let outcome = Outcome::Commit(Commit { amounts: vec![5], at: 7, aborted: vec![] });
+    let expected = Entry { timestamp: 99, record: Record::Decide { txn, outcome } };
+    assert_eq!(codec::decode_entry(&old), Ok(expected.clone()));
+    // Today's encoding of the same entry is smaller and decodes the same.
+    let new = codec::encode_entry(&expected);
+    assert!(new.len() < old.len() - 100, "{} bytes against {}", new.len(), old.len());
+    assert_eq!(codec::decode_entry(&new), Ok(expected));
 }
