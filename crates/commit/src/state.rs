@@ -11,6 +11,11 @@ use crate::message::{ClientRef, Entry, Record, ThreePhaseState};
 use crate::read::ReadError;
 use crate::txn::{Commit, Outcome, ShardId, SideEntry, Txn, TxnId, Vote};
 
+/// Sides whose rows are touched together before they are prepared or carried out (see
+/// `Ledger::touch_sides`): enough for their cache misses to overlap, few enough that
+/// the rows are still cached when their turn comes.
+const TOUCH_AHEAD_SIDES: usize = 16;
+
 /// What this shard, as a participant, knows of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParticipantRecord {
@@ -226,7 +231,12 @@ impl ShardState {
             return Applied::Participant(id);
         }
         let mut entries = Vec::new();
-        for (index, side) in txn.sides_of(self.shard) {
+        let sides = txn.sides_of(self.shard);
+        for (k, &(index, side)) in sides.iter().enumerate() {
+            if k % TOUCH_AHEAD_SIDES == 0 {
+                let ahead = &sides[k..sides.len().min(k + TOUCH_AHEAD_SIDES)];
+                self.ledger.touch_sides(ahead.iter().map(|&(i, side)| (&txn.transfers[i], side)));
+            }
             let at = self.tick(timestamp);
             let vote = self
                 .ledger
@@ -269,7 +279,12 @@ impl ShardState {
                 ));
             }
         }
-        for (index, side, vote) in &own_votes {
+        for (k, (index, side, vote)) in own_votes.iter().enumerate() {
+            if k % TOUCH_AHEAD_SIDES == 0 {
+                let ahead = &own_votes[k..own_votes.len().min(k + TOUCH_AHEAD_SIDES)];
+                let ahead = ahead.iter().map(|&(i, side, _)| (&txn.transfers[i], side));
+                self.ledger.touch_sides(ahead);
+            }
             let transfer: &Transfer = &txn.transfers[*index];
             // How this side ends: committed with an amount, or released.
             let fate = match outcome {

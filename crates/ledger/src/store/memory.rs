@@ -315,6 +315,19 @@ impl Store for MemStore {
         touched
     }
 
+    fn touch_side(&self, id: u128, side: Side) -> u64 {
+        let mut touched = u64::from(self.transfers.find(id).is_some());
+        if let Some(&(position, _)) = self.reservations.get(&(id, side)) {
+            let transfer = self.reservation_transfers.get(position as usize);
+            let account = match side {
+                Side::Debit => transfer.debit_account_id,
+                Side::Credit => transfer.credit_account_id,
+            };
+            touched ^= self.touch_accounts([account, 0]);
+        }
+        touched
+    }
+
     fn insert_account(&mut self, account: Account) {
         assert!(account.timestamp > self.account_timestamp_max());
         let position = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");

@@ -99,6 +99,11 @@ pub trait Store {
     fn touch_accounts(&self, _ids: [u128; 2]) -> u64 {
         0
     }
+    /// As `touch_accounts`, for a cross-shard side about to be prepared or carried out:
+    /// its reservation, the account row it names, and the transfer id's index entry.
+    fn touch_side(&self, _id: u128, _side: Side) -> u64 {
+        0
+    }
     /// Inserts a new account; its id is unused and its timestamp above every account's.
     fn insert_account(&mut self, account: Account);
     /// Overwrites an existing account's balances and flags.
