@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use settle_ledger::{CreateTransferResult as R, Transfer};
+use settle_ledger::{CreateTransferResult as R, Side, Transfer, TransferFlags};
 
 use crate::message::{
     Accepted, Address, Ballot, Body, ClientRef, Command, Entry, Message, Record, ThreePhaseState,
@@ -209,7 +209,15 @@ pub struct ShardCore {
     decided_at: BTreeMap<TxnId, u64>,
     /// Snapshot reads in flight (see `read.rs`).
     reads: Reads,
+    /// Transactions whose prepare waits for a pending transfer in doubt here, by that
+    /// transfer's id (see `waits_for`); at most `DEFERRED_MAX` in all.
+    deferred: BTreeMap<u128, Vec<Txn>>,
+    deferred_count: usize,
 }
+
+/// Most prepares waiting for a pending transfer in doubt; beyond, a prepare goes ahead
+/// (and its post or void fails with `pending_transfer_not_found`, as the client retries).
+const DEFERRED_MAX: usize = 4096;
 
 const PERSIST_PREPARE: u8 = 0;
 const PERSIST_PRECOMMIT: u8 = 1;
@@ -243,6 +251,8 @@ impl ShardCore {
             pulsing: false,
             decided_at: BTreeMap::new(),
             reads: Reads::default(),
+            deferred: BTreeMap::new(),
+            deferred_count: 0,
         };
         // 2PC decisions not yet forgotten: tell the participants again; those that
         // carried them out acknowledge, and the decision can go.
@@ -471,8 +481,57 @@ impl ShardCore {
                 doubt.asked_ms = doubt.asked_ms.max(doubt.since_ms + 1);
             }
             self.vote(id);
+        } else if let Some(pending_id) =
+            self.waits_for(&txn).filter(|_| self.deferred_count < DEFERRED_MAX)
+        {
+            let waiting = self.deferred.entry(pending_id).or_default();
+            // Asked again while waiting (a resend): it waits once.
+            if !waiting.iter().any(|other| other.id() == id) {
+                self.deferred_count += 1;
+                waiting.push(txn);
+            }
         } else {
             self.persist(id, PERSIST_PREPARE, Record::Prepare { txn });
+        }
+    }
+
+    /// The pending transfer a post or void of `txn` names, if that transfer is still in
+    /// doubt at this shard (its own transaction prepared here, not yet resolved): the
+    /// post was sent once the pending transfer's decision was durable, and this shard
+    /// has not heard it yet. Preparing now would refuse the post with
+    /// `pending_transfer_not_found`; waiting for the outcome (which does not depend on
+    /// this transaction, so cannot deadlock) finds it. Not for a pending transfer of
+    /// `txn` itself: that one is only decided with it.
+    fn waits_for(&self, txn: &Txn) -> Option<u128> {
+        use settle_ledger::store::{ReservationState, Store};
+        let store = self.state.ledger.store();
+        let post_or_void =
+            TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER;
+        txn.sides_of(self.shard()).into_iter().find_map(|(index, _)| {
+            let t = &txn.transfers[index];
+            let pending_id = t.pending_id;
+            let in_doubt = t.flags.intersects(post_or_void)
+                && store.transfer(pending_id).is_none()
+                && [Side::Debit, Side::Credit].into_iter().any(|side| {
+                    store
+                        .reservation(pending_id, side)
+                        .is_some_and(|r| r.state == ReservationState::Prepared)
+                })
+                && !txn.transfers.iter().any(|other| other.id == pending_id);
+            in_doubt.then_some(pending_id)
+        })
+    }
+
+    /// `txn` was carried out here: the prepares waiting for its pending transfers go.
+    fn release_deferred(&mut self, txn: &Txn) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        for transfer in txn.transfers.iter() {
+            for waiting in self.deferred.remove(&transfer.id).unwrap_or_default() {
+                self.deferred_count -= 1;
+                self.prepare_here(waiting);
+            }
         }
     }
 
@@ -521,7 +580,10 @@ impl ShardCore {
             Record::CoordinatorPreCommit { txn, .. } | Record::Decide { txn, .. } => {
                 Some((txn.id(), PERSIST_COORDINATOR))
             }
-            Record::Resolve { txn, .. } => Some((txn.id(), PERSIST_RESOLVE)),
+            Record::Resolve { txn, .. } => {
+                self.release_deferred(txn);
+                Some((txn.id(), PERSIST_RESOLVE))
+            }
         };
         if let Some(key) = kind {
             self.persisting.remove(&key);

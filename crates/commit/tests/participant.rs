@@ -100,3 +100,64 @@ fn a_read_point_of_another_leader_is_not_answered() {
         .collect();
     assert_eq!(answers, vec![(42, Err(ReadError::Interrupted))]);
 }
+
+/// A post sent as soon as its cross-shard pending transfer was acknowledged can reach
+/// a participant before that transfer's decision does: its prepare waits for the
+/// decision instead of refusing the post with `pending_transfer_not_found`.
+#[test]
+fn a_post_of_a_pending_transfer_in_doubt_waits_for_its_outcome() {
+    use settle_ledger::{SideVote, TransferFlags};
+    let mut ledger = Ledger::new(Default::default());
+    let account = Account { id: 2, ledger: 1, code: 1, ..Default::default() };
+    ledger.create_accounts(NOW_MS * 1_000_000 - 1, &[account]).unwrap();
+    let mut core = ShardCore::new(Config::new(1), ShardState::new(1, ledger), 1, NOW_MS);
+    let base = Transfer {
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 5,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    };
+    let pending = Transfer { id: 7, flags: TransferFlags::PENDING, ..base };
+    let pending_txn = Txn::new(Protocol::TwoPhase, vec![pending], vec![[0, 1]]).unwrap();
+    let prepare = Message { txn: 7, depth: 1, body: Body::Prepare { txn: pending_txn.clone() } };
+    core.receive(NOW_MS, Address::Shard(0), prepare);
+    let entry = persisted_entry(&mut core).expect("the pending transfer's prepare");
+    core.persisted(NOW_MS + 1, &entry);
+    core.take_commands();
+
+    // The post arrives first (twice: a resend), and waits.
+    let post =
+        Transfer { id: 8, pending_id: 7, flags: TransferFlags::POST_PENDING_TRANSFER, ..base };
+    let post_txn = Txn::new(Protocol::TwoPhase, vec![post], vec![[0, 1]]).unwrap();
+    for _ in 0..2 {
+        let prepare = Message { txn: 8, depth: 1, body: Body::Prepare { txn: post_txn.clone() } };
+        core.receive(NOW_MS + 2, Address::Shard(0), prepare);
+        assert!(persisted_entry(&mut core).is_none(), "the post's prepare waits");
+    }
+
+    // The pending transfer commits here: the post is prepared, once, and can commit.
+    let at = match &core.state().participants[&7].vote {
+        Vote::Sides(sides) => sides[0].at,
+        Vote::Aborted => panic!("prepared"),
+    };
+    let outcome = Outcome::Commit(Commit { amounts: vec![5], at, aborted: vec![] });
+    let body = Body::Decision { txn: pending_txn, outcome };
+    core.receive(NOW_MS + 3, Address::Shard(0), Message { txn: 7, depth: 3, body });
+    let resolve = persisted_entry(&mut core).expect("the pending transfer's resolution");
+    core.persisted(NOW_MS + 4, &resolve);
+    let prepares: Vec<_> = core
+        .take_commands()
+        .into_iter()
+        .filter_map(|command| match command {
+            Command::Persist(entry) => Some(entry),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prepares.len(), 1, "{prepares:?}");
+    assert!(matches!(&prepares[0].record, Record::Prepare { txn } if txn.id() == 8));
+    core.persisted(NOW_MS + 5, &prepares[0]);
+    let Vote::Sides(sides) = &core.state().participants[&8].vote else { panic!("voted") };
+    assert!(matches!(sides[0].vote, SideVote::Prepared { amount: 5, .. }), "{sides:?}");
+}
