@@ -160,6 +160,13 @@ impl Ledger for Fake {
         Err(Status::unimplemented("the fake serves no snapshots"))
     }
 
+    async fn get_shard_map(
+        &self,
+        _request: Request<pb::ShardMapRequest>,
+    ) -> Result<Response<pb::ShardMapReply>, Status> {
+        Err(Status::unimplemented("the fake is one node, with no shard map"))
+    }
+
     async fn lookup_transfers(
         &self,
         request: Request<pb::LookupRequest>,

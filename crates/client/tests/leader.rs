@@ -112,6 +112,13 @@ impl Ledger for Fake {
         Err(Status::unimplemented("this fake serves no snapshots"))
     }
 
+    async fn get_shard_map(
+        &self,
+        _request: Request<pb::ShardMapRequest>,
+    ) -> Result<Response<pb::ShardMapReply>, Status> {
+        Err(Status::unimplemented("this fake is one node, with no shard map"))
+    }
+
     async fn lookup_transfers(
         &self,
         _request: Request<pb::LookupRequest>,

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use settle_ledger::{CreateTransferResult as R, Side, SideVote, Transfer, RECORD_SIZE};
 
 use crate::message::{Accepted, Body, ClientRef, Entry, Message, Record, ThreePhaseState};
+use crate::shard_map::{ShardMap, ShardReplicas};
 use crate::state::{CoordinatorRecord, ParticipantRecord};
 use crate::txn::{
     Commit, Outcome, Protocol, SideEntry, Txn, TxnId, UnitAbort, Vote, TXN_TRANSFERS_MAX,
@@ -80,6 +81,18 @@ impl Writer {
     fn len(&mut self, n: usize) {
         self.u32(n as u32);
     }
+    fn shard_map(&mut self, map: &ShardMap) {
+        self.u64(map.version);
+        self.len(map.shards.len());
+        for entry in &map.shards {
+            self.u64(entry.shard);
+            self.len(entry.replicas.len());
+            for &node in &entry.replicas {
+                self.u64(node);
+            }
+        }
+    }
+
     /// LEB128: seven bits a byte, low first, the top bit set on all but the last.
     fn varint(&mut self, mut v: u128) {
         while v >= 0x80 {
@@ -243,6 +256,24 @@ impl<'a> Reader<'a> {
     fn u128(&mut self) -> Result<u128, DecodeError> {
         Ok(u128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes")))
     }
+    fn shard_map(&mut self) -> Result<ShardMap, DecodeError> {
+        let version = self.u64()?;
+        let n = self.len(crate::shard_map::SHARDS_MAX)?;
+        let mut shards = Vec::with_capacity(n);
+        for _ in 0..n {
+            let shard = self.u64()?;
+            let count = self.len(crate::shard_map::REPLICAS_MAX)?;
+            let replicas = (0..count).map(|_| self.u64()).collect::<Result<_, _>>()?;
+            shards.push(ShardReplicas { shard, replicas });
+        }
+        let map = ShardMap::new(version, shards.clone()).ok_or(DecodeError::Invalid("map"))?;
+        // One encoding per map: shards and replicas in order, none twice.
+        if map.shards != shards {
+            return Err(DecodeError::Invalid("map order"));
+        }
+        Ok(map)
+    }
+
     /// LEB128 (see `Writer::varint`), refusing more than 128 bits and a needless last
     /// zero byte (one encoding per value).
     fn varint(&mut self) -> Result<u128, DecodeError> {
@@ -468,6 +499,10 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
                 w.u128(*id);
             }
         }
+        Record::ShardMap(map) => {
+            w.u8(9);
+            w.shard_map(map);
+        }
     }
     w.0
 }
@@ -535,6 +570,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
         }
         7 => Record::Pulse,
         8 => Record::ReadPoint { client: r.u64()?, at: r.u64()?, incarnation: r.u32()? },
+        9 => Record::ShardMap(r.shard_map()?),
         _ => return Err(DecodeError::Invalid("record kind")),
     };
     r.end()?;
@@ -609,6 +645,14 @@ pub fn encode_message(message: &Message) -> Vec<u8> {
             w.u64(*ballot);
         }
         Body::Resolved => w.u8(14),
+        Body::Replicas { shard, replicas } => {
+            w.u8(15);
+            w.u64(*shard);
+            w.len(replicas.len());
+            for &node in replicas {
+                w.u64(node);
+            }
+        }
         Body::Phase1b { from, ballot, accepted, rejected } => {
             w.u8(13);
             w.u8(*from);
@@ -665,6 +709,12 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
             Body::Phase1b { from, ballot, accepted, rejected }
         }
         14 => Body::Resolved,
+        15 => {
+            let shard = r.u64()?;
+            let n = r.len(crate::shard_map::REPLICAS_MAX)?;
+            let replicas = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
+            Body::Replicas { shard, replicas }
+        }
         _ => return Err(DecodeError::Invalid("message kind")),
     };
     r.end()?;
@@ -700,6 +750,7 @@ pub fn decode_acceptor(bytes: &[u8]) -> Result<crate::acceptor::AcceptorTxn, Dec
 pub fn encode_records(
     participants: &BTreeMap<TxnId, ParticipantRecord>,
     coordinated: &BTreeMap<TxnId, CoordinatorRecord>,
+    map: Option<&ShardMap>,
 ) -> Vec<u8> {
     let mut w = Writer(Vec::new());
     w.u8(STATE_TAG);
@@ -725,17 +776,22 @@ pub fn encode_records(
             }
         }
     }
+    if let Some(map) = map {
+        w.u8(1);
+        w.shard_map(map);
+    }
     w.0
 }
 
 /// Protocol records, as a snapshot holds them.
-pub type Records = (BTreeMap<TxnId, ParticipantRecord>, BTreeMap<TxnId, CoordinatorRecord>);
+pub type Records =
+    (BTreeMap<TxnId, ParticipantRecord>, BTreeMap<TxnId, CoordinatorRecord>, Option<ShardMap>);
 
 /// Decodes what [`encode_records`] wrote; empty bytes are no records.
 pub fn decode_records(bytes: &[u8]) -> Result<Records, DecodeError> {
     let (mut participants, mut coordinated) = (BTreeMap::new(), BTreeMap::new());
     if bytes.is_empty() {
-        return Ok((participants, coordinated));
+        return Ok((participants, coordinated, None));
     }
     let mut r = Reader { bytes, at: 0 };
     match r.u8()? {
@@ -775,6 +831,16 @@ pub fn decode_records(bytes: &[u8]) -> Result<Records, DecodeError> {
             return Err(DecodeError::Invalid("duplicate coordinator record"));
         }
     }
+    // The shard map (the metadata shard's), after the records; snapshots written
+    // before there was one end here.
+    let map = if r.at < bytes.len() {
+        match r.u8()? {
+            1 => Some(r.shard_map()?),
+            _ => return Err(DecodeError::Invalid("map section")),
+        }
+    } else {
+        None
+    };
     r.end()?;
-    Ok((participants, coordinated))
+    Ok((participants, coordinated, map))
 }

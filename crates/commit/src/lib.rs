@@ -14,6 +14,8 @@
 //! - [`txn`]: a transaction (a transfer or a linked chain) and where its sides live; votes,
 //!   outcomes, and `decide`, which turns votes into the outcome and the client's results.
 //! - [`placement`]: the rule that maps accounts to shards.
+//! - [`shard_map`]: the cluster's shard map (placement + replicas), replicated in the
+//!   metadata shard's group.
 //! - [`message`]: messages, records and commands.
 //! - [`state`]: a shard's replicated state (ledger + protocol records) and `apply`.
 //! - [`shard`]: `ShardCore`, a shard's participant and coordinator roles.
@@ -27,12 +29,14 @@ pub mod message;
 pub mod placement;
 pub mod read;
 pub mod shard;
+pub mod shard_map;
 pub mod state;
 pub mod txn;
 
 pub use acceptor::{AcceptorCommand, AcceptorCore, AcceptorEntry, AcceptorTxn};
 pub use message::{Address, Body, Command, Entry, Kind, Message, Record};
 pub use shard::{Config, Refusal, ShardCore};
+pub use shard_map::{ShardMap, ShardReplicas};
 pub use state::{Applied, ShardState};
 pub use txn::{
     decide, paper_cost, Commit, Outcome, Protocol, ShardId, Txn, TxnId, UnitAbort, Vote,

@@ -73,6 +73,10 @@ pub enum Body {
     Phase1a { txn: Txn, ballot: Ballot },
     /// Paxos Commit phase 1b: acceptor → leader. `rejected`: it promised a higher ballot.
     Phase1b { from: u8, ballot: Ballot, accepted: Vec<Accepted>, rejected: Option<Ballot> },
+    /// A shard's leader → the metadata shard: the nodes holding this shard's replicas
+    /// now (its group's voters), for the shard map. Sent now and then, not per
+    /// transaction (`Message::txn` is 0).
+    Replicas { shard: u64, replicas: Vec<u64> },
 }
 
 impl Body {
@@ -94,6 +98,7 @@ impl Body {
             Body::Phase2b { .. } => Kind::Phase2b,
             Body::Phase1a { .. } => Kind::Phase1a,
             Body::Phase1b { .. } => Kind::Phase1b,
+            Body::Replicas { .. } => Kind::Replicas,
         }
     }
 }
@@ -116,10 +121,11 @@ pub enum Kind {
     Phase1a,
     Phase1b,
     Resolved,
+    Replicas,
 }
 
 impl Kind {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
 
     pub fn index(self) -> usize {
         self as usize
@@ -137,6 +143,7 @@ impl Kind {
                 | Kind::Phase1a
                 | Kind::Phase1b
                 | Kind::Resolved
+                | Kind::Replicas
         )
     }
 }
@@ -180,6 +187,8 @@ pub enum Record {
     /// A snapshot read's point at this shard: a pulse at `at` (see `read.rs`).
     /// `client` names the read within the incarnation of the leader that wrote it.
     ReadPoint { client: ClientRef, at: u64, incarnation: u32 },
+    /// The metadata shard: the cluster's shard map from now on (when newer).
+    ShardMap(crate::shard_map::ShardMap),
 }
 
 impl Record {

@@ -22,6 +22,7 @@ use crate::message::{
     Accepted, Address, Ballot, Body, ClientRef, Command, Entry, Message, Record, ThreePhaseState,
 };
 use crate::read::Reads;
+use crate::shard_map::ShardMap;
 use crate::state::{Applied, CoordinatorRecord, ParticipantRecord, ShardState};
 use crate::txn::{decide, Commit, Outcome, Protocol, ShardId, Txn, TxnId, Vote};
 
@@ -223,6 +224,8 @@ const PERSIST_PREPARE: u8 = 0;
 const PERSIST_PRECOMMIT: u8 = 1;
 const PERSIST_COORDINATOR: u8 = 2;
 const PERSIST_RESOLVE: u8 = 3;
+/// A shard map version (one at a time; keyed by transaction 0).
+const PERSIST_MAP: u8 = 4;
 
 impl ShardCore {
     /// A core over `state` (what the group holds). `incarnation` must differ for every
@@ -571,6 +574,7 @@ impl ShardCore {
         let applied = self.state.apply(entry);
         let kind = match &entry.record {
             Record::Local { .. } | Record::Forget { .. } | Record::ReadPoint { .. } => None,
+            Record::ShardMap(_) => Some((0, PERSIST_MAP)),
             Record::Pulse => {
                 self.pulsing = false;
                 None
@@ -715,9 +719,44 @@ impl ShardCore {
         }
     }
 
+    // ---- the shard map (the metadata shard) ----
+
+    /// Writes `map` as the cluster's shard map, unless this shard holds that version or
+    /// a newer one (the metadata shard's leader writes the first from the config).
+    pub fn publish_shard_map(&mut self, map: ShardMap) {
+        if self.state.shard_map.as_ref().is_none_or(|held| map.version > held.version) {
+            self.persist(0, PERSIST_MAP, Record::ShardMap(map));
+        }
+    }
+
+    /// Tells the metadata shard which nodes hold this shard's replicas now: it writes a
+    /// new map version if they differ from its map. (Sent now and then by the leader,
+    /// so that a change of replicas reaches the map even when the node that made it
+    /// crashed before telling.)
+    pub fn report_replicas(&mut self, metadata_shard: ShardId, replicas: Vec<u64>) {
+        let body = Body::Replicas { shard: u64::from(self.shard()), replicas };
+        if metadata_shard == self.shard() {
+            self.replicas_reported(body);
+        } else {
+            self.send(Address::Shard(metadata_shard), 0, body);
+        }
+    }
+
+    fn replicas_reported(&mut self, body: Body) {
+        let Body::Replicas { shard, replicas } = body else { return };
+        let next =
+            self.state.shard_map.as_ref().and_then(|map| map.with_replicas(shard, &replicas));
+        if let Some(next) = next {
+            self.persist(0, PERSIST_MAP, Record::ShardMap(next));
+        }
+    }
+
     /// A protocol message arrived from `from`.
     pub fn receive(&mut self, now_ms: u64, from: Address, message: Message) {
         self.now_ms = self.now_ms.max(now_ms);
+        if let Body::Replicas { .. } = message.body {
+            return self.replicas_reported(message.body);
+        }
         self.heard(&message);
         let id = message.txn;
         let from_shard = match from {
@@ -765,6 +804,7 @@ impl ShardCore {
             }
             // Acceptor messages are not for a shard; a stray one changes nothing.
             Body::Phase2a { .. } | Body::Phase1a { .. } => {}
+            Body::Replicas { .. } => unreachable!("taken above"),
         }
     }
 

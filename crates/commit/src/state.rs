@@ -9,6 +9,7 @@ use settle_ledger::{BatchError, CreateTransferResult as R, Ledger, SideError, Si
 
 use crate::message::{ClientRef, Entry, Record, ThreePhaseState};
 use crate::read::ReadError;
+use crate::shard_map::ShardMap;
 use crate::txn::{Commit, Outcome, ShardId, SideEntry, Txn, TxnId, Vote};
 
 /// Sides whose rows are touched together before they are prepared or carried out (see
@@ -85,11 +86,20 @@ pub struct ShardState {
     pub ledger: Ledger,
     pub participants: BTreeMap<TxnId, ParticipantRecord>,
     pub coordinated: BTreeMap<TxnId, CoordinatorRecord>,
+    /// The cluster's shard map, in the metadata shard's state (`shard_map.rs`); `None`
+    /// elsewhere, and there until its leader writes the first.
+    pub shard_map: Option<ShardMap>,
 }
 
 impl ShardState {
     pub fn new(shard: ShardId, ledger: Ledger) -> ShardState {
-        ShardState { shard, ledger, participants: BTreeMap::new(), coordinated: BTreeMap::new() }
+        ShardState {
+            shard,
+            ledger,
+            participants: BTreeMap::new(),
+            coordinated: BTreeMap::new(),
+            shard_map: None,
+        }
     }
 
     /// A state from a snapshot: the ledger and the protocol records kept beside it
@@ -99,13 +109,13 @@ impl ShardState {
         ledger: Ledger,
         records: &[u8],
     ) -> Result<ShardState, crate::codec::DecodeError> {
-        let (participants, coordinated) = crate::codec::decode_records(records)?;
-        Ok(ShardState { shard, ledger, participants, coordinated })
+        let (participants, coordinated, shard_map) = crate::codec::decode_records(records)?;
+        Ok(ShardState { shard, ledger, participants, coordinated, shard_map })
     }
 
     /// The protocol records, encoded for a snapshot.
     pub fn snapshot_records(&self) -> Vec<u8> {
-        crate::codec::encode_records(&self.participants, &self.coordinated)
+        crate::codec::encode_records(&self.participants, &self.coordinated, self.shard_map.as_ref())
     }
 
     /// The next timestamp for a one-event ledger operation at or after `timestamp`.
@@ -170,6 +180,12 @@ impl ShardState {
                     Err(_) => Err(ReadError::OutOfRange),
                 };
                 Applied::ReadPoint { client: *client, incarnation: *incarnation, result }
+            }
+            Record::ShardMap(map) => {
+                if self.shard_map.as_ref().is_none_or(|held| map.version > held.version) {
+                    self.shard_map = Some(map.clone());
+                }
+                Applied::Maintenance
             }
             Record::Forget { txns } => {
                 for id in txns {

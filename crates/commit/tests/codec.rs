@@ -4,7 +4,8 @@ use settle_commit::codec::{self, DecodeError};
 use settle_commit::message::ThreePhaseState;
 use settle_commit::txn::SideEntry;
 use settle_commit::{
-    Body, Commit, Entry, Message, Outcome, Protocol, Record, Txn, UnitAbort, Vote,
+    Body, Commit, Entry, Message, Outcome, Protocol, Record, ShardMap, ShardReplicas, Txn,
+    UnitAbort, Vote,
 };
 use settle_ledger::{CreateTransferResult as R, Side, SideVote, Transfer, TransferFlags};
 
@@ -40,6 +41,11 @@ fn partial() -> Commit {
         record_failed: false,
     };
     Commit { amounts: vec![5, 0, 0, 5], at: 12, aborted: vec![abort] }
+}
+
+fn shard_map() -> ShardMap {
+    let entry = |shard, replicas: &[u64]| ShardReplicas { shard, replicas: replicas.to_vec() };
+    ShardMap::new(3, vec![entry(1, &[1, 2, 3]), entry(2, &[2, 3, 4])]).expect("a map")
 }
 
 fn samples() -> (Vec<Entry>, Vec<Message>) {
@@ -80,6 +86,7 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         Record::ReadPoint { client: 3, at: 1 << 60, incarnation: 9 },
         Record::Prepare { txn: batch() },
         Record::Decide { txn: batch(), outcome: Outcome::Commit(partial()) },
+        Record::ShardMap(shard_map()),
     ];
     let entries = records.into_iter().map(|record| Entry { timestamp: 99, record }).collect();
     let accepted = settle_commit::message::Accepted { instance: 2, ballot: 7 << 32, vote };
@@ -107,6 +114,7 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         Body::Phase1b { from: 2, ballot: 3, accepted: vec![accepted], rejected: Some(9) },
         Body::Decision { txn: batch(), outcome: Outcome::Commit(partial()) },
         Body::PreCommit { txn: batch(), commit: partial() },
+        Body::Replicas { shard: 2, replicas: vec![2, 3, 5] },
     ];
     let messages = bodies.into_iter().map(|body| Message { txn: 10, depth: 3, body }).collect();
     (entries, messages)
@@ -173,10 +181,17 @@ fn protocol_records_round_trip_for_snapshots() {
             outcome: Outcome::Commit(Commit { amounts: vec![5, 5], at: 13, aborted: vec![] }),
         },
     )]);
-    let bytes = codec::encode_records(&participants, &coordinated);
-    assert_eq!(codec::decode_records(&bytes), Ok((participants, coordinated)));
-    assert_eq!(codec::decode_records(&[]), Ok((BTreeMap::new(), BTreeMap::new())));
+    // Without a shard map (every shard but the metadata shard; snapshots of earlier
+    // builds), and with one.
+    let bytes = codec::encode_records(&participants, &coordinated, None);
+    let expected = (participants.clone(), coordinated.clone(), None);
+    assert_eq!(codec::decode_records(&bytes), Ok(expected));
+    assert_eq!(codec::decode_records(&[]), Ok((BTreeMap::new(), BTreeMap::new(), None)));
     assert!(codec::decode_records(&bytes[..bytes.len() - 1]).is_err());
+    let map = shard_map();
+    let with_map = codec::encode_records(&participants, &coordinated, Some(&map));
+    assert_eq!(codec::decode_records(&with_map), Ok((participants, coordinated, Some(map))));
+    assert!(codec::decode_records(&with_map[..with_map.len() - 1]).is_err());
 }
 
 /// Entries written before transactions had units, compact transfers and varint amounts

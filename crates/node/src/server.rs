@@ -133,6 +133,13 @@ impl pb::ledger_server::Ledger for Service {
         transfers_reply(self.call(Command::Read(Read::LookupTransfers(ids))).await?)
     }
 
+    async fn get_shard_map(
+        &self,
+        _request: GrpcRequest<pb::ShardMapRequest>,
+    ) -> Result<Response<pb::ShardMapReply>, Status> {
+        Err(Status::unimplemented("a standalone node holds every account: it has no shard map"))
+    }
+
     /// One node, one ledger: its latest state is a snapshot, at its latest timestamp.
     async fn read_snapshot(
         &self,

@@ -229,6 +229,26 @@ async fn a_node_missing_from_the_config_or_with_a_foreign_log_is_refused() {
 }
 
 /// Sends a membership change to shard 1's leader, following redirects.
+/// The shard map `address` serves once it knows version `version` or a later one
+/// (leaders report their replicas every second; bounded: a map that never reaches the
+/// version fails here). Returns (version, shard → replicas).
+async fn shard_map_at(address: SocketAddr, version: u64) -> (u64, Vec<(u64, Vec<u64>)>) {
+    let mut last = None;
+    for _ in 0..300 {
+        match client(address).await.get_shard_map(pb::ShardMapRequest {}).await {
+            Ok(reply) if reply.get_ref().version >= version => {
+                let reply = reply.into_inner();
+                let shards = reply.shards.into_iter().map(|s| (s.shard, s.replicas)).collect();
+                return (reply.version, shards);
+            }
+            Ok(reply) => last = Some(format!("version {}", reply.get_ref().version)),
+            Err(status) => last = Some(format!("{status:?}")),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{address} never served shard map version {version}: {last:?}");
+}
+
 async fn change_replicas(addresses: &[SocketAddr], node: u64, remove: bool) -> Vec<u64> {
     change_replicas_request(addresses, pb::ChangeReplicasRequest { shard: 1, node, remove }).await
 }
@@ -279,8 +299,17 @@ async fn a_replica_is_added_and_another_removed_through_joint_consensus() {
     create_accounts_anywhere(first_three, &[1, 2]).await;
     let (results, _) = create_transfers_anywhere(first_three, &[transfer(10)]).await;
     assert_eq!(results, vec![CreateTransferResult::Ok]);
+    // The shard map, written by the metadata shard's leader from the config, is served
+    // by every node (node 4 holds no replica: it asks one that does).
+    for &address in &addresses {
+        assert_eq!(shard_map_at(address, 1).await, (1, vec![(1, vec![1, 2, 3])]));
+    }
 
     assert_eq!(change_replicas(first_three, 4, false).await, vec![1, 2, 3, 4]);
+    // The change reaches the replicated map as its next version, everywhere.
+    for &address in &addresses {
+        assert_eq!(shard_map_at(address, 2).await, (2, vec![(1, vec![1, 2, 3, 4])]));
+    }
     // Node 4 caught up: it answers a linearizable read from its own state.
     let accounts = lookup_accounts(addresses[3], &[1, 2]).await;
     assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (10, 10));
@@ -293,6 +322,7 @@ async fn a_replica_is_added_and_another_removed_through_joint_consensus() {
     assert_eq!(results, vec![CreateTransferResult::Ok]);
     let accounts = lookup_accounts(addresses[3], &[1, 2]).await;
     assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (20, 20));
+    assert_eq!(shard_map_at(addresses[3], 3).await, (3, vec![(1, vec![2, 3, 4])]));
 
     // Node 4 restarts with a file that does not list it for the shard: its log does.
     let node_four = nodes.pop().unwrap();
@@ -300,6 +330,8 @@ async fn a_replica_is_added_and_another_removed_through_joint_consensus() {
     nodes.push(ClusterNode::start(options(&cluster, 4, dir.path())).await.unwrap());
     let accounts = lookup_accounts(addresses[3], &[1, 2]).await;
     assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (20, 20));
+    // ...and so does the map: the config's version 1 does not come back.
+    assert_eq!(shard_map_at(addresses[3], 1).await, (3, vec![(1, vec![2, 3, 4])]));
     for node in nodes {
         node.shutdown().await.unwrap();
     }

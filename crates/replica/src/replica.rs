@@ -23,7 +23,7 @@ use raft::{RawNode, StateRole};
 use raft_proto::ConfChangeI;
 use settle_commit::message::ClientRef;
 use settle_commit::read::{ReadError, SnapshotPart};
-use settle_commit::{codec, Address, ShardCore, ShardState, Txn};
+use settle_commit::{codec, Address, ShardCore, ShardMap, ShardState, Txn};
 use settle_ledger::{CreateTransferResult, Ledger, MemStore, Read, Reply, Write, BATCH_EVENTS_MAX};
 
 use crate::durable::Record;
@@ -394,6 +394,22 @@ impl Replica {
         self.core.read(now, client, at, accounts);
         self.drain_core();
         Ok(())
+    }
+
+    /// The leader's part in keeping the cluster's shard map (`settle_commit::shard_map`):
+    /// the metadata shard's leader writes `initial` if its group holds no map yet, and
+    /// every leader tells the metadata shard which nodes hold this shard's replicas. A
+    /// follower does nothing. The shell calls it now and then.
+    pub fn maintain_shard_map(&mut self, metadata_shard: u32, initial: &ShardMap) {
+        if self.halted.is_some() || !self.is_leader() {
+            return;
+        }
+        if metadata_shard == self.config.shard && self.core.state().shard_map.is_none() {
+            self.core.publish_shard_map(initial.clone());
+        }
+        let voters = self.voters();
+        self.core.report_replicas(metadata_shard, voters);
+        self.drain_core();
     }
 
     /// A cross-shard protocol message for this shard. Only a leader acts on it; the

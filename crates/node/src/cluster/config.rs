@@ -145,6 +145,23 @@ impl ClusterConfig {
 
     /// A cluster of `addresses.len()` nodes (ids 1, 2, ...) and `shards` shards (ids 1,
     /// 2, ...), each replicated on all of them.
+    /// The shard map a cluster starts with (version 1): the shards and their replicas as
+    /// this file names them. The map in the metadata shard's group supersedes it once
+    /// written (`settle_commit::shard_map`).
+    pub fn shard_map(&self) -> settle_commit::ShardMap {
+        let shards = self
+            .shards
+            .iter()
+            .map(|s| settle_commit::ShardReplicas { shard: s.id, replicas: s.replicas.clone() })
+            .collect();
+        settle_commit::ShardMap::new(1, shards).expect("a validated config makes a map")
+    }
+
+    /// The shard whose group holds the cluster's shard map: the lowest id.
+    pub fn metadata_shard(&self) -> u64 {
+        self.shards.iter().map(|s| s.id).min().expect("a validated config has shards")
+    }
+
     pub fn sharded(addresses: &[SocketAddr], shards: u64) -> ClusterConfig {
         let mut config = ClusterConfig::single_shard(addresses);
         let replicas = config.shards[0].replicas.clone();

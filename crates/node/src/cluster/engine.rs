@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::PoisonError;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +39,8 @@ pub const INBOX_MAX: usize = 8192;
 pub const WAITING_MAX: usize = 4096;
 /// The Raft tick: heartbeats every 2 ticks, elections after 10 to 20 without a leader.
 pub const TICK: Duration = Duration::from_millis(20);
+/// Every this many ticks (1 s), each leader here reports its replicas for the shard map.
+const MAP_TICKS: u64 = 50;
 /// A cross-shard transaction not answered within this long is answered "outcome
 /// unknown" (its coordinator may have lost leadership); the client's retry is safe.
 pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,6 +107,9 @@ pub struct EngineConfig {
     pub stats: std::sync::Arc<Stats>,
     /// Who leads each shard held here, for the router.
     pub leaders: super::router::Leaders,
+    /// The cluster's shard map as this node's replica of the metadata shard holds it
+    /// (if it holds one), for the router.
+    pub shard_map: super::router::SharedMap,
 }
 
 pub struct Engine {
@@ -208,6 +214,7 @@ impl Engine {
     /// Runs until `Input::Stop` or a failed write/fsync. Returns the failure, if any.
     pub fn run(mut self) -> Result<(), NodeError> {
         let mut next_tick = Instant::now() + TICK;
+        let mut ticks: u64 = 0;
         let mut stopping = false;
         while !stopping && self.failed.is_none() {
             let timeout = next_tick.saturating_duration_since(Instant::now());
@@ -228,6 +235,10 @@ impl Engine {
             if Instant::now() >= next_tick {
                 let now = now_ns();
                 self.replicas.values_mut().for_each(|r| r.tick(now));
+                ticks += 1;
+                if ticks.is_multiple_of(MAP_TICKS) {
+                    self.maintain_shard_map();
+                }
                 // After a stall, tick once and move on rather than fire a burst.
                 next_tick = (next_tick + TICK).max(Instant::now());
             }
@@ -547,6 +558,7 @@ impl Engine {
         }
         self.maybe_rewrite_log();
         self.publish_leaders();
+        self.publish_shard_map();
     }
 
     /// Delivers the acceptors' messages and carries out what they ask: sends, and writes
@@ -581,6 +593,38 @@ impl Engine {
             }
         }
         busy
+    }
+
+    /// Every leader here tells the metadata shard who holds its replicas, and the
+    /// metadata shard's leader writes the first map (see `Replica::maintain_shard_map`).
+    fn maintain_shard_map(&mut self) {
+        let metadata_shard = self.config.cluster.metadata_shard() as u32;
+        let initial = self.config.cluster.shard_map();
+        for replica in self.replicas.values_mut() {
+            replica.maintain_shard_map(metadata_shard, &initial);
+        }
+    }
+
+    /// Hands the router the shard map this node's replica of the metadata shard holds,
+    /// when it is newer than the one the router has.
+    fn publish_shard_map(&mut self) {
+        let metadata_shard = self.config.cluster.metadata_shard();
+        let Some(held) =
+            self.replicas.get(&metadata_shard).and_then(|r| r.shard_state().shard_map.as_ref())
+        else {
+            return;
+        };
+        let current = self
+            .config
+            .shard_map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|m| m.version);
+        if current.is_none_or(|version| held.version > version) {
+            *self.config.shard_map.write().unwrap_or_else(PoisonError::into_inner) =
+                Some(held.clone());
+        }
     }
 
     /// Tells the router who leads each shard held here (only when that changed).

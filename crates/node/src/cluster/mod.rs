@@ -176,6 +176,7 @@ impl ClusterNode {
         let (inbox_sender, inbox) = std::sync::mpsc::sync_channel(engine::INBOX_MAX);
         let stats = std::sync::Arc::new(Stats::default());
         let leaders = router::Leaders::default();
+        let shard_map = router::SharedMap::default();
         let peers = cluster.nodes.iter().map(|n| (n.id, n.address));
         let outbound = transport::Outbound::start(node_id, peers, inbox_sender.clone());
         let engine_config = EngineConfig {
@@ -187,6 +188,7 @@ impl ClusterNode {
             tuning: options.tuning,
             stats: stats.clone(),
             leaders: leaders.clone(),
+            shard_map: shard_map.clone(),
         };
         let engine = Engine::new(
             engine_config,
@@ -222,7 +224,8 @@ impl ClusterNode {
             .max_decoding_message_size(transport::PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(transport::PEER_MESSAGE_BYTES_MAX);
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let gateway = router::Router::new(node_id, requests, options.cluster.clone(), leaders);
+        let gateway =
+            router::Router::new(node_id, requests, options.cluster.clone(), leaders, shard_map);
         let router = crate::grpc_server()
             .add_service(crate::ledger_server(gateway))
             .add_service(peer)

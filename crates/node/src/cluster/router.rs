@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures_util::future::join_all;
 use settle_commit::placement::shard_of;
-use settle_commit::{Protocol, Txn};
+use settle_commit::{Protocol, ShardMap, Txn};
 use settle_ledger::{
     Account, AccountFlags, CreateAccountResult, CreateTransferResult, Read, Reply, Transfer,
     TransferFlags, Write,
@@ -51,6 +51,9 @@ use crate::NodeError;
 
 /// Metadata naming the shard a forwarded request is for: run it there, do not forward.
 pub const SHARD_KEY: &str = "settle-shard";
+/// Metadata on every write reply: the version of the shard map this node knows (a client
+/// holding an older one fetches it again).
+pub const MAP_VERSION_KEY: &str = "settle-map-version";
 /// Metadata choosing the atomic-commit protocol for this request (`2pc`, `3pc`,
 /// `paxos-commit`), over the cluster's default.
 pub const PROTOCOL_KEY: &str = "settle-protocol";
@@ -73,11 +76,16 @@ const SNAPSHOT_AHEAD_MAX_NS: u64 = 1_000_000_000;
 /// engine.
 pub type Leaders = Arc<RwLock<BTreeMap<u64, Option<u64>>>>;
 
+/// The newest shard map this node knows: its replica of the metadata shard's (kept by
+/// the engine), or one fetched from a node that holds that shard.
+pub type SharedMap = Arc<RwLock<Option<ShardMap>>>;
+
 pub struct Router {
     pub node_id: u64,
     pub requests: mpsc::Sender<Request>,
     pub cluster: ClusterConfig,
     pub leaders: Leaders,
+    shard_map: SharedMap,
     /// Shard ids, ascending: placement indexes into this.
     shards: Vec<u64>,
     /// Leaders of shards this node does not hold, as hints taught them.
@@ -153,6 +161,7 @@ impl Router {
         requests: mpsc::Sender<Request>,
         cluster: ClusterConfig,
         leaders: Leaders,
+        shard_map: SharedMap,
     ) -> Router {
         let mut shards: Vec<u64> = cluster.shards.iter().map(|s| s.id).collect();
         shards.sort_unstable();
@@ -161,6 +170,7 @@ impl Router {
             requests,
             cluster,
             leaders,
+            shard_map,
             shards,
             remote_leaders: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
@@ -224,9 +234,12 @@ impl Router {
                     .unwrap_or_else(PoisonError::into_inner)
                     .get(&shard)
                     .copied();
+                // The replicated map knows where the shard's replicas are now; the
+                // config, where they were at the start.
+                let mapped = self.known_map().and_then(|map| map.replicas(shard).map(|r| r[0]));
                 let first =
                     self.cluster.shards.iter().find(|s| s.id == shard).map(|s| s.replicas[0]);
-                Target::Node(learnt.or(first).unwrap_or(self.node_id))
+                Target::Node(learnt.or(mapped).or(first).unwrap_or(self.node_id))
             }
         }
     }
@@ -845,12 +858,86 @@ impl Router {
         if let Some(value) = address.and_then(|a| a.to_string().parse().ok()) {
             response.metadata_mut().insert(crate::server::LEADER_METADATA_KEY, value);
         }
+        if let Some(version) = self.known_map().map(|map| map.version) {
+            response.metadata_mut().insert(MAP_VERSION_KEY, version.into());
+        }
         response
     }
+
+    /// The newest shard map this node knows, if any.
+    fn known_map(&self) -> Option<ShardMap> {
+        self.shard_map.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Keeps `map` if it is newer than the one this node knows.
+    fn learn_map(&self, map: ShardMap) {
+        let mut known = self.shard_map.write().unwrap_or_else(PoisonError::into_inner);
+        if known.as_ref().is_none_or(|held| map.version > held.version) {
+            *known = Some(map);
+        }
+    }
+
+    /// The shard map: this node's replica of the metadata shard's, or (a node without
+    /// one) the one a node holding that shard answers, which it keeps.
+    async fn shard_map(&self) -> Result<ShardMap, Status> {
+        let metadata_shard = self.cluster.metadata_shard();
+        let hosted = self
+            .leaders
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&metadata_shard);
+        if hosted {
+            return self.known_map().ok_or_else(|| {
+                Status::unavailable("the cluster's shard map is not written yet; retry")
+            });
+        }
+        let Target::Node(node) = self.target(metadata_shard, true) else {
+            return Err(Status::unavailable("no node holding the shard map is known"));
+        };
+        let (reply, _) = self
+            .forward_via(metadata_shard, node, |mut client| async move {
+                client.get_shard_map(pb::ShardMapRequest {}).await
+            })
+            .await?;
+        let map = map_from_pb(&reply).ok_or_else(|| {
+            Status::internal(format!("node {node} answered an invalid shard map"))
+        })?;
+        self.learn_map(map.clone());
+        Ok(map)
+    }
+}
+
+/// The replicated map's reply, or `None` when it is not a valid map.
+pub fn map_from_pb(reply: &pb::ShardMapReply) -> Option<ShardMap> {
+    let shards = reply
+        .shards
+        .iter()
+        .map(|s| settle_commit::ShardReplicas { shard: s.shard, replicas: s.replicas.clone() })
+        .collect();
+    ShardMap::new(reply.version, shards)
 }
 
 #[tonic::async_trait]
 impl pb::ledger_server::Ledger for Router {
+    async fn get_shard_map(
+        &self,
+        _request: GrpcRequest<pb::ShardMapRequest>,
+    ) -> Result<Response<pb::ShardMapReply>, Status> {
+        let map = self.shard_map().await?;
+        let shards = map
+            .shards
+            .iter()
+            .map(|s| pb::ShardReplicas { shard: s.shard, replicas: s.replicas.clone() })
+            .collect();
+        let nodes = self
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| pb::NodeAddress { id: n.id, address: n.address.to_string() })
+            .collect();
+        Ok(Response::new(pb::ShardMapReply { version: map.version, shards, nodes }))
+    }
+
     async fn create_accounts(
         &self,
         request: GrpcRequest<pb::CreateAccountsRequest>,

@@ -189,6 +189,7 @@ pub const KINDS: [Kind; Kind::COUNT] = [
     Kind::Phase1a,
     Kind::Phase1b,
     Kind::Resolved,
+    Kind::Replicas,
 ];
 
 impl World {
