@@ -502,9 +502,10 @@ impl ShardCore {
     /// doubt at this shard (its own transaction prepared here, not yet resolved): the
     /// post was sent once the pending transfer's decision was durable, and this shard
     /// has not heard it yet. Preparing now would refuse the post with
-    /// `pending_transfer_not_found`; waiting for the outcome (which does not depend on
-    /// this transaction, so cannot deadlock) finds it. Not for a pending transfer of
-    /// `txn` itself: that one is only decided with it.
+    /// `pending_transfer_not_found`; waiting for the outcome finds it. Not for a pending
+    /// transfer of `txn` itself: that one is only decided with it. (Two transactions
+    /// that each post the other's pending transfer wait for each other until a vote
+    /// timeout aborts one.)
     fn waits_for(&self, txn: &Txn) -> Option<u128> {
         use settle_ledger::store::{ReservationState, Store};
         let store = self.state.ledger.store();
@@ -986,13 +987,20 @@ impl ShardCore {
             ThreePhaseState::Aborted => {
                 self.send(coordinator, id, Body::PreCommitAck { aborted: true })
             }
+            // Nothing prepared here (every side refused): a commit that commits none of
+            // them is still acknowledged, or the coordinator would wait it out.
+            ThreePhaseState::Unprepared if record.vote.allows(&txn, self.shard(), &commit) => {
+                self.persist(id, PERSIST_PRECOMMIT, Record::PreCommit { txn: id, commit })
+            }
             ThreePhaseState::Unprepared => {}
         }
     }
 
     fn decision(&mut self, txn: Txn, outcome: Outcome) {
         let id = txn.id();
-        if txn.sides_of(self.shard()).is_empty() {
+        if txn.sides_of(self.shard()).is_empty()
+            || matches!(&outcome, Outcome::Commit(commit) if !commit.fits(&txn))
+        {
             return;
         }
         if !self.state.participants.contains_key(&id) && self.state.resolved_here(&txn).is_some() {
@@ -1013,8 +1021,13 @@ impl ShardCore {
                     return;
                 }
             }
-        } else if matches!(&outcome, Outcome::Commit(commit) if !commit.commits_none(&txn)) {
-            return; // A commit needs this shard's vote.
+        } else if let Outcome::Commit(commit) = &outcome {
+            // A commit of a side here needs this shard's vote; one that commits nothing
+            // here is carried out (its sides released, a late prepare refused).
+            let shard = self.shard();
+            if txn.sides_of(shard).iter().any(|&(index, _)| commit.commits(&txn, index)) {
+                return;
+            }
         }
         self.persist(id, PERSIST_RESOLVE, Record::Resolve { txn, outcome });
     }

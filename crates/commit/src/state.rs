@@ -201,22 +201,30 @@ impl ShardState {
     /// Whether this shard already carried an outcome out for `txn` (its record is
     /// forgotten, but the ledger's reservations of its sides are final): per side it
     /// holds, in `sides_of` order, whether it committed; `None` when not (or not yet).
+    ///
+    /// A side whose id is reserved by another transfer (the id reused with other
+    /// accounts: this transaction's side was refused) was never this transaction's; it
+    /// counts as not committed, once at least one side is this transaction's.
     pub fn resolved_here(&self, txn: &Txn) -> Option<Vec<bool>> {
         let mut committed = Vec::new();
+        let mut own = false;
         for (index, side) in txn.sides_of(self.shard) {
             let transfer = &txn.transfers[index];
             let reservation = self.ledger.store().reservation(transfer.id, side)?;
-            // The same transfer (an id reused in another body is a different matter).
             let same = reservation.transfer.debit_account_id == transfer.debit_account_id
                 && reservation.transfer.credit_account_id == transfer.credit_account_id;
+            if !same {
+                committed.push(false);
+                continue;
+            }
+            own = true;
             match reservation.state {
-                _ if !same => return None,
                 ReservationState::Prepared => return None,
                 ReservationState::Aborted => committed.push(false),
                 ReservationState::Committed => committed.push(true),
             }
         }
-        (!committed.is_empty()).then_some(committed)
+        own.then_some(committed)
     }
 
     /// A resubmitted `txn` carried out and forgotten here (at its coordinator, which
@@ -226,9 +234,16 @@ impl ShardState {
         let committed = self.resolved_here(txn)?;
         let sides = txn.sides_of(self.shard);
         let mut results = Vec::with_capacity(txn.transfers.len());
+        // Sides come in transfer order, debit first: one walk finds each unit's first.
+        let mut first = 0;
         for unit in txn.units() {
-            let first =
-                sides.iter().position(|&side| side == (unit.start, settle_ledger::Side::Debit))?;
+            let wanted = (unit.start, settle_ledger::Side::Debit);
+            while sides.get(first).is_some_and(|&side| side < wanted) {
+                first += 1;
+            }
+            if sides.get(first) != Some(&wanted) {
+                return None;
+            }
             let unit_results = if committed[first] {
                 vec![R::Exists; unit.len()]
             } else {
@@ -254,10 +269,19 @@ impl ShardState {
                 self.ledger.touch_sides(ahead.iter().map(|&(i, side)| (&txn.transfers[i], side)));
             }
             let at = self.tick(timestamp);
-            let vote = self
-                .ledger
-                .prepare_side(at, &txn.transfers[index], side)
-                .expect("a one-event prepare at the ledger's next timestamp");
+            let transfer = &txn.transfers[index];
+            // A side already prepared here is another transaction's (this one has no
+            // record yet): a retry of some of a batch's units grouped with others, or a
+            // request naming one id twice. It is that one's to commit or release; this
+            // one is busy, so it aborts the unit (the ledger would replay the vote as if
+            // it were this transaction's own).
+            let vote = if self.prepared_here(transfer.id, side) {
+                SideVote::Busy
+            } else {
+                self.ledger
+                    .prepare_side(at, transfer, side)
+                    .expect("a one-event prepare at the ledger's next timestamp")
+            };
             entries.push(SideEntry { transfer: index as u16, side, vote, at });
         }
         let record = ParticipantRecord {
@@ -274,6 +298,9 @@ impl ShardState {
         let id = txn.id();
         if !self.participants.contains_key(&id) && self.resolved_here(txn).is_some() {
             return Applied::Participant(id);
+        }
+        if matches!(outcome, Outcome::Commit(commit) if !commit.fits(txn)) {
+            return Applied::Refused(format!("commit of txn {id} does not fit it"));
         }
         let record = self.participants.entry(id).or_insert_with(|| ParticipantRecord {
             txn: txn.clone(),
@@ -321,6 +348,10 @@ impl ShardState {
                         return Applied::Refused(format!("commit of txn {id}: {error:?}"));
                     }
                 }
+                // Held prepared by another transaction (see `prepare`): not this one's.
+                Err(_)
+                    if !matches!(vote, Some(SideVote::Prepared { .. }))
+                        && self.prepared_here(transfer.id, *side) => {}
                 Err(record_failed) => {
                     let at = self.tick(timestamp);
                     match self.ledger.abort_side(at, transfer, *side, record_failed) {
@@ -344,6 +375,12 @@ impl ShardState {
             self.participants.remove(&id);
         }
         Applied::Participant(id)
+    }
+
+    /// Whether side `side` of transfer `id` is reserved here and not yet resolved.
+    fn prepared_here(&self, id: u128, side: settle_ledger::Side) -> bool {
+        let reservation = self.ledger.store().reservation(id, side);
+        reservation.is_some_and(|r| r.state == ReservationState::Prepared)
     }
 
     /// Transactions this shard prepared and has not resolved.

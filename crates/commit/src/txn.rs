@@ -15,8 +15,12 @@ use settle_ledger::{combine_votes, CreateTransferResult as R, Decision, Side, Si
 /// A shard's id.
 pub type ShardId = u32;
 
-/// A transaction's id: the id of its first transfer (ids are unique forever, so this
-/// names the transaction forever too).
+/// A transaction's id. For a transaction of one unit, the id of its first transfer
+/// (ids are unique forever, so this names the transaction forever too, and a retry of
+/// the unit is the same transaction). For one of several units, a hash of its transfer
+/// ids and unit boundaries: the same batch sent again is the same transaction, and a
+/// batch grouped differently (a retry of some of its units, with others) is another,
+/// never mistaken for the first (`Txn::batch`).
 pub type TxnId = u128;
 
 /// Most transfers in one transaction (its units together). Bounded so that one message
@@ -80,6 +84,8 @@ pub struct Txn {
     pub placement: Arc<[[ShardId; 2]]>,
     /// Where each unit ends (exclusive), ascending; the last is `transfers.len()`.
     pub unit_ends: Arc<[u16]>,
+    /// See [`TxnId`].
+    id: TxnId,
 }
 
 impl Txn {
@@ -118,6 +124,7 @@ impl Txn {
         for &end in &unit_ends {
             let end = end as usize;
             if end <= start
+                || end > transfers.len()
                 || end - start > UNIT_TRANSFERS_MAX
                 || placement[start][0] != placement[0][0]
             {
@@ -130,11 +137,26 @@ impl Txn {
         if ids.windows(2).any(|pair| pair[0] == pair[1]) {
             return None;
         }
-        let transfers = transfers
+        let transfers: Arc<[Transfer]> = transfers
             .into_iter()
             .map(|t| Transfer { flags: t.flags - settle_ledger::TransferFlags::LINKED, ..t })
             .collect();
-        Some(Txn { protocol, transfers, placement: placement.into(), unit_ends: unit_ends.into() })
+        let id = if unit_ends.len() == 1 {
+            transfers[0].id
+        } else {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(b"settle txn of units");
+            transfers.iter().for_each(|t| {
+                hasher.update(&t.id.to_le_bytes());
+            });
+            unit_ends.iter().for_each(|end| {
+                hasher.update(&end.to_le_bytes());
+            });
+            let bytes: [u8; 16] = hasher.finalize().as_bytes()[..16].try_into().expect("16 bytes");
+            u128::from_le_bytes(bytes)
+        };
+        let placement = placement.into();
+        Some(Txn { protocol, transfers, placement, unit_ends: unit_ends.into(), id })
     }
 
     /// The units, as ranges of transfer indexes.
@@ -154,7 +176,7 @@ impl Txn {
     }
 
     pub fn id(&self) -> TxnId {
-        self.transfers[0].id
+        self.id
     }
 
     /// The coordinator: the shard of the first transfer's debit account.

@@ -116,7 +116,7 @@ fn a_participant_commits_the_committed_units_and_releases_the_rest() {
     core.receive(NOW_MS, Address::Shard(0), message(Body::Prepare { txn: txn.clone() }));
     let entry = persisted_entry(&mut core).expect("one prepare for the whole batch");
     core.persisted(NOW_MS + 1, &entry);
-    let Vote::Sides(entries) = &core.state().participants[&7].vote else { panic!("voted") };
+    let Vote::Sides(entries) = &core.state().participants[&txn.id()].vote else { panic!("voted") };
     assert_eq!(entries.len(), 4);
     let at = entries.iter().map(|e| e.at).max().unwrap();
     core.take_commands();
@@ -167,8 +167,9 @@ fn a_commit_of_a_refused_unit_is_ignored() {
     assert!(persisted_entry(&mut core).is_none(), "commits sides this shard refused");
 }
 
+/// A message about `batch()`.
 fn message(body: Body) -> Message {
-    Message { txn: 7, depth: 1, body }
+    Message { txn: batch().id(), depth: 1, body }
 }
 
 fn persisted_entry(core: &mut ShardCore) -> Option<settle_commit::Entry> {
@@ -176,4 +177,67 @@ fn persisted_entry(core: &mut ShardCore) -> Option<settle_commit::Entry> {
         Command::Persist(entry) => Some(entry),
         _ => None,
     })
+}
+
+/// A batch's id is its own: not its first transfer's (a unit of one transfer has that
+/// id), and not that of the same transfers grouped otherwise.
+#[test]
+fn a_batch_is_named_by_its_content() {
+    let txn = batch();
+    assert_ne!(txn.id(), 7);
+    assert_eq!(batch().id(), txn.id(), "the same batch again");
+    let transfers = txn.transfers.to_vec();
+    let regrouped =
+        Txn::batch(Protocol::TwoPhase, transfers.clone(), vec![[0, 1]; 4], vec![1, 2, 3, 4]);
+    assert_ne!(regrouped.unwrap().id(), txn.id());
+    let single = Txn::new(Protocol::TwoPhase, transfers[..1].to_vec(), vec![[0, 1]]).unwrap();
+    assert_eq!(single.id(), 7);
+    // Unit ends out of range or out of order are refused, not a panic.
+    for ends in [vec![60, 100, 4], vec![3, 1, 4], vec![0, 4], vec![2, 2, 4]] {
+        assert!(Txn::batch(Protocol::TwoPhase, transfers.clone(), vec![[0, 1]; 4], ends).is_none());
+    }
+}
+
+/// A side already prepared by another transaction (the same transfer in a batch grouped
+/// otherwise) is not this one's: this one's unit aborts, and releasing it leaves the
+/// other's reservation alone.
+#[test]
+fn a_side_held_by_another_transaction_is_not_taken_over() {
+    let mut ledger = Ledger::new(Default::default());
+    let accounts = [2, 3].map(|id| Account { id, ledger: 1, code: 1, ..Default::default() });
+    ledger.create_accounts(NOW_MS * 1_000_000 - 1, &accounts).unwrap();
+    let mut core = ShardCore::new(Config::new(1), ShardState::new(1, ledger), 1, NOW_MS);
+    let first = batch();
+    let prepare =
+        |txn: &Txn| Message { txn: txn.id(), depth: 1, body: Body::Prepare { txn: txn.clone() } };
+    core.receive(NOW_MS, Address::Shard(0), prepare(&first));
+    let entry = persisted_entry(&mut core).expect("prepared");
+    core.persisted(NOW_MS + 1, &entry);
+    // Transfer 7 again, with a new one: another transaction.
+    let other = Txn::batch(
+        Protocol::TwoPhase,
+        vec![transfer(7, 1, 2, 5), transfer(11, 1, 3, 1)],
+        vec![[0, 1]; 2],
+        vec![1, 2],
+    )
+    .unwrap();
+    core.receive(NOW_MS + 2, Address::Shard(0), prepare(&other));
+    let entry = persisted_entry(&mut core).expect("prepared");
+    core.persisted(NOW_MS + 3, &entry);
+    let Vote::Sides(entries) = &core.state().participants[&other.id()].vote else { panic!() };
+    assert_eq!(entries[0].vote, SideVote::Busy, "transfer 7 is the first's");
+    assert!(matches!(entries[1].vote, SideVote::Prepared { .. }));
+    // The other aborts its first unit and commits its second; the first keeps 7.
+    let abort = UnitAbort { unit: 0, results: vec![R::IdAlreadyFailed], record_failed: true };
+    let at = entries.iter().map(|e| e.at).max().unwrap();
+    let commit = Commit { amounts: vec![0, 1], at, aborted: vec![abort] };
+    let body = Body::Decision { txn: other.clone(), outcome: Outcome::Commit(commit) };
+    core.receive(NOW_MS + 4, Address::Shard(0), Message { txn: other.id(), depth: 3, body });
+    let entry = persisted_entry(&mut core).expect("resolved");
+    assert!(matches!(core.persisted(NOW_MS + 5, &entry), settle_commit::Applied::Participant(_)));
+    let store = core.state().ledger.store();
+    let seven = store.reservation(7, Side::Credit).expect("reserved");
+    assert_eq!(seven.state, ReservationState::Prepared, "still the first transaction's");
+    assert!(store.transfer(11).is_some());
+    assert_eq!(store.account(2).unwrap().credits_pending, 5 + 7);
 }
