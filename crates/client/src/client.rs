@@ -4,7 +4,10 @@
 //! leader hints; see `nodes.rs`) and sends each request to the one it is using, moving
 //! to the leader when a node names it (see `retry.rs`).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use futures_util::future::join_all;
+use settle_commit::ShardMap;
 
 use settle_ledger::{
     Account, AccountBalance, AccountFilter, AccountFlags, CreateAccountResult,
@@ -15,8 +18,9 @@ use settle_proto::pb;
 
 use crate::batch::{plan_batches, run_batches};
 use crate::error::error_chain;
-use crate::nodes::{endpoint, Node, Nodes};
+use crate::nodes::{endpoint, metadata_hint, Node, Nodes};
 use crate::retry::{with_retries, with_retries_via};
+use crate::routes::{Routes, MAP_VERSION_KEY};
 use crate::{ClientError, ClientOptions};
 
 /// An async client of a settle cluster (or of a single node).
@@ -48,6 +52,9 @@ pub struct Client {
     nodes: Arc<Nodes>,
     addresses: Arc<[String]>,
     options: ClientOptions,
+    /// The cluster's shard map and the leaders learnt by shard, if the cluster has one
+    /// (see `routes.rs`); shared by clones.
+    routes: Arc<RwLock<Option<Routes>>>,
 }
 
 impl Client {
@@ -110,11 +117,64 @@ impl Client {
         if !reasons.is_empty() {
             tracing::debug!(reasons = %reasons.join("; "), "some addresses are unreachable");
         }
-        Ok(Client {
+        let client = Client {
             nodes: Arc::new(Nodes::new(nodes, current, options)),
             addresses: addresses.into(),
             options,
+            routes: Arc::default(),
+        };
+        // One try: a standalone node has no map, and a cluster that is still electing
+        // its leaders is asked again when a reply names a map version.
+        if let Err(error) = client.fetch_map_once().await {
+            tracing::debug!(%error, "no shard map yet");
+        }
+        Ok(client)
+    }
+
+    /// The cluster's shard map, fetched now (with retries) and used from now on to
+    /// route writes; `None` from a standalone node, which has none.
+    pub async fn shard_map(&self) -> Result<Option<ShardMap>, ClientError> {
+        const OP: &str = "get_shard_map";
+        let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| async move {
+            grpc.get_shard_map(pb::ShardMapRequest {}).await
         })
+        .await;
+        match reply {
+            Ok(reply) => self.keep_map(&reply).map(Some),
+            Err(ClientError::Refused { code: tonic::Code::Unimplemented, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// One attempt at the shard map, on the node in use.
+    async fn fetch_map_once(&self) -> Result<(), String> {
+        let (_, node) = self.nodes.current();
+        let mut grpc = node.grpc.clone();
+        let call = grpc.get_shard_map(pb::ShardMapRequest {});
+        match tokio::time::timeout(self.options.request_timeout, call).await {
+            Ok(Ok(reply)) => self.keep_map(reply.get_ref()).map(|_| ()).map_err(|e| e.to_string()),
+            Ok(Err(status)) => Err(status.message().to_string()),
+            Err(_) => Err("no reply in time".to_string()),
+        }
+    }
+
+    /// Routes by `reply` from now on, unless the map held is as new.
+    fn keep_map(&self, reply: &pb::ShardMapReply) -> Result<ShardMap, ClientError> {
+        let routes = Routes::from_reply(reply).ok_or_else(|| ClientError::InvalidResponse {
+            operation: "get_shard_map",
+            reason: "the shard map is empty or names a shard twice".to_string(),
+        })?;
+        let map = routes.map.clone();
+        let mut held = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if held.as_ref().is_none_or(|held| routes.map.version > held.map.version) {
+            *held = Some(routes);
+        }
+        Ok(map)
+    }
+
+    /// The version of the map held, if any.
+    fn map_version(&self) -> Option<u64> {
+        self.routes.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.map.version)
     }
 
     /// Every address given to `connect`, in order.
@@ -216,19 +276,100 @@ impl Client {
             transfers[i].flags.contains(TransferFlags::LINKED)
         })?;
         run_batches(OP, transfers, &batches, |batch| async move {
-            let request = if packed {
-                convert::transfers_request_packed(batch)
-            } else {
-                convert::transfers_request(batch)
+            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner).clone();
+            let Some(routes) = routes else {
+                return self.send_transfers(batch, packed).await;
             };
-            let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| {
-                let request = request.clone();
-                async move { grpc.create_transfers(request).await }
-            })
-            .await?;
-            convert::transfer_results_from_pb(&reply.results).map_err(|e| invalid(OP, e))
+            // Each home's part at once, to a node holding that shard.
+            let parts = routes.split(batch);
+            let sends = parts.iter().map(|(home, indexes)| {
+                let part: Vec<Transfer> = indexes.iter().map(|&i| batch[i]).collect();
+                let address = routes.address_of(*home).map(str::to_string);
+                async move { self.send_part(*home, part, packed, address).await }
+            });
+            let mut results = vec![CreateTransferResult::Ok; batch.len()];
+            let mut newer_map = false;
+            for ((_, indexes), answer) in parts.iter().zip(join_all(sends).await) {
+                let (part_results, newer) = answer?;
+                if part_results.len() != indexes.len() {
+                    let reason =
+                        format!("{} results for {} events", part_results.len(), indexes.len());
+                    return Err(ClientError::InvalidResponse { operation: OP, reason });
+                }
+                newer_map |= newer;
+                for (&i, result) in indexes.iter().zip(part_results) {
+                    results[i] = result;
+                }
+            }
+            if newer_map {
+                if let Err(error) = self.fetch_map_once().await {
+                    tracing::debug!(%error, "could not fetch the newer shard map");
+                }
+            }
+            Ok(results)
         })
         .await
+    }
+
+    /// Sends one batch (or a part of one) through the retry loop, from the node in use.
+    async fn send_transfers(
+        &self,
+        batch: &[Transfer],
+        packed: bool,
+    ) -> Result<Vec<CreateTransferResult>, ClientError> {
+        const OP: &str = "create_transfers";
+        let request = if packed {
+            convert::transfers_request_packed(batch)
+        } else {
+            convert::transfers_request(batch)
+        };
+        let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| {
+            let request = request.clone();
+            async move { grpc.create_transfers(request).await }
+        })
+        .await?;
+        convert::transfer_results_from_pb(&reply.results).map_err(|e| invalid(OP, e))
+    }
+
+    /// Sends the part of a batch whose home is `home` to `address` (a node holding that
+    /// shard) once; if that fails, through the retry loop like any request. Returns the
+    /// results, and whether the node that answered knows a newer map.
+    async fn send_part(
+        &self,
+        home: u64,
+        part: Vec<Transfer>,
+        packed: bool,
+        address: Option<String>,
+    ) -> Result<(Vec<CreateTransferResult>, bool), ClientError> {
+        const OP: &str = "create_transfers";
+        if let Some(index) = address.as_deref().and_then(|a| self.nodes.find_or_learn(a)) {
+            let request = if packed {
+                convert::transfers_request_packed(&part)
+            } else {
+                convert::transfers_request(&part)
+            };
+            let mut grpc = self.nodes.node(index).grpc.clone();
+            let call = grpc.create_transfers(request);
+            if let Ok(Ok(response)) = tokio::time::timeout(self.options.request_timeout, call).await
+            {
+                let held = self.map_version().unwrap_or(0);
+                let known = response
+                    .metadata()
+                    .get(MAP_VERSION_KEY)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if let Some(leader) = metadata_hint(response.metadata()) {
+                    let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(routes) = routes.as_mut() {
+                        routes.learn_leader(home, leader);
+                    }
+                }
+                let results = convert::transfer_results_from_pb(&response.get_ref().results)
+                    .map_err(|e| invalid(OP, e))?;
+                return Ok((results, known.is_some_and(|known| known > held)));
+            }
+            // Failed or refused: the retry loop tries again, and reports what recurs.
+        }
+        Ok((self.send_transfers(&part, packed).await?, false))
     }
 
     /// The accounts with these ids that exist, in the order of `ids` (missing ids are

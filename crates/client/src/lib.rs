@@ -47,6 +47,8 @@
 //!   concatenating the per-batch results (checking one result per event).
 //! - [`ClientOptions`] (`retry.rs`): the retry loop every request goes through, which
 //!   moves the client to another node after a transient failure.
+//! - `routes.rs`: the cluster's shard map, by which write batches are split and each
+//!   part sent to a node holding its home shard (see [Routing](#routing)).
 //! - [`ClientError`] (`error.rs`): what a call can fail with.
 //!
 //! ## Batches
@@ -77,6 +79,18 @@
 //! finds the new one after a failover, while the address it first connected to is
 //! down.
 //!
+//! ## Routing
+//!
+//! A cluster places accounts on shards; its shard map (`GetShardMap`, fetched at
+//! connect and whenever a reply names a newer version in `settle-map-version`) says
+//! which shard holds an account and which nodes hold each shard. The client splits
+//! each batch of transfers by home shard (a unit's first debit account's; linked
+//! chains are never split) and sends the parts at once, each to its shard's leader as
+//! replies named it, or to a node holding the shard. Any node accepts any request and
+//! forwards what it does not hold, so a stale map costs a hop, not an error; a part
+//! whose node fails goes through the retry loop below like any request. A standalone
+//! node has no map: everything goes to it.
+//!
 //! ## Retries and idempotency
 //!
 //! A request that fails with a transport error (connection refused or reset, broken
@@ -101,6 +115,7 @@ mod client;
 mod error;
 mod nodes;
 mod retry;
+mod routes;
 
 pub use client::{Client, NodeStatus, ShardStatus};
 pub use error::ClientError;

@@ -157,7 +157,7 @@ impl Nodes {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn node(&self, index: usize) -> &Node {
+    pub(crate) fn node(&self, index: usize) -> &Node {
         self.slots[index].get().expect("the slots of known nodes are set")
     }
 
@@ -239,7 +239,7 @@ impl Nodes {
 
     /// The index of the node at `address`, learning it if it is new. `None` if it is
     /// new but not a valid address, or no more addresses can be learnt.
-    fn find_or_learn(&self, address: &str) -> Option<usize> {
+    pub(crate) fn find_or_learn(&self, address: &str) -> Option<usize> {
         let uri = endpoint_uri(address);
         if let Some(index) = self.find(&uri) {
             return Some(index);
