@@ -172,6 +172,11 @@ impl Client {
         Ok(map)
     }
 
+    /// The shard map this client routes by, as last fetched (no request is sent).
+    pub fn known_shard_map(&self) -> Option<ShardMap> {
+        self.routes.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.map.clone())
+    }
+
     /// The version of the map held, if any.
     fn map_version(&self) -> Option<u64> {
         self.routes.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.map.version)
