@@ -170,6 +170,15 @@ fn killing_the_leader_loses_nothing_and_service_resumes() {
     assert_eq!(shards.len(), 3, "{nodes_json}");
     assert_eq!(shards.iter().filter(|s| s["role"] == "leader").count(), 1, "{nodes_json}");
     assert!(shards.iter().all(|s| s["term"] == shards[0]["term"]), "{nodes_json}");
+    // `settle shard map` shows the replicated map: the one shard on the three nodes.
+    let output = std::process::Command::new(fault_support::SETTLE)
+        .args(["shard", "map", "--json", "--addresses", &all.join(",")])
+        .output()
+        .expect("run settle shard map");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let map: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(map["shards"], serde_json::json!([{ "shard": 1, "replicas": [1, 2, 3] }]), "{map}");
+    assert!(map["version"].as_u64().is_some_and(|v| v >= 1), "{map}");
     for node in nodes.into_iter().flatten() {
         let (clean, stderr) = node.stop();
         assert!(clean, "a node did not stop cleanly:\n{stderr}");
