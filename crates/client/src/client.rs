@@ -4,7 +4,8 @@
 //! leader hints; see `nodes.rs`) and sends each request to the one it is using, moving
 //! to the leader when a node names it (see `retry.rs`).
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use settle_commit::ShardMap;
@@ -18,8 +19,8 @@ use settle_proto::pb;
 
 use crate::batch::{plan_batches, run_batches};
 use crate::error::error_chain;
-use crate::nodes::{endpoint, metadata_hint, Node, Nodes};
-use crate::retry::{with_retries, with_retries_via};
+use crate::nodes::{endpoint, leader_hint, metadata_hint, Node, Nodes};
+use crate::retry::{from_transport, with_retries, with_retries_via};
 use crate::routes::{Routes, MAP_VERSION_KEY};
 use crate::{ClientError, ClientOptions};
 
@@ -55,7 +56,12 @@ pub struct Client {
     /// The cluster's shard map and the leaders learnt by shard, if the cluster has one
     /// (see `routes.rs`); shared by clones.
     routes: Arc<RwLock<Option<Routes>>>,
+    /// When the map was last asked for (bounds the asking while there is none).
+    map_asked: Arc<Mutex<Option<Instant>>>,
 }
+
+/// How often a client without a shard map asks for one (see `fetch_map_if_missing`).
+const MAP_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Client {
     /// Connects with [`ClientOptions::default`]; see [`Client::connect_with`].
@@ -122,6 +128,7 @@ impl Client {
             addresses: addresses.into(),
             options,
             routes: Arc::default(),
+            map_asked: Arc::default(),
         };
         // One try: a standalone node has no map, and a cluster that is still electing
         // its leaders is asked again when a reply names a map version.
@@ -148,8 +155,14 @@ impl Client {
 
     /// One attempt at the shard map, on the node in use.
     async fn fetch_map_once(&self) -> Result<(), String> {
-        let (_, node) = self.nodes.current();
-        let mut grpc = node.grpc.clone();
+        self.fetch_map_from(self.nodes.current().0).await
+    }
+
+    /// One attempt at the shard map, on node `index` (the one that said it knows a
+    /// newer map than the client's: another might not yet).
+    async fn fetch_map_from(&self, index: usize) -> Result<(), String> {
+        *self.map_asked.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        let mut grpc = self.nodes.node(index).grpc.clone();
         let call = grpc.get_shard_map(pb::ShardMapRequest {});
         match tokio::time::timeout(self.options.request_timeout, call).await {
             Ok(Ok(reply)) => self.keep_map(reply.get_ref()).map(|_| ()).map_err(|e| e.to_string()),
@@ -175,6 +188,24 @@ impl Client {
     /// The shard map this client routes by, as last fetched (no request is sent).
     pub fn known_shard_map(&self) -> Option<ShardMap> {
         self.routes.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.map.clone())
+    }
+
+    /// Without a map (the fetch at connect failed: the cluster was electing), asks again,
+    /// at most once every `MAP_RETRY_INTERVAL`; a standalone node is asked once.
+    async fn fetch_map_if_missing(&self) {
+        if self.map_version().is_some() {
+            return;
+        }
+        let due = self
+            .map_asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none_or(|asked| asked.elapsed() >= MAP_RETRY_INTERVAL);
+        if due {
+            if let Err(error) = self.fetch_map_once().await {
+                tracing::debug!(%error, "no shard map yet");
+            }
+        }
     }
 
     /// The version of the map held, if any.
@@ -253,8 +284,10 @@ impl Client {
     /// Any number of transfers: they are sent in consecutive batches of at most
     /// [`BATCH_EVENTS_MAX`], one batch at a time, never splitting a linked chain (a chain
     /// longer than a batch is [`ClientError::ChainTooLong`], and then nothing is sent).
-    /// If a batch fails, the error is returned and earlier batches stay applied; calling
-    /// again with the same transfers is safe (see the retry note on [`Client`]).
+    /// If a batch fails, the error is returned and earlier batches stay applied; so may
+    /// parts of the failing batch (against a cluster a batch goes in parts, one per
+    /// shard). Calling again with the same transfers is safe (see the retry note on
+    /// [`Client`]): what was applied answers `exists`.
     pub async fn create_transfers(
         &self,
         transfers: &[Transfer],
@@ -281,6 +314,7 @@ impl Client {
             transfers[i].flags.contains(TransferFlags::LINKED)
         })?;
         run_batches(OP, transfers, &batches, |batch| async move {
+            self.fetch_map_if_missing().await;
             let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner).clone();
             let Some(routes) = routes else {
                 return self.send_transfers(batch, packed).await;
@@ -293,7 +327,7 @@ impl Client {
                 async move { self.send_part(*home, part, packed, address).await }
             });
             let mut results = vec![CreateTransferResult::Ok; batch.len()];
-            let mut newer_map = false;
+            let mut newer_map = None;
             for ((_, indexes), answer) in parts.iter().zip(join_all(sends).await) {
                 let (part_results, newer) = answer?;
                 if part_results.len() != indexes.len() {
@@ -301,13 +335,13 @@ impl Client {
                         format!("{} results for {} events", part_results.len(), indexes.len());
                     return Err(ClientError::InvalidResponse { operation: OP, reason });
                 }
-                newer_map |= newer;
+                newer_map = newer_map.or(newer);
                 for (&i, result) in indexes.iter().zip(part_results) {
                     results[i] = result;
                 }
             }
-            if newer_map {
-                if let Err(error) = self.fetch_map_once().await {
+            if let Some(index) = newer_map {
+                if let Err(error) = self.fetch_map_from(index).await {
                     tracing::debug!(%error, "could not fetch the newer shard map");
                 }
             }
@@ -337,17 +371,20 @@ impl Client {
     }
 
     /// Sends the part of a batch whose home is `home` to `address` (a node holding that
-    /// shard) once; if that fails, through the retry loop like any request. Returns the
-    /// results, and whether the node that answered knows a newer map.
+    /// shard) once; if that fails, through the retry loop like any request (and the
+    /// shard's leader is learnt again: from the refusal's hint, or the map's replicas;
+    /// a node that did not answer is skipped while suspect). Returns the results, and
+    /// the node that answered if it knows a newer map than the client's.
     async fn send_part(
         &self,
         home: u64,
         part: Vec<Transfer>,
         packed: bool,
         address: Option<String>,
-    ) -> Result<(Vec<CreateTransferResult>, bool), ClientError> {
+    ) -> Result<(Vec<CreateTransferResult>, Option<usize>), ClientError> {
         const OP: &str = "create_transfers";
-        if let Some(index) = address.as_deref().and_then(|a| self.nodes.find_or_learn(a)) {
+        let target = address.as_deref().and_then(|a| self.nodes.find_or_learn(a));
+        if let Some(index) = target.filter(|&index| !self.nodes.suspect(index)) {
             let request = if packed {
                 convert::transfers_request_packed(&part)
             } else {
@@ -355,8 +392,8 @@ impl Client {
             };
             let mut grpc = self.nodes.node(index).grpc.clone();
             let call = grpc.create_transfers(request);
-            if let Ok(Ok(response)) = tokio::time::timeout(self.options.request_timeout, call).await
-            {
+            let answer = tokio::time::timeout(self.options.request_timeout, call).await;
+            if let Ok(Ok(response)) = answer {
                 let held = self.map_version().unwrap_or(0);
                 let known = response
                     .metadata()
@@ -370,11 +407,28 @@ impl Client {
                 }
                 let results = convert::transfer_results_from_pb(&response.get_ref().results)
                     .map_err(|e| invalid(OP, e))?;
-                return Ok((results, known.is_some_and(|known| known > held)));
+                return Ok((results, known.filter(|&known| known > held).map(|_| index)));
             }
-            // Failed or refused: the retry loop tries again, and reports what recurs.
+            // Failed or refused: forget the leader learnt (a refusal may name the new
+            // one); the retry loop tries again, and reports what recurs.
+            let (hint, unreachable) = match &answer {
+                Ok(Err(status)) => {
+                    (leader_hint(status).map(str::to_string), from_transport(status))
+                }
+                _ => (None, true),
+            };
+            if unreachable {
+                self.nodes.mark_suspect(index);
+            }
+            let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+            if let Some(routes) = routes.as_mut() {
+                match hint {
+                    Some(leader) => routes.learn_leader(home, &leader),
+                    None => routes.forget_leader(home),
+                }
+            }
         }
-        Ok((self.send_transfers(&part, packed).await?, false))
+        Ok((self.send_transfers(&part, packed).await?, None))
     }
 
     /// The accounts with these ids that exist, in the order of `ids` (missing ids are

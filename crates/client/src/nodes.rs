@@ -187,8 +187,7 @@ impl Nodes {
     /// is then suspect for [`SUSPECT_MS`], and hints naming it are not followed.
     pub(crate) fn after_failure(&self, used: usize, hint: Option<&str>, unreachable: bool) -> bool {
         if unreachable {
-            let until = self.now_ms() + SUSPECT_MS;
-            self.node(used).suspect_until_ms.store(until, Ordering::Release);
+            self.mark_suspect(used);
         }
         if let Some(hint) = hint {
             match self.find_or_learn(hint) {
@@ -200,6 +199,17 @@ impl Nodes {
         let next = (used + 1) % self.len.load(Ordering::Acquire);
         self.move_from(used, next);
         false
+    }
+
+    /// Node `index` did not answer: it is suspect for [`SUSPECT_MS`].
+    pub(crate) fn mark_suspect(&self, index: usize) {
+        let until = self.now_ms() + SUSPECT_MS;
+        self.node(index).suspect_until_ms.store(until, Ordering::Release);
+    }
+
+    /// Whether node `index` did not answer within the last [`SUSPECT_MS`].
+    pub(crate) fn suspect(&self, index: usize) -> bool {
+        self.node(index).suspect_until_ms.load(Ordering::Acquire) > self.now_ms()
     }
 
     /// After a request to node `used` succeeded through it, naming in `hint` the leader

@@ -67,7 +67,7 @@ pub(crate) fn is_transient(status: &tonic::Status) -> bool {
 /// Whether the failure came from the connection, not from the server: a status that
 /// the server sent has no source; one made on this side from a failure of the
 /// connection carries that failure as its source.
-fn from_transport(status: &tonic::Status) -> bool {
+pub(crate) fn from_transport(status: &tonic::Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(error) = source {
         if error.is::<tonic::transport::Error>() || error.is::<std::io::Error>() {

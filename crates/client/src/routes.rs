@@ -58,6 +58,11 @@ impl Routes {
         self.leaders.insert(shard, leader.to_string());
     }
 
+    /// The leader learnt for `shard` did not answer: go by the map again.
+    pub fn forget_leader(&mut self, shard: u64) {
+        self.leaders.remove(&shard);
+    }
+
     /// `transfers` split by home shard (a unit's home: its first transfer's debit
     /// account's shard, as the nodes route it), each part in request order; a linked
     /// chain is never split.

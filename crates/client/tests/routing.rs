@@ -64,6 +64,25 @@ async fn writes_follow_the_shard_map_and_a_stale_map_is_refreshed() {
     }
     let given: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
     let client = Client::connect(&given).await.unwrap();
+    // Connected at once, the client may have found no map yet (the shards are electing
+    // their leaders): writes ask for it again until they have it.
+    let probe = [Transfer {
+        id: 1,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 1,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    }];
+    for _ in 0..100 {
+        if client.known_shard_map().is_some() {
+            break;
+        }
+        let _ = client.create_transfers(&probe).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(client.known_shard_map().is_some(), "writes fetched the map");
     let map = client.shard_map().await.unwrap().expect("a cluster has a shard map");
     assert_eq!(map.version, 1);
     assert_eq!((map.replicas(1), map.replicas(2)), (Some(&[1, 2, 3][..]), Some(&[2, 3, 4][..])));
@@ -83,8 +102,12 @@ async fn writes_follow_the_shard_map_and_a_stale_map_is_refreshed() {
     // Shard 2 moves from node 2 to node 1; node 2 stays up (it holds shard 1).
     assert_eq!(client.change_replicas(2, 1, false).await.unwrap(), vec![1, 2, 3, 4]);
     assert_eq!(client.change_replicas(2, 2, true).await.unwrap(), vec![1, 3, 4]);
+    // Every replica of the metadata shard (nodes 1-3) has the new map.
     let version = wait_for_map(addresses[1], 2, &[1, 3, 4]).await;
     assert!(version > 1, "a change is a new version");
+    for &address in &addresses[..3] {
+        wait_for_map(address, 2, &[1, 3, 4]).await;
+    }
     assert_eq!(client.known_shard_map().unwrap().version, 1, "the client's map is stale");
 
     // A batch with a part on each shard: the part of shard 2 goes by the stale map to

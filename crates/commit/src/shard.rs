@@ -214,6 +214,8 @@ pub struct ShardCore {
     /// transfer's id (see `waits_for`); at most `DEFERRED_MAX` in all.
     deferred: BTreeMap<u128, Vec<Txn>>,
     deferred_count: usize,
+    /// When the shard map version in flight was proposed (the metadata shard's leader).
+    map_proposed_ms: Option<u64>,
 }
 
 /// Most prepares waiting for a pending transfer in doubt; beyond, a prepare goes ahead
@@ -224,8 +226,16 @@ const PERSIST_PREPARE: u8 = 0;
 const PERSIST_PRECOMMIT: u8 = 1;
 const PERSIST_COORDINATOR: u8 = 2;
 const PERSIST_RESOLVE: u8 = 3;
-/// A shard map version (one at a time; keyed by transaction 0).
-const PERSIST_MAP: u8 = 4;
+/// How long a proposed shard map version may take to come back before it is proposed
+/// again (see `ShardCore::propose_map`).
+const MAP_PROPOSAL_MS: u64 = 5_000;
+
+/// The shard a message came from (an acceptor speaks for its shard too).
+fn from_shard_of(from: Address) -> ShardId {
+    match from {
+        Address::Shard(shard) | Address::Acceptor { shard, .. } => shard,
+    }
+}
 
 impl ShardCore {
     /// A core over `state` (what the group holds). `incarnation` must differ for every
@@ -256,6 +266,7 @@ impl ShardCore {
             reads: Reads::default(),
             deferred: BTreeMap::new(),
             deferred_count: 0,
+            map_proposed_ms: None,
         };
         // 2PC decisions not yet forgotten: tell the participants again; those that
         // carried them out acknowledge, and the decision can go.
@@ -575,7 +586,10 @@ impl ShardCore {
         let applied = self.state.apply(entry);
         let kind = match &entry.record {
             Record::Local { .. } | Record::Forget { .. } | Record::ReadPoint { .. } => None,
-            Record::ShardMap(_) => Some((0, PERSIST_MAP)),
+            Record::ShardMap(_) => {
+                self.map_proposed_ms = None;
+                None
+            }
             Record::Pulse => {
                 self.pulsing = false;
                 None
@@ -726,8 +740,20 @@ impl ShardCore {
     /// a newer one (the metadata shard's leader writes the first from the config).
     pub fn publish_shard_map(&mut self, map: ShardMap) {
         if self.state.shard_map.as_ref().is_none_or(|held| map.version > held.version) {
-            self.persist(0, PERSIST_MAP, Record::ShardMap(map));
+            self.propose_map(map);
         }
+    }
+
+    /// One map version in flight at a time; one proposed and not back within
+    /// `MAP_PROPOSAL_MS` (Raft dropped it: a leader transfer was under way) is proposed
+    /// again. A duplicate is harmless: a version is applied once.
+    fn propose_map(&mut self, map: ShardMap) {
+        if self.map_proposed_ms.is_some_and(|at| self.now_ms < at + MAP_PROPOSAL_MS) {
+            return;
+        }
+        self.map_proposed_ms = Some(self.now_ms);
+        let entry = self.entry(Record::ShardMap(map));
+        self.commands.push(Command::Persist(entry));
     }
 
     /// Tells the metadata shard which nodes hold this shard's replicas now: it writes a
@@ -748,15 +774,19 @@ impl ShardCore {
         let next =
             self.state.shard_map.as_ref().and_then(|map| map.with_replicas(shard, &replicas));
         if let Some(next) = next {
-            self.persist(0, PERSIST_MAP, Record::ShardMap(next));
+            self.propose_map(next);
         }
     }
 
     /// A protocol message arrived from `from`.
     pub fn receive(&mut self, now_ms: u64, from: Address, message: Message) {
         self.now_ms = self.now_ms.max(now_ms);
-        if let Body::Replicas { .. } = message.body {
-            return self.replicas_reported(message.body);
+        if let Body::Replicas { shard, .. } = message.body {
+            // Only a shard speaks for its own replicas.
+            if u64::from(from_shard_of(from)) == shard {
+                self.replicas_reported(message.body);
+            }
+            return;
         }
         self.heard(&message);
         let id = message.txn;

@@ -647,6 +647,16 @@ impl Replica {
         self.raw.raft.prs().get(id).map_or(0, |progress| progress.matched)
     }
 
+    /// Whether node `id` holds this shard: a voter of the current configuration (either
+    /// half while joint), or any node while this replica has heard no configuration
+    /// yet (a new replica catching up). Allocates nothing (the engine asks often).
+    pub fn holds(&self, id: u64) -> bool {
+        let conf = self.raw.store().conf_state();
+        (conf.voters.is_empty() && conf.voters_outgoing.is_empty())
+            || conf.voters.contains(&id)
+            || conf.voters_outgoing.contains(&id)
+    }
+
     /// The voters of the current configuration (both halves while joint).
     pub fn voters(&self) -> Vec<u64> {
         let conf = self.raw.store().conf_state();

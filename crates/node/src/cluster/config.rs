@@ -77,6 +77,13 @@ impl ClusterConfig {
         if self.nodes.is_empty() {
             return Err("no [[nodes]]".into());
         }
+        if self.shards.len() > settle_commit::shard_map::SHARDS_MAX {
+            return Err(format!(
+                "{} [[shards]]: at most {} are supported",
+                self.shards.len(),
+                settle_commit::shard_map::SHARDS_MAX
+            ));
+        }
         if self.shards.is_empty() {
             return Err("no [[shards]]".into());
         }

@@ -464,9 +464,24 @@ impl Engine {
             return;
         }
         // No replica here, or no leader known: every node holding `to` hears it (only
-        // its leader acts).
-        let Some(entry) = self.config.cluster.shards.iter().find(|s| s.id == to) else { return };
-        for &node in &entry.replicas {
+        // its leader acts): those the config names, and those the shard map names now
+        // (replicas move).
+        let mut nodes: Vec<u64> = self
+            .config
+            .cluster
+            .shards
+            .iter()
+            .filter(|s| s.id == to)
+            .flat_map(|s| s.replicas.iter().copied())
+            .collect();
+        if let Some(map) =
+            self.config.shard_map.read().unwrap_or_else(PoisonError::into_inner).as_ref()
+        {
+            nodes.extend(map.replicas(to).unwrap_or_default());
+        }
+        nodes.sort_unstable();
+        nodes.dedup();
+        for node in nodes {
             if node != self.config.node_id {
                 self.outbound.queue_commit(node, to, from_shard, bytes.clone(), 0);
             }
@@ -609,8 +624,14 @@ impl Engine {
     /// when it is newer than the one the router has.
     fn publish_shard_map(&mut self) {
         let metadata_shard = self.config.cluster.metadata_shard();
-        let Some(held) =
-            self.replicas.get(&metadata_shard).and_then(|r| r.shard_state().shard_map.as_ref())
+        // Only a member's replica: one removed from the group stops applying, and its
+        // map would stay behind for good.
+        let node_id = self.config.node_id;
+        let Some(held) = self
+            .replicas
+            .get(&metadata_shard)
+            .filter(|replica| replica.holds(node_id))
+            .and_then(|r| r.shard_state().shard_map.as_ref())
         else {
             return;
         };
@@ -629,8 +650,16 @@ impl Engine {
 
     /// Tells the router who leads each shard held here (only when that changed).
     fn publish_leaders(&mut self) {
-        let now: BTreeMap<u64, Option<u64>> =
-            self.replicas.iter().map(|(&shard, replica)| (shard, replica.leader())).collect();
+        // A replica removed from its group stays here but holds the shard no more: the
+        // router forwards that shard's requests like any other it does not hold. (One
+        // that has not heard its configuration yet, a new one, counts as held.)
+        let node_id = self.config.node_id;
+        let now: BTreeMap<u64, Option<u64>> = self
+            .replicas
+            .iter()
+            .filter(|(_, replica)| replica.holds(node_id))
+            .map(|(&shard, replica)| (shard, replica.leader()))
+            .collect();
         let mut leaders =
             self.config.leaders.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if *leaders != now {
