@@ -357,11 +357,7 @@ impl Client {
         packed: bool,
     ) -> Result<Vec<CreateTransferResult>, ClientError> {
         const OP: &str = "create_transfers";
-        let request = if packed {
-            convert::transfers_request_packed(batch)
-        } else {
-            convert::transfers_request(batch)
-        };
+        let request = transfers_request(batch, packed);
         let reply = with_retries(OP, &self.options, &self.nodes, |mut grpc| {
             let request = request.clone();
             async move { grpc.create_transfers(request).await }
@@ -385,11 +381,7 @@ impl Client {
         const OP: &str = "create_transfers";
         let target = address.as_deref().and_then(|a| self.nodes.find_or_learn(a));
         if let Some(index) = target.filter(|&index| !self.nodes.suspect(index)) {
-            let request = if packed {
-                convert::transfers_request_packed(&part)
-            } else {
-                convert::transfers_request(&part)
-            };
+            let request = transfers_request(&part, packed);
             let mut grpc = self.nodes.node(index).grpc.clone();
             let call = grpc.create_transfers(request);
             let answer = tokio::time::timeout(self.options.request_timeout, call).await;
@@ -575,6 +567,15 @@ impl Client {
         )
         .await?;
         Ok(reply.voters)
+    }
+}
+
+/// The request for `batch`, in the `packed` field (whole records) or as messages.
+fn transfers_request(batch: &[Transfer], packed: bool) -> pb::CreateTransfersRequest {
+    if packed {
+        convert::transfers_request_packed(batch)
+    } else {
+        convert::transfers_request(batch)
     }
 }
 

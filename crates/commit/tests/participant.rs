@@ -10,13 +10,18 @@ use settle_ledger::{Account, Ledger, Transfer};
 
 const NOW_MS: u64 = 1_000_000;
 
-/// A core for shard 1, holding account 2, with `txn` (1 → 2, debit on shard 0)
-/// prepared here; returns the core, the transaction and the prepare's timestamp.
-fn prepared() -> (ShardCore, Txn, u64) {
+/// A core for shard 1, holding account 2.
+fn core_with_account_two() -> ShardCore {
     let mut ledger = Ledger::new(Default::default());
     let account = Account { id: 2, ledger: 1, code: 1, ..Default::default() };
     ledger.create_accounts(NOW_MS * 1_000_000 - 1, &[account]).unwrap();
-    let mut core = ShardCore::new(Config::new(1), ShardState::new(1, ledger), 1, NOW_MS);
+    ShardCore::new(Config::new(1), ShardState::new(1, ledger), 1, NOW_MS)
+}
+
+/// A core for shard 1, holding account 2, with `txn` (1 → 2, debit on shard 0)
+/// prepared here; returns the core, the transaction and the prepare's timestamp.
+fn prepared() -> (ShardCore, Txn, u64) {
+    let mut core = core_with_account_two();
     let transfer = Transfer {
         id: 7,
         debit_account_id: 1,
@@ -107,10 +112,7 @@ fn a_read_point_of_another_leader_is_not_answered() {
 #[test]
 fn a_post_of_a_pending_transfer_in_doubt_waits_for_its_outcome() {
     use settle_ledger::{SideVote, TransferFlags};
-    let mut ledger = Ledger::new(Default::default());
-    let account = Account { id: 2, ledger: 1, code: 1, ..Default::default() };
-    ledger.create_accounts(NOW_MS * 1_000_000 - 1, &[account]).unwrap();
-    let mut core = ShardCore::new(Config::new(1), ShardState::new(1, ledger), 1, NOW_MS);
+    let mut core = core_with_account_two();
     let base = Transfer {
         debit_account_id: 1,
         credit_account_id: 2,
