@@ -10,10 +10,9 @@
 //! an account) does not change with versions: only where the replicas are.
 
 use std::collections::HashMap;
-use std::ops::Range;
 
 use settle_commit::ShardMap;
-use settle_ledger::{Transfer, TransferFlags};
+use settle_ledger::Transfer;
 use settle_proto::pb;
 
 /// The metadata key of the map version a node knows, on its write replies.
@@ -68,7 +67,7 @@ impl Routes {
     /// chain is never split.
     pub fn split(&self, transfers: &[Transfer]) -> Vec<(u64, Vec<usize>)> {
         let mut parts: Vec<(u64, Vec<usize>)> = Vec::new();
-        for unit in units(transfers) {
+        for unit in settle_commit::units_of(transfers) {
             let home = self.map.shard_of(transfers[unit.start].debit_account_id);
             match parts.iter_mut().find(|(shard, _)| *shard == home) {
                 Some((_, events)) => events.extend(unit),
@@ -79,22 +78,10 @@ impl Routes {
     }
 }
 
-/// Single events and linked chains, in order (a chain left open at the end is a unit).
-fn units(transfers: &[Transfer]) -> Vec<Range<usize>> {
-    let mut units = Vec::new();
-    let mut start = 0;
-    for (i, t) in transfers.iter().enumerate() {
-        if !t.flags.contains(TransferFlags::LINKED) || i + 1 == transfers.len() {
-            units.push(start..i + 1);
-            start = i + 1;
-        }
-    }
-    units
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use settle_ledger::TransferFlags;
 
     fn routes() -> Routes {
         let shard = |shard, replicas: Vec<u64>| pb::ShardReplicas { shard, replicas };

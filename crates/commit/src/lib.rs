@@ -39,6 +39,6 @@ pub use shard::{Config, Refusal, ShardCore};
 pub use shard_map::{ShardMap, ShardReplicas};
 pub use state::{Applied, ShardState};
 pub use txn::{
-    decide, paper_cost, Commit, Outcome, Protocol, ShardId, Txn, TxnId, UnitAbort, Vote,
+    decide, paper_cost, units_of, Commit, Outcome, Protocol, ShardId, Txn, TxnId, UnitAbort, Vote,
     TXN_TRANSFERS_MAX, UNIT_TRANSFERS_MAX,
 };

@@ -158,6 +158,21 @@ impl Txn {
         Some(Txn { protocol, transfers, placement, unit_ends: unit_ends.into(), id })
     }
 
+    /// A transaction of `units` (each its transfers in chain order, and their
+    /// placement), in order; `None` when `batch` would refuse it.
+    pub fn of_units<'a>(
+        protocol: Protocol,
+        units: impl IntoIterator<Item = (&'a [Transfer], &'a [[ShardId; 2]])>,
+    ) -> Option<Txn> {
+        let (mut transfers, mut placement, mut unit_ends) = (Vec::new(), Vec::new(), Vec::new());
+        for (unit_transfers, unit_placement) in units {
+            transfers.extend_from_slice(unit_transfers);
+            placement.extend_from_slice(unit_placement);
+            unit_ends.push(u16::try_from(transfers.len()).ok()?);
+        }
+        Txn::batch(protocol, transfers, placement, unit_ends)
+    }
+
     /// The units, as ranges of transfer indexes.
     pub fn units(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
         let starts = std::iter::once(0).chain(self.unit_ends.iter().map(|&end| end as usize));
@@ -367,6 +382,20 @@ impl Outcome {
         let results = txn.units().flat_map(|unit| chain_failure(unit.len(), 0, R::IdAlreadyFailed));
         Outcome::Abort { results: results.collect(), record_failed: true }
     }
+}
+
+/// The units of a request's `transfers`: single events and linked chains, as ranges, in
+/// order (a chain left open at the end is a unit too; the ledger reports it).
+pub fn units_of(transfers: &[Transfer]) -> Vec<std::ops::Range<usize>> {
+    let mut units = Vec::new();
+    let mut start = 0;
+    for (i, t) in transfers.iter().enumerate() {
+        if !t.flags.contains(settle_ledger::TransferFlags::LINKED) || i + 1 == transfers.len() {
+            units.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    units
 }
 
 /// The result list of a chain whose transfer `failed` failed with `result`.

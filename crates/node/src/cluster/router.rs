@@ -106,41 +106,30 @@ fn batch_units(
     by_participants: BTreeMap<Vec<u32>, Vec<PlacedUnit>>,
 ) -> Vec<(Vec<std::ops::Range<usize>>, Txn)> {
     let mut txns = Vec::new();
-    for units in by_participants.into_values() {
-        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
-        let mut placement: Vec<[u32; 2]> = Vec::new();
-        let mut ids: HashSet<u128> = HashSet::new();
-        let mut close = |ranges: &mut Vec<std::ops::Range<usize>>,
-                         placement: &mut Vec<[u32; 2]>,
-                         ids: &mut HashSet<u128>| {
-            if ranges.is_empty() {
-                return;
-            }
-            let transfers: Vec<Transfer> =
-                ranges.iter().flat_map(|range| placed[range.clone()].iter().copied()).collect();
-            let ends: Vec<u16> = ranges
-                .iter()
-                .scan(0u16, |end, range| {
-                    *end += range.len() as u16;
-                    Some(*end)
-                })
-                .collect();
-            let txn = Txn::batch(protocol, transfers, std::mem::take(placement), ends)
-                .expect("units that each make a transaction, one home, no id twice");
-            txns.push((std::mem::take(ranges), txn));
-            ids.clear();
-        };
-        for (range, unit_placement) in units {
-            let full = placement.len() + range.len() > settle_commit::TXN_TRANSFERS_MAX;
-            let repeated = placed[range.clone()].iter().any(|t| ids.contains(&t.id));
-            if full || repeated {
-                close(&mut ranges, &mut placement, &mut ids);
-            }
-            ids.extend(placed[range.clone()].iter().map(|t| t.id));
-            placement.extend(unit_placement);
-            ranges.push(range);
+    let mut close = |group: &mut Vec<PlacedUnit>| {
+        if group.is_empty() {
+            return;
         }
-        close(&mut ranges, &mut placement, &mut ids);
+        let units = group.iter().map(|(range, placement)| (&placed[range.clone()], &placement[..]));
+        let txn = Txn::of_units(protocol, units)
+            .expect("units that each make a transaction, one home, no id twice");
+        txns.push((group.drain(..).map(|(range, _)| range).collect(), txn));
+    };
+    for units in by_participants.into_values() {
+        let mut group: Vec<PlacedUnit> = Vec::new();
+        let (mut transfers, mut ids) = (0, HashSet::new());
+        for unit in units {
+            let range = unit.0.clone();
+            let full = transfers + range.len() > settle_commit::TXN_TRANSFERS_MAX;
+            if full || placed[range.clone()].iter().any(|t| ids.contains(&t.id)) {
+                close(&mut group);
+                (transfers, ids) = (0, HashSet::new());
+            }
+            transfers += range.len();
+            ids.extend(placed[range].iter().map(|t| t.id));
+            group.push(unit);
+        }
+        close(&mut group);
     }
     txns
 }
@@ -444,16 +433,7 @@ impl Router {
     ) -> Result<(Vec<CreateTransferResult>, Option<u64>), Status> {
         let mut placed = transfers.clone();
         self.place_pending(&mut placed).await?;
-        // Units: single events and linked chains (a chain left open at the end is one
-        // unit too; its home's ledger reports it).
-        let mut units: Vec<std::ops::Range<usize>> = Vec::new();
-        let mut start = 0;
-        for (i, t) in transfers.iter().enumerate() {
-            if !t.flags.contains(TransferFlags::LINKED) || i + 1 == transfers.len() {
-                units.push(start..i + 1);
-                start = i + 1;
-            }
-        }
+        let units = settle_commit::units_of(&transfers);
         let home =
             |unit: &std::ops::Range<usize>| self.shard_of(placed[unit.start].debit_account_id);
         let mut by_home: BTreeMap<u64, Vec<std::ops::Range<usize>>> = BTreeMap::new();

@@ -898,16 +898,8 @@ impl World {
                 }
             }
         }
-        let transfers: Vec<Transfer> = units.iter().flat_map(|u| u.transfers.to_vec()).collect();
-        let placement: Vec<[u32; 2]> = units.iter().flat_map(|u| u.placement.to_vec()).collect();
-        let ends: Vec<u16> = units
-            .iter()
-            .scan(0u16, |end, unit| {
-                *end += unit.transfers.len() as u16;
-                Some(*end)
-            })
-            .collect();
-        Txn::batch(self.options.protocol, transfers, placement, ends).expect("fresh ids, one home")
+        let units = units.iter().map(|unit| (&unit.transfers[..], &unit.placement[..]));
+        Txn::of_units(self.options.protocol, units).expect("fresh ids, one home")
     }
 
     fn any_op(&mut self) -> Op {
