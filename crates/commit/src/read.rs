@@ -12,9 +12,10 @@
 //! 2. **Capture.** At that point in the log the leader copies the requested accounts,
 //!    and notes every side of them that is prepared here and not yet resolved.
 //! 3. **Wait.** Such a side's transaction may commit at or before `T` or after it; the
-//!    read waits until this shard resolves each one, then corrects the copies
-//!    (`Ledger::snapshot_side`): committed with an agreed timestamp at or before `T`
-//!    means included, otherwise excluded.
+//!    read waits until this shard carries out each one's outcome, then corrects the
+//!    copies from the side as captured and the outcome (`Ledger::snapshot_side`; the
+//!    ledger keeps no record of a committed plain side): committed with an agreed
+//!    timestamp at or before `T` means included, otherwise excluded.
 //!
 //! Why the parts agree (the agreed timestamp is the latest prepare timestamp, and a
 //! participant moves its clock to it before committing, see `Commit::at`): a
@@ -31,11 +32,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use settle_ledger::store::{ReservationState, Store};
-use settle_ledger::{Account, Side};
+use settle_ledger::{Account, Side, SideFate, SideVote, Transfer};
 
 use crate::message::ClientRef;
 use crate::state::ShardState;
-use crate::txn::TxnId;
+use crate::txn::{Outcome, Txn, TxnId};
 
 /// Most reads one shard serves at once.
 pub const READS_MAX: usize = 1_024;
@@ -86,10 +87,22 @@ struct Read {
     requested: Vec<u128>,
     /// Once captured: the accounts as of the read point...
     accounts: Vec<Account>,
-    /// ...and the sides still in doubt there: (their transaction, transfer id, side,
-    /// index into `accounts`).
-    sides: Vec<(TxnId, u128, Side, usize)>,
+    /// ...and the sides still in doubt there.
+    sides: Vec<InDoubt>,
     captured: bool,
+}
+
+/// A side a read waits for.
+#[derive(Debug)]
+struct InDoubt {
+    txn: TxnId,
+    /// The side's transfer's index in its transaction.
+    index: usize,
+    side: Side,
+    /// The transfer as this side reserved it.
+    reserved: Transfer,
+    /// Index into the read's `accounts`.
+    account: usize,
 }
 
 /// The reads a shard's core is serving (volatile: a new leader starts with none).
@@ -159,61 +172,75 @@ impl Reads {
         read.accounts = read.requested.drain(..).filter_map(|id| store.account(id)).collect();
         let index: BTreeMap<u128, usize> =
             read.accounts.iter().enumerate().map(|(i, account)| (account.id, i)).collect();
-        // Each side once: a transfer id names one reservation per side, whichever
-        // records name it.
-        let mut sides = BTreeSet::new();
+        // The sides each transaction in doubt holds prepared here (its own: a side
+        // another one holds is that one's), with their reservations as captured.
         for record in state.in_doubt() {
-            for (i, side) in record.txn.sides_of(state.shard) {
-                let id = record.txn.transfers[i].id;
-                // The reservation names the account (a post or void's is its pending
-                // transfer's).
-                let Some(reservation) = store.reservation(id, side) else { continue };
-                if reservation.state != ReservationState::Prepared {
+            for (i, side, vote) in record.vote.own_sides(&record.txn, state.shard) {
+                if !matches!(vote, Some(SideVote::Prepared { .. })) {
                     continue;
                 }
+                let id = record.txn.transfers[i].id;
+                let reservation = store.reservation(id, side).expect("a prepared side");
+                assert_eq!(reservation.state, ReservationState::Prepared);
+                // The reservation names the account (a post or void's is its pending
+                // transfer's).
                 let account_id = match side {
                     Side::Debit => reservation.transfer.debit_account_id,
                     Side::Credit => reservation.transfer.credit_account_id,
                 };
-                if let Some(&i) = index.get(&account_id) {
-                    if sides.insert((id, side)) {
-                        read.sides.push((record.txn.id(), id, side, i));
-                    }
+                if let Some(&account) = index.get(&account_id) {
+                    let txn = record.txn.id();
+                    let reserved = reservation.transfer;
+                    read.sides.push(InDoubt { txn, index: i, side, reserved, account });
                 }
             }
         }
         read.captured = true;
-        self.settle(client, state).into_iter().collect()
-    }
-
-    /// Transaction `txn` changed at this shard: answers the reads it was the last one
-    /// in doubt for.
-    pub fn resolved(&mut self, txn: TxnId, state: &ShardState) -> Vec<Answer> {
-        let clients = self.waiting.remove(&txn).unwrap_or_default();
-        clients.into_iter().filter_map(|client| self.settle(client, state)).collect()
-    }
-
-    /// Corrects `client`'s copies for every side resolved by now; answers when none is
-    /// left, else waits for the transactions of the rest.
-    fn settle(&mut self, client: ClientRef, state: &ShardState) -> Option<Answer> {
-        let read = self.reads.get_mut(&client).filter(|read| read.captured)?;
-        let (at, accounts) = (read.at, &mut read.accounts);
-        read.sides.retain(|&(_, id, side, i)| {
-            let mut corrected = accounts[i];
-            let resolved = state.ledger.snapshot_side(&mut corrected, id, side, at);
-            if resolved {
-                accounts[i] = corrected;
-            }
-            !resolved
-        });
         if read.sides.is_empty() {
-            let read = self.reads.remove(&client).expect("present");
-            return Some((client, Ok(SnapshotPart { at: read.at, accounts: read.accounts })));
+            return self.answer(client).into_iter().collect();
         }
-        for &(txn, ..) in &read.sides {
-            self.waiting.entry(txn).or_default().insert(client);
+        for side in &read.sides {
+            self.waiting.entry(side.txn).or_default().insert(client);
         }
-        None
+        Vec::new()
+    }
+
+    /// This shard carried out `outcome` of `txn`: corrects the reads that wait for its
+    /// sides, and answers those it was the last one in doubt for.
+    pub fn resolved(&mut self, txn: &Txn, outcome: &Outcome, state: &ShardState) -> Vec<Answer> {
+        let id = txn.id();
+        let clients = self.waiting.remove(&id).unwrap_or_default();
+        let mut answers = Vec::new();
+        for client in clients {
+            let Some(read) = self.reads.get_mut(&client) else { continue };
+            let (at, accounts) = (read.at, &mut read.accounts);
+            read.sides.retain(|side| {
+                if side.txn != id {
+                    return true;
+                }
+                let fate = match outcome {
+                    Outcome::Commit(commit) if commit.commits(txn, side.index) => {
+                        let amount = commit.amounts[side.index];
+                        SideFate::Committed { agreed_at: commit.at, amount }
+                    }
+                    _ => SideFate::Released,
+                };
+                let account = &mut accounts[side.account];
+                state.ledger.snapshot_side(account, &side.reserved, side.side, at, fate);
+                false
+            });
+            if read.sides.is_empty() {
+                answers.extend(self.answer(client));
+            }
+        }
+        answers
+    }
+
+    /// The answer of a captured read with nothing left in doubt.
+    fn answer(&mut self, client: ClientRef) -> Option<Answer> {
+        let read = self.reads.remove(&client)?;
+        debug_assert!(read.captured && read.sides.is_empty());
+        Some((client, Ok(SnapshotPart { at: read.at, accounts: read.accounts })))
     }
 
     /// Gives up reads that waited longer than `wait_ms` for transactions in doubt.

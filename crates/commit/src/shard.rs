@@ -618,8 +618,12 @@ impl ShardCore {
             }
             Applied::Participant(id) => {
                 self.participant_changed(*id, &entry.record);
-                let answers = self.reads.resolved(*id, &self.state);
-                self.answer_reads(answers);
+                // A resolution of a transaction in doubt carries its outcome out here
+                // (`ShardState::resolve`); reads waiting for it take the outcome.
+                if let Record::Resolve { txn, outcome } = &entry.record {
+                    let answers = self.reads.resolved(txn, outcome, &self.state);
+                    self.answer_reads(answers);
+                }
             }
             Applied::Coordinator(id) => self.coordinator_changed(*id),
             Applied::ReadPoint { client, incarnation, result } => {

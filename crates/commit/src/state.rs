@@ -199,7 +199,8 @@ impl ShardState {
     }
 
     /// Whether this shard already carried an outcome out for `txn` (its record is
-    /// forgotten, but the ledger's reservations of its sides are final): per side it
+    /// forgotten, but how the ledger holds its sides is final, `Ledger::side_state`):
+    /// per side it
     /// holds, in `sides_of` order, whether it committed; `None` when not (or not yet).
     ///
     /// A side whose id is reserved by another transfer (the id reused with other
@@ -210,15 +211,15 @@ impl ShardState {
         let mut own = false;
         for (index, side) in txn.sides_of(self.shard) {
             let transfer = &txn.transfers[index];
-            let reservation = self.ledger.store().reservation(transfer.id, side)?;
-            let same = reservation.transfer.debit_account_id == transfer.debit_account_id
-                && reservation.transfer.credit_account_id == transfer.credit_account_id;
+            let (held, state) = self.ledger.side_state(transfer.id, side)?;
+            let same = held.debit_account_id == transfer.debit_account_id
+                && held.credit_account_id == transfer.credit_account_id;
             if !same {
                 committed.push(false);
                 continue;
             }
             own = true;
-            match reservation.state {
+            match state {
                 ReservationState::Prepared => return None,
                 ReservationState::Aborted => committed.push(false),
                 ReservationState::Committed => committed.push(true),

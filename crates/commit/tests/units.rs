@@ -136,7 +136,7 @@ fn a_participant_commits_the_committed_units_and_releases_the_rest() {
     let store = core.state().ledger.store();
     for (id, committed) in [(7, true), (8, false), (9, false), (10, true)] {
         assert_eq!(store.transfer(id).is_some(), committed, "transfer {id}");
-        let state = store.reservation(id, Side::Credit).expect("reserved").state;
+        let (_, state) = core.state().ledger.side_state(id, Side::Credit).expect("held");
         let expected =
             if committed { ReservationState::Committed } else { ReservationState::Aborted };
         assert_eq!(state, expected, "transfer {id}");

@@ -30,7 +30,8 @@ pub mod store;
 pub mod types;
 
 pub use ledger::{
-    combine_votes, BatchError, Decision, Ledger, Side, SideError, SideResolution, SideVote,
+    combine_votes, BatchError, Decision, Ledger, Side, SideError, SideFate, SideResolution,
+    SideVote,
 };
 pub use request::{Read, Reply, Write};
 pub use results::{CreateAccountResult, CreateTransferResult};

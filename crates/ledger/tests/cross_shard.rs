@@ -18,7 +18,7 @@ mod common;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
-use settle_ledger::store::PendingState;
+use settle_ledger::store::{PendingState, ReservationState, Store};
 use settle_ledger::*;
 
 const ACCOUNTS: u128 = 8;
@@ -451,25 +451,47 @@ fn a_snapshot_read_sees_a_cross_shard_transfer_exactly_when_it_commits_at_or_bef
             assert!(matches!(vote, SideVote::Prepared { .. }));
         }
     }
-    // The read point at `T` at both shards, with everything in doubt.
+    // The read point at `T` at both shards, with everything in doubt: the read copies
+    // the accounts and the sides' reservations.
     let at = 3 * S;
     let mut seen = Vec::new();
-    for (shard, (_, id)) in shards.iter_mut().zip(sides) {
+    let mut reserved = Vec::new();
+    for (shard, (side, id)) in shards.iter_mut().zip(sides) {
         shard.expire_pending_transfers(at).unwrap();
         seen.push(shard.lookup_accounts(&[id])[0]);
+        let held = |t: &Transfer| shard.store().reservation(t.id, side).expect("prepared");
+        reserved.push(all.map(|t| held(&t).transfer));
     }
     // The outcomes arrive after the read point; the read waits until then.
-    for ((shard, (side, _)), account) in shards.iter_mut().zip(sides).zip(&seen) {
-        assert!(!shard.snapshot_side(&mut account.clone(), 10, side, at), "still in doubt");
+    for (shard, (side, _)) in shards.iter_mut().zip(sides) {
         shard.commit_side(at + 10, 10, side, 5, 2 * S).unwrap();
         shard.abort_side(at + 12, &aborted, side, false).unwrap();
         shard.commit_side(at + 13, 13, side, 7, 2 * S).unwrap();
         // A commit advances the shard's clock to its agreed timestamp.
         shard.commit_side(4 * S, 11, side, 3, 4 * S).unwrap();
+        // A committed plain side keeps no reservation; the aborted and the pending
+        // one keep theirs.
+        let kept = |id| shard.store().reservation(id, side).map(|r| r.state);
+        assert_eq!(kept(10), None);
+        assert_eq!(kept(11), None);
+        assert_eq!(kept(12), Some(ReservationState::Aborted));
+        assert_eq!(kept(13), Some(ReservationState::Committed));
+        assert_eq!(
+            shard.side_state(10, side).map(|(_, state)| state),
+            Some(ReservationState::Committed)
+        );
     }
-    for ((shard, (side, _)), account) in shards.iter().zip(sides).zip(seen.iter_mut()) {
-        for t in &all {
-            assert!(shard.snapshot_side(account, t.id, side, at));
+    let fates = [
+        SideFate::Committed { agreed_at: 2 * S, amount: 5 },
+        SideFate::Committed { agreed_at: 4 * S, amount: 3 },
+        SideFate::Released,
+        SideFate::Committed { agreed_at: 2 * S, amount: 7 },
+    ];
+    for (((shard, (side, _)), account), reserved) in
+        shards.iter().zip(sides).zip(seen.iter_mut()).zip(&reserved)
+    {
+        for (t, fate) in reserved.iter().zip(fates) {
+            shard.snapshot_side(account, t, side, at, fate);
         }
     }
     let [debit, credit] = [seen[0], seen[1]];
@@ -538,4 +560,55 @@ fn a_reused_id_does_not_touch_the_reservation_of_the_transaction_holding_it() {
     assert_eq!(shard.commit_side(60, 7, Side::Debit, 5, 20), Ok(SideResolution::Committed));
     let account = shard.lookup_accounts(&[1])[0];
     assert_eq!((account.debits_pending, account.debits_posted), (0, 5));
+}
+
+/// What a store's reservations hold follows what is in flight: a removed reservation's
+/// slot is reused, a prepared post's lock on its pending transfer goes with it, and a
+/// discarded scope puts back exactly what it changed.
+#[test]
+fn reservations_are_removed_reused_and_restored_by_a_discarded_scope() {
+    use settle_ledger::store::Reservation;
+    let mut store = MemStore::default();
+    let reserve = |id, amount, state| Reservation {
+        transfer: common::transfer(id, 1, 2, amount),
+        side: Side::Debit,
+        state,
+    };
+    let post = Reservation {
+        transfer: Transfer {
+            pending_id: 9,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..common::transfer(5, 1, 2, 3)
+        },
+        side: Side::Debit,
+        state: ReservationState::Prepared,
+    };
+    store.set_reservation(reserve(1, 5, ReservationState::Prepared));
+    store.set_reservation(reserve(2, 6, ReservationState::Prepared));
+    store.set_reservation(post);
+    assert_eq!(store.pending_locked_by(9), Some(5));
+    store.remove_reservation(1, Side::Debit);
+    store.remove_reservation(5, Side::Debit);
+    assert_eq!(store.reservation(1, Side::Debit), None);
+    assert_eq!(store.pending_locked_by(9), None, "the lock goes with the reservation");
+
+    store.scope_open();
+    // Into the slots the removed ones left.
+    store.set_reservation(reserve(3, 7, ReservationState::Prepared));
+    store.set_reservation(post);
+    store.remove_reservation(2, Side::Debit);
+    store.set_reservation(reserve(2, 8, ReservationState::Aborted));
+    assert_eq!(store.pending_locked_by(9), Some(5));
+    store.scope_close(false);
+    assert_eq!(store.reservations(), vec![reserve(2, 6, ReservationState::Prepared)]);
+    assert_eq!(store.pending_locked_by(9), None);
+
+    store.set_reservation(reserve(3, 7, ReservationState::Prepared));
+    store.set_reservation(reserve(4, 9, ReservationState::Committed));
+    store.scope_open();
+    store.remove_reservation(3, Side::Debit);
+    store.scope_close(false);
+    let held: Vec<(u128, u128)> =
+        store.reservations().iter().map(|r| (r.transfer.id, r.transfer.amount)).collect();
+    assert_eq!(held, vec![(2, 6), (3, 7), (4, 9)]);
 }

@@ -13,6 +13,15 @@
 //! - [`Ledger::commit_side`] applies the reservation: it posts the amount (or leaves it
 //!   pending for a pending transfer, or posts/voids the pending one), and stores this
 //!   side's copy of the transfer. [`Ledger::abort_side`] releases it.
+//!
+//! What stays of a side: a prepared one keeps its reservation until it is decided; an
+//! aborted one keeps it for good (marked aborted: it refuses a late prepare, and burns
+//! the id); a committed pending transfer keeps it too (marked committed, with the
+//! agreed timestamp its deadline counts from). A committed single-phase
+//! transfer, post or void drops it: the stored transfer now says it committed
+//! ([`Ledger::side_state`]), so what the reservations hold follows what is in flight,
+//! not every cross-shard transfer ever made (keeping them all cost a checkpoint a copy
+//! of millions, and the map its growth).
 //! - [`combine_votes`] turns the two sides' votes into the decision, and into the same
 //!   result a single shard holding both accounts would have returned.
 //!
@@ -29,10 +38,10 @@
 //!
 //! Besides its local timestamp, a committed side carries the transaction's *agreed*
 //! commit timestamp (a hybrid-logical-clock value every participant commits with, kept
-//! in the side's reservation): a cross-shard pending transfer's deadline is the agreed
-//! timestamp plus its timeout, the same at both sides, and a snapshot read at `T`
-//! includes a transaction exactly when its agreed timestamp is at or before `T`
-//! ([`Ledger::snapshot_side`]).
+//! by the coordinator's decision): a cross-shard pending transfer's deadline is the
+//! agreed timestamp plus its timeout, the same at both sides (kept in its reservation),
+//! and a snapshot read at `T` includes a transaction exactly when its agreed timestamp
+//! is at or before `T` ([`Ledger::snapshot_side`]).
 //!
 //! Limits, documented for the cross-shard issue: `flags.linked` must be clear (chains
 //! across shards are the coordinator's job; a linked event gets `linked_event_chain_open`);
@@ -100,6 +109,15 @@ pub enum SideVote {
 pub enum SideResolution {
     Committed,
     Aborted,
+}
+
+/// How a side that a snapshot read found prepared ended (see [`Ledger::snapshot_side`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideFate {
+    /// Committed with the transaction's agreed timestamp and this side's amount.
+    Committed { agreed_at: u64, amount: u128 },
+    /// Aborted: its reservation was released.
+    Released,
 }
 
 /// A commit or abort the ledger cannot carry out.
@@ -340,7 +358,13 @@ impl<S: Store> Ledger<S> {
         amount: u128,
         agreed_at: u64,
     ) -> Result<SideResolution, SideError> {
-        let reservation = self.store.reservation(id, side).ok_or(SideError::NotPrepared)?;
+        let Some(reservation) = self.store.reservation(id, side) else {
+            // A committed plain side dropped its reservation; its transfer is stored.
+            return match self.store.transfer(id) {
+                Some(_) => Ok(SideResolution::Committed),
+                None => Err(SideError::NotPrepared),
+            };
+        };
         match reservation.state {
             ReservationState::Prepared => {}
             ReservationState::Committed => return Ok(SideResolution::Committed),
@@ -406,16 +430,19 @@ impl<S: Store> Ledger<S> {
         // prepare would have been refused with `exists`).
         if self.store.transfer(t.id).is_none() {
             self.store.insert_transfer(&t);
-        } else {
-            debug_assert!(self.store.reservation(t.id, other(side)).is_some());
         }
         self.record_history(&account, timestamp);
-        let agreed = Transfer { timestamp: agreed_at, ..reservation.transfer };
-        self.store.set_reservation(Reservation {
-            transfer: agreed,
-            state: ReservationState::Committed,
-            ..reservation
-        });
+        if t.flags.contains(TransferFlags::PENDING) {
+            // Its deadline counts from the agreed timestamp, kept here (`deadline_of`).
+            let agreed = Transfer { timestamp: agreed_at, ..reservation.transfer };
+            self.store.set_reservation(Reservation {
+                transfer: agreed,
+                state: ReservationState::Committed,
+                ..reservation
+            });
+        } else {
+            self.store.remove_reservation(id, side);
+        }
         self.commit_timestamp = timestamp;
         Ok(SideResolution::Committed)
     }
@@ -431,6 +458,11 @@ impl<S: Store> Ledger<S> {
         record_failed: bool,
     ) -> Result<SideResolution, SideError> {
         let existing = self.store.reservation(transfer.id, side);
+        if existing.is_none() && self.store.transfer(transfer.id).is_some() {
+            // Committed (a committed plain side keeps no reservation), or the id names
+            // another transfer: either way nothing of this one is here to release.
+            return Err(SideError::Conflict { state: ReservationState::Committed });
+        }
         if let Some(reservation) = existing.filter(|r| !same_request(&r.transfer, transfer)) {
             // Another transaction's side under the same id: nothing of this one is
             // here, and the other's must not be touched.
@@ -518,9 +550,21 @@ impl<S: Store> Ledger<S> {
         expiry_of(agreed.unwrap_or(p.timestamp), p.timeout)
     }
 
-    /// Corrects `account`, as it stood at a snapshot read's point (a `expire_pending_transfers(at)`
-    /// at this shard), for side `side` of transfer `id`, which was prepared there and not
-    /// yet resolved. Returns `false` while the side is still prepared: the read must wait.
+    /// Where side `side` of transfer `id` stands here: its reservation's transfer (as
+    /// reserved) and state; or, with no reservation, a transfer stored under `id` as
+    /// `Committed` (a committed plain side drops its reservation; the caller compares
+    /// the accounts when the id may name another transfer). `None`: nothing of it.
+    pub fn side_state(&self, id: u128, side: Side) -> Option<(Transfer, ReservationState)> {
+        match self.store.reservation(id, side) {
+            Some(reservation) => Some((reservation.transfer, reservation.state)),
+            None => self.store.transfer(id).map(|t| (t, ReservationState::Committed)),
+        }
+    }
+
+    /// Corrects `account`, as it stood at a snapshot read's point (a
+    /// `expire_pending_transfers(at)` at this shard), for side `side` of a transfer that
+    /// was prepared there (`reserved`: its reservation's transfer then) and has since
+    /// ended with `fate`.
     ///
     /// The read sees the transaction exactly when it committed with an agreed timestamp
     /// at or before `at`: then the side's commit is applied to the account as it would
@@ -528,34 +572,39 @@ impl<S: Store> Ledger<S> {
     /// at or before `at`); otherwise its reservation is taken out, and a pending
     /// transfer an aborted post/void held past its deadline counts as expired, as it
     /// is at every shard that did not hold it.
-    pub fn snapshot_side(&self, account: &mut Account, id: u128, side: Side, at: u64) -> bool {
-        let reservation = self.store.reservation(id, side).expect("a prepared side stays recorded");
-        assert_eq!(side_account(&reservation.transfer, side), account.id);
-        let t = reservation.transfer;
-        let committed_at = match reservation.state {
-            ReservationState::Prepared => return false,
-            ReservationState::Committed => Some(t.timestamp),
-            ReservationState::Aborted => None,
+    pub fn snapshot_side(
+        &self,
+        account: &mut Account,
+        reserved: &Transfer,
+        side: Side,
+        at: u64,
+        fate: SideFate,
+    ) {
+        assert_eq!(side_account(reserved, side), account.id);
+        let t = reserved;
+        let (included, committed) = match fate {
+            SideFate::Committed { agreed_at, amount } => {
+                assert!(amount <= t.amount, "a side commits at most what it reserved");
+                (agreed_at <= at, Some((agreed_at, amount)))
+            }
+            SideFate::Released => (false, None),
         };
-        let included = committed_at.is_some_and(|agreed_at| agreed_at <= at);
-        let amount = || self.store.transfer(id).expect("a committed side is stored").amount;
         if t.pending_id != 0 {
             let p = self.store.transfer(t.pending_id).expect("a held pending transfer exists");
             let expired = self.deadline_of(&p).is_some_and(|deadline| deadline <= at);
-            if included {
+            if let Some((_, amount)) = committed.filter(|_| included) {
                 *pending_balance(account, side) -= p.amount;
                 if t.flags.contains(TransferFlags::POST_PENDING_TRANSFER) {
-                    *posted_balance_mut(account, side) += amount();
+                    *posted_balance_mut(account, side) += amount;
                 }
-            } else if committed_at.is_none() && expired {
+            } else if committed.is_none() && expired {
                 *pending_balance(account, side) -= p.amount;
             }
-        } else if included {
-            let amount = amount();
+        } else if let Some((agreed_at, amount)) = committed.filter(|_| included) {
             *pending_balance(account, side) -= t.amount;
             if !t.flags.contains(TransferFlags::PENDING) {
                 *posted_balance_mut(account, side) += amount;
-            } else if !expiry_of(t.timestamp, t.timeout)
+            } else if !expiry_of(agreed_at, t.timeout)
                 .is_some_and(|deadline| t.timeout != 0 && deadline <= at)
             {
                 *pending_balance(account, side) += amount;
@@ -563,7 +612,6 @@ impl<S: Store> Ledger<S> {
         } else {
             *pending_balance(account, side) -= t.amount;
         }
-        true
     }
 }
 

@@ -17,7 +17,9 @@ mod cross_shard;
 mod digest;
 mod queries;
 
-pub use cross_shard::{combine_votes, Decision, Side, SideError, SideResolution, SideVote};
+pub use cross_shard::{
+    combine_votes, Decision, Side, SideError, SideFate, SideResolution, SideVote,
+};
 use cross_shard::{pending_balance, side_account};
 
 use crate::store::{MemStore, PendingState, Store};

@@ -45,10 +45,14 @@ pub struct MemStore {
     expiry: BTreeSet<(u64, u128)>,
     /// Cross-shard reservations by (transfer id, side): their state, and the position
     /// of the transfer as reserved in `reservation_transfers`. The map holds 48 bytes an
-    /// entry instead of a whole record: it grows with every cross-shard transfer, and
-    /// each time it doubles it moves (and faults in) everything it holds.
+    /// entry instead of a whole record: each time it doubles it moves (and faults in)
+    /// everything it holds. It holds the sides in flight, the aborted ones and the
+    /// committed pending transfers (the ledger drops a committed plain side), so its
+    /// size follows what is in flight, and removed entries' positions are reused.
     reservations: FxHashMap<(u128, Side), (u32, ReservationState)>,
     reservation_transfers: segmented::Segmented<Transfer>,
+    /// Positions in `reservation_transfers` that no reservation uses.
+    reservation_free: Vec<u32>,
     /// pending id -> id of the prepared post/void holding it (derived from reservations).
     pending_locks: FxHashMap<u128, u128>,
     /// Present while a scope is open.
@@ -65,13 +69,32 @@ const NONE: u32 = u32::MAX;
 /// One change to undo when a scope is discarded.
 enum Undo {
     AccountInserted,
-    AccountUpdated { position: u32, old: Account },
+    AccountUpdated {
+        position: u32,
+        old: Account,
+    },
     TransferInserted,
-    PendingSet { id: u128, old: Option<PendingState> },
-    ExpiryInserted { expires_at: u64, id: u128 },
-    ExpiryRemoved { expires_at: u64, id: u128 },
-    BalanceAppended { position: u32 },
-    ReservationSet { id: u128, side: Side, old: Option<Reservation> },
+    PendingSet {
+        id: u128,
+        old: Option<PendingState>,
+    },
+    ExpiryInserted {
+        expires_at: u64,
+        id: u128,
+    },
+    ExpiryRemoved {
+        expires_at: u64,
+        id: u128,
+    },
+    BalanceAppended {
+        position: u32,
+    },
+    /// The reservation of (id, side) was set or removed; `old` is what it was.
+    ReservationSet {
+        id: u128,
+        side: Side,
+        old: Option<Reservation>,
+    },
 }
 
 impl MemStore {
@@ -107,29 +130,54 @@ impl MemStore {
         self.accounts.is_empty() && self.transfers.len() == 0 && self.failed_ids.is_empty()
     }
 
-    /// Stores `reservation` (a new one, or over the one with its id and side), and
-    /// returns the one it replaced.
-    fn write_reservation(&mut self, reservation: Reservation) -> Option<Reservation> {
-        let key = (reservation.transfer.id, reservation.side);
-        match self.reservations.get_mut(&key) {
-            Some((position, state)) => {
-                let old = Reservation {
-                    transfer: self.reservation_transfers.get(*position as usize),
-                    side: reservation.side,
-                    state: *state,
-                };
-                *state = reservation.state;
-                self.reservation_transfers.set(*position as usize, reservation.transfer);
-                Some(old)
-            }
-            None => {
-                let position = u32::try_from(self.reservation_transfers.len())
-                    .expect("fewer than 2^32 reservations");
-                self.reservation_transfers.push(reservation.transfer);
-                self.reservations.insert(key, (position, reservation.state));
-                None
-            }
+    /// Makes the reservation of `(id, side)` be `new` (stored, replaced or removed),
+    /// keeps the pending locks in step, and returns the one it replaced.
+    fn write_reservation(
+        &mut self,
+        id: u128,
+        side: Side,
+        new: Option<Reservation>,
+    ) -> Option<Reservation> {
+        debug_assert!(new.is_none_or(|r| (r.transfer.id, r.side) == (id, side)));
+        let key = (id, side);
+        let old = self.reservations.get(&key).map(|&(position, state)| Reservation {
+            transfer: self.reservation_transfers.get(position as usize),
+            side,
+            state,
+        });
+        if let Some(old) = &old {
+            self.unlock(old);
         }
+        match (new, self.reservations.get_mut(&key)) {
+            (Some(new), Some((position, state))) => {
+                *state = new.state;
+                self.reservation_transfers.set(*position as usize, new.transfer);
+            }
+            (Some(new), None) => {
+                let position = match self.reservation_free.pop() {
+                    Some(position) => {
+                        self.reservation_transfers.set(position as usize, new.transfer);
+                        position
+                    }
+                    None => {
+                        let position = u32::try_from(self.reservation_transfers.len())
+                            .expect("fewer than 2^32 reservations");
+                        self.reservation_transfers.push(new.transfer);
+                        position
+                    }
+                };
+                self.reservations.insert(key, (position, new.state));
+            }
+            (None, Some(_)) => {
+                let (position, _) = self.reservations.remove(&key).expect("present");
+                self.reservation_free.push(position);
+            }
+            (None, None) => {}
+        }
+        if let Some(new) = &new {
+            self.lock(new);
+        }
+        old
     }
 
     /// A prepared post/void holds its pending transfer until it commits or aborts.
@@ -230,20 +278,7 @@ impl MemStore {
                 }
             }
             Undo::ReservationSet { id, side, old } => {
-                let current = self.reservation(id, side).expect("set reservation");
-                self.unlock(&current);
-                match old {
-                    Some(old) => {
-                        self.lock(&old);
-                        self.write_reservation(old);
-                    }
-                    None => {
-                        // Undone newest first: its record is the last one.
-                        let (position, _) = self.reservations.remove(&(id, side)).expect("set");
-                        assert_eq!(position as usize + 1, self.reservation_transfers.len());
-                        self.reservation_transfers.pop();
-                    }
-                }
+                self.write_reservation(id, side, old);
             }
             Undo::PendingSet { id, old } => match old {
                 Some(state) => {
@@ -474,12 +509,13 @@ impl Store for MemStore {
     }
 
     fn set_reservation(&mut self, reservation: Reservation) {
-        let old = self.write_reservation(reservation);
-        if let Some(old) = &old {
-            self.unlock(old);
-        }
-        self.lock(&reservation);
         let (id, side) = (reservation.transfer.id, reservation.side);
+        let old = self.write_reservation(id, side, Some(reservation));
+        self.log(Undo::ReservationSet { id, side, old });
+    }
+
+    fn remove_reservation(&mut self, id: u128, side: Side) {
+        let old = self.write_reservation(id, side, None);
         self.log(Undo::ReservationSet { id, side, old });
     }
 

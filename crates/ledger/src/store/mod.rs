@@ -156,6 +156,8 @@ pub trait Store {
     fn reservation(&self, id: u128, side: Side) -> Option<Reservation>;
     /// Inserts or overwrites the reservation of `(reservation.transfer.id, side)`.
     fn set_reservation(&mut self, reservation: Reservation);
+    /// Forgets the reservation of `(id, side)`, if there is one.
+    fn remove_reservation(&mut self, id: u128, side: Side);
     /// The id of the prepared post/void that holds the pending transfer `pending_id`.
     fn pending_locked_by(&self, pending_id: u128) -> Option<u128>;
     /// Every reservation, ordered by (id, side).

@@ -266,9 +266,8 @@ enum End {
 }
 
 /// How each side of each unit of each cross-shard transaction ended (units are atomic,
-/// each on its own), read from its shard's ledger (the reservation of that transfer's
-/// side): committed, still prepared (in doubt), or aborted (released, refused, or never
-/// prepared).
+/// each on its own), read from its shard's ledger (`Ledger::side_state`): committed,
+/// still prepared (in doubt), or aborted (released, refused, or never prepared).
 fn transaction_ends(world: &World) -> BTreeMap<(TxnId, usize), Vec<End>> {
     use settle_ledger::store::ReservationState;
     let states: BTreeMap<u32, &ShardState> = world.states().map(|s| (s.shard, s)).collect();
@@ -278,8 +277,8 @@ fn transaction_ends(world: &World) -> BTreeMap<(TxnId, usize), Vec<End>> {
             let sides = ends.entry((*id, txn.unit_of(index))).or_default();
             for side in [Side::Debit, Side::Credit] {
                 let shard = txn.placement[index][side.code() as usize];
-                let reservation = states[&shard].ledger.store().reservation(transfer.id, side);
-                sides.push(match reservation.map(|r| r.state) {
+                let held = states[&shard].ledger.side_state(transfer.id, side);
+                sides.push(match held.map(|(_, state)| state) {
                     Some(ReservationState::Committed) => End::Committed,
                     Some(ReservationState::Prepared) => End::InDoubt,
                     Some(ReservationState::Aborted) | None => End::Aborted,
