@@ -36,8 +36,7 @@ impl Rng {
 }
 
 fn ledger_with_accounts() -> Ledger {
-    let transfers = PRECOMPUTED_BATCHES * BATCH_EVENTS_MAX;
-    let mut ledger = Ledger::new(MemStore::with_capacity(ACCOUNT_COUNT as usize, transfers));
+    let mut ledger = Ledger::new(MemStore::with_capacity(ACCOUNT_COUNT as usize));
     let accounts: Vec<Account> = (1..=ACCOUNT_COUNT)
         .map(|id| Account { id, ledger: 1, code: 1, ..Default::default() })
         .collect();

@@ -24,8 +24,7 @@ fn file_backed_transfers_behave_like_in_memory_ones() {
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
     let mut memory = Ledger::default();
-    let mut file =
-        Ledger::new(MemStore::with_transfer_file(&dir.path().join("t.dat"), 1000).unwrap());
+    let mut file = Ledger::new(MemStore::with_transfer_file(&dir.path().join("t.dat")).unwrap());
     let accounts: Vec<Account> = (1..=20)
         .map(|id| Account {
             id,
@@ -81,8 +80,7 @@ fn file_backed_transfers_behave_like_in_memory_ones() {
 #[test]
 fn a_captured_snapshot_is_the_state_at_capture_even_if_written_later() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger =
-        Ledger::new(MemStore::with_transfer_file(&dir.path().join("t.dat"), 0).unwrap());
+    let mut ledger = Ledger::new(MemStore::with_transfer_file(&dir.path().join("t.dat")).unwrap());
     let accounts: Vec<Account> =
         (1..=4).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
     ledger.create_accounts(10, &accounts).unwrap();

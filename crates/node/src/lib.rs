@@ -66,12 +66,6 @@ pub struct Config {
     pub fsync: bool,
     /// Write a checkpoint each time the log grows by this much.
     pub checkpoint_bytes: u64,
-    /// How many transfers the in-memory indexes are sized for at start (a hint, not a
-    /// limit). Sizing up front avoids stopping to regrow them under load; unused
-    /// capacity costs address space, not memory. The default (12 Mi) gives the id index
-    /// 16 Mi buckets, what it would grow to for 10 M transfers anyway; a larger hint
-    /// doubles the buckets, and random ids then touch every page of them.
-    pub transfers_capacity: usize,
 }
 
 impl Default for Config {
@@ -81,7 +75,6 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             fsync: true,
             checkpoint_bytes: 1 << 30,
-            transfers_capacity: 12 << 20,
         }
     }
 }
@@ -217,8 +210,7 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, NodeError> {
         let lock = lock(&config.data_dir)?;
         let data_dir = config.data_dir.clone();
-        let capacity = config.transfers_capacity;
-        let recovered = tokio::task::spawn_blocking(move || storage::recover(&data_dir, capacity))
+        let recovered = tokio::task::spawn_blocking(move || storage::recover(&data_dir))
             .await
             .map_err(|_| NodeError::ThreadPanicked("recovery"))??;
         let report = RecoveryReport {

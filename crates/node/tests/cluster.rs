@@ -345,12 +345,8 @@ async fn checkpoints_and_log_rewrites_keep_everything_across_restarts() {
     let cluster = ClusterConfig::single_shard(&addresses);
     // Checkpoint every 4 entries or 2 KiB of them (a few transfers); rewrite the log
     // from 16 KiB on.
-    let tuning = Tuning {
-        checkpoint_entries: 4,
-        checkpoint_bytes: 2 << 10,
-        log_rewrite_bytes: 16 << 10,
-        transfers_capacity: 1024,
-    };
+    let tuning =
+        Tuning { checkpoint_entries: 4, checkpoint_bytes: 2 << 10, log_rewrite_bytes: 16 << 10 };
     let start = |id: u64| {
         ClusterNode::start(ClusterOptions { tuning, ..options(&cluster, id, dir.path()) })
     };

@@ -17,7 +17,6 @@ fn config(dir: &Path, checkpoint_bytes: u64) -> Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         fsync: true,
         checkpoint_bytes,
-        transfers_capacity: 1024,
     }
 }
 

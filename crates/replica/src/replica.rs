@@ -66,8 +66,6 @@ pub struct Config {
     /// instead of in memory. Only a tail, an index and a checksum per chunk stay in
     /// memory, and a checkpoint's capture does not copy the records.
     pub transfers_file: Option<std::path::PathBuf>,
-    /// How many transfers the indexes are sized for up front (a hint).
-    pub transfers_capacity: usize,
     /// Where the shell keeps snapshot data, if it does: then it is not kept in memory.
     pub snapshot_loader: Option<crate::log_store::SnapshotLoader>,
     /// The shard this replica belongs to (cross-shard transactions name shards).
@@ -92,7 +90,6 @@ impl Config {
             snapshot_timeout_ticks: 500,
             seed,
             transfers_file: None,
-            transfers_capacity: 0,
             snapshot_loader: None,
             shard: 0,
             commit: settle_commit::Config::new(1),
@@ -1069,7 +1066,7 @@ pub fn generation_path(base: &std::path::Path, generation: u64) -> std::path::Pa
 fn new_store(config: &Config, generation: u64) -> Result<MemStore, Halt> {
     let Some(base) = &config.transfers_file else { return Ok(MemStore::default()) };
     let path = generation_path(base, generation);
-    MemStore::with_transfer_file(&path, config.transfers_capacity)
+    MemStore::with_transfer_file(&path)
         .map_err(|e| Halt::Storage { path: path.display().to_string(), reason: e.to_string() })
 }
 

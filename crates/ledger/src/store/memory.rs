@@ -98,31 +98,24 @@ enum Undo {
 }
 
 impl MemStore {
-    /// Hash indexes preallocated for this many accounts and transfers, so that the hot
-    /// path never stops to rehash one (the tables that grow with every transfer are
-    /// `Segmented`, which never copies). Both are hints, not limits.
-    pub fn with_capacity(accounts: usize, transfers: usize) -> Self {
+    /// The account tables preallocated for this many accounts, so that the hot path
+    /// never stops to grow them (a hint, not a limit). The tables that grow with every
+    /// transfer are `Segmented`, which never copies, and the transfer id index grows
+    /// in small parts (`table.rs`).
+    pub fn with_capacity(accounts: usize) -> Self {
         MemStore {
             accounts: Vec::with_capacity(accounts),
             account_index: account_index::AccountIndex::with_capacity(accounts),
             account_heads: Vec::with_capacity(accounts),
-            transfers: table::TransferTable::in_memory(transfers),
             ..MemStore::default()
         }
     }
 
     /// A store whose transfer records live in the file at `path` (created, or emptied:
     /// it is rebuilt from a snapshot and the log); everything else stays in memory.
-    /// The hash index is sized for `transfers_capacity` up front (a hint, not a limit). See
-    /// `table.rs`.
-    pub fn with_transfer_file(
-        path: &std::path::Path,
-        transfers_capacity: usize,
-    ) -> std::io::Result<Self> {
-        Ok(MemStore {
-            transfers: table::TransferTable::in_file(path, transfers_capacity)?,
-            ..MemStore::default()
-        })
+    /// See `table.rs`.
+    pub fn with_transfer_file(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(MemStore { transfers: table::TransferTable::in_file(path)?, ..MemStore::default() })
     }
 
     /// Whether nothing was stored yet.

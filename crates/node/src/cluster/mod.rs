@@ -61,18 +61,11 @@ pub struct Tuning {
     /// The shared log is rewritten from memory once this large (and twice what the
     /// rewrite would write).
     pub log_rewrite_bytes: u64,
-    /// Transfers each replica's indexes are sized for up front (a hint, not a limit).
-    pub transfers_capacity: usize,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning {
-            checkpoint_entries: 1024,
-            checkpoint_bytes: 256 << 20,
-            log_rewrite_bytes: 1 << 30,
-            transfers_capacity: 12 << 20,
-        }
+        Tuning { checkpoint_entries: 1024, checkpoint_bytes: 256 << 20, log_rewrite_bytes: 1 << 30 }
     }
 }
 
@@ -94,7 +87,6 @@ pub(crate) fn replica_config(
     config.checkpoint_bytes = tuning.checkpoint_bytes;
     config.keep_bytes = tuning.checkpoint_bytes / 4;
     config.transfers_file = Some(data_dir.join(format!("shard-{shard}.transfers")));
-    config.transfers_capacity = tuning.transfers_capacity;
     config.shard = u32::try_from(shard).expect("the config keeps shard ids below 2^32");
     config.commit = settle_commit::Config::new(acceptors_of(replicas));
     let dir = data_dir.to_path_buf();

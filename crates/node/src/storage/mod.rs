@@ -29,10 +29,10 @@ pub struct Recovered {
 
 /// Loads the checkpoint, replays the log after it, truncates a torn tail. Refuses
 /// (changing nothing on disk but the torn tail) on corruption it cannot safely repair.
-pub fn recover(data_dir: &Path, transfers_capacity: usize) -> Result<Recovered, NodeError> {
+pub fn recover(data_dir: &Path) -> Result<Recovered, NodeError> {
     let transfers = data_dir.join(TRANSFERS_FILE);
     let store = || {
-        MemStore::with_transfer_file(&transfers, transfers_capacity)
+        MemStore::with_transfer_file(&transfers)
             .map_err(|source| NodeError::DataDir { path: transfers.clone(), source })
     };
     let (checkpoint_op, mut ledger) = match checkpoint::load(data_dir, store()?)? {

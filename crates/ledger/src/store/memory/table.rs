@@ -22,6 +22,15 @@
 //! to the position (16 bytes an entry instead of 32 for the full id). A fingerprint is
 //! only a hint: the record at the position is read to confirm the id, and the rare
 //! second id with a taken fingerprint goes to a small overflow map keyed by the full id.
+//!
+//! The fingerprint map is split into [`INDEX_PARTS`] maps by the fingerprint's top
+//! bits, each grown by doubling on its own, so that its memory follows the ids it
+//! holds and a growth moves a 256th of it (well under a millisecond at ten million).
+//! One map sized up front for the node's capacity never moved, but random inserts
+//! touched all of it at once: the kernel zeroed hundreds of MiB on the executing
+//! thread within the first million (cross-shard transfers reach a shard in two
+//! interleaved streams of ids, so half of them come here), 14% of the cross-shard
+//! bench's engine thread.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -50,7 +59,7 @@ pub(super) struct TransferTable {
     ordered_ids: Segmented<u128>,
     ordered_positions: Segmented<u32>,
     /// The other ids, by fingerprint (and by full id when fingerprints collide).
-    index: FxHashMap<u64, u32>,
+    index: FingerprintIndex,
     overflow: FxHashMap<u128, u32>,
     /// At least the largest id ever pushed (not lowered by `pop`: only ever an upper
     /// bound). An id above it cannot be in the table, which spares the index probe (a
@@ -80,6 +89,54 @@ pub struct FileRecords {
     decoded: RefCell<(u32, Vec<Transfer>)>,
 }
 
+/// Parts of the fingerprint map (a power of two).
+const INDEX_PARTS: usize = 256;
+
+/// The fingerprint map, in parts by the fingerprint's top bits (see the module docs).
+struct FingerprintIndex {
+    parts: Vec<FxHashMap<u64, u32>>,
+}
+
+impl Default for FingerprintIndex {
+    fn default() -> Self {
+        FingerprintIndex { parts: (0..INDEX_PARTS).map(|_| FxHashMap::default()).collect() }
+    }
+}
+
+impl FingerprintIndex {
+    fn part(&self, fingerprint: u64) -> &FxHashMap<u64, u32> {
+        &self.parts[(fingerprint >> (64 - INDEX_PARTS.trailing_zeros())) as usize]
+    }
+
+    fn part_mut(&mut self, fingerprint: u64) -> &mut FxHashMap<u64, u32> {
+        &mut self.parts[(fingerprint >> (64 - INDEX_PARTS.trailing_zeros())) as usize]
+    }
+
+    fn get(&self, fingerprint: u64) -> Option<u32> {
+        self.part(fingerprint).get(&fingerprint).copied()
+    }
+
+    /// Maps `fingerprint` to `position` unless it is taken; whether it was free.
+    fn insert_new(&mut self, fingerprint: u64, position: u32) -> bool {
+        match self.part_mut(fingerprint).entry(fingerprint) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(position);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
+        }
+    }
+
+    fn remove(&mut self, fingerprint: u64) -> Option<u32> {
+        self.part_mut(fingerprint).remove(&fingerprint)
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.parts.iter().all(|part| part.is_empty())
+    }
+}
+
 fn fingerprint(id: u128) -> u64 {
     let mut hasher = FxHasher::default();
     hasher.write_u128(id);
@@ -97,32 +154,26 @@ fn checksum(chunk: &[u8]) -> u64 {
 
 impl Default for TransferTable {
     fn default() -> Self {
-        TransferTable::in_memory(0)
+        TransferTable::in_memory()
     }
 }
 
 impl TransferTable {
-    pub fn in_memory(capacity: usize) -> Self {
+    pub fn in_memory() -> Self {
         TransferTable {
             storage: Storage::Memory(Segmented::default()),
             len: 0,
             last_timestamp: 0,
             ordered_ids: Segmented::default(),
             ordered_positions: Segmented::default(),
-            // Sized too, for ids that do not grow (random ones): only what is used is
-            // touched.
-            index: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+            index: FingerprintIndex::default(),
             overflow: FxHashMap::default(),
             id_max: 0,
         }
     }
 
-    /// A table whose records live in `path` (created, or emptied if it exists), with
-    /// its hash index sized for `capacity` transfers up front: growing it later would
-    /// stop the node to rehash hundreds of megabytes (the other parts are `Segmented`,
-    /// which never copies). Capacity that is never used costs address space, not memory
-    /// (the pages are never touched).
-    pub fn in_file(path: &Path, capacity: usize) -> std::io::Result<Self> {
+    /// A table whose records live in `path` (created, or emptied if it exists).
+    pub fn in_file(path: &Path) -> std::io::Result<Self> {
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
         Ok(TransferTable {
@@ -136,8 +187,7 @@ impl TransferTable {
                 write_buffer: Vec::with_capacity(TAIL_RECORDS_MAX * RECORD_SIZE),
                 decoded: RefCell::new((u32::MAX, Vec::with_capacity(CHUNK_RECORDS as usize))),
             }),
-            index: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
-            ..TransferTable::in_memory(0)
+            ..TransferTable::in_memory()
         })
     }
 
@@ -167,7 +217,7 @@ impl TransferTable {
             let position = self.ordered_positions.get(i);
             return Some((position, self.get(position)));
         }
-        let position = *self.index.get(&fingerprint(id))?;
+        let position = self.index.get(fingerprint(id))?;
         let record = self.get(position);
         if record.id == id {
             return Some((position, record));
@@ -187,14 +237,9 @@ impl TransferTable {
             self.ordered_positions.push(position);
         } else {
             debug_assert!(self.find(transfer.id).is_none(), "transfer ids are unique");
-            match self.index.entry(fingerprint(transfer.id)) {
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(position);
-                }
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    let previous = self.overflow.insert(transfer.id, position);
-                    assert!(previous.is_none(), "transfer ids are unique");
-                }
+            if !self.index.insert_new(fingerprint(transfer.id), position) {
+                let previous = self.overflow.insert(transfer.id, position);
+                assert!(previous.is_none(), "transfer ids are unique");
             }
         }
         match &mut self.storage {
@@ -221,7 +266,7 @@ impl TransferTable {
             assert_eq!(self.ordered_ids.pop(), Some(transfer.id));
             self.ordered_positions.pop();
         } else if self.overflow.remove(&transfer.id).is_none() {
-            let removed = self.index.remove(&fingerprint(transfer.id));
+            let removed = self.index.remove(fingerprint(transfer.id));
             assert_eq!(removed, Some(self.len));
         }
         self.last_timestamp = if self.len == 0 { 0 } else { self.get(self.len - 1).timestamp };
@@ -414,7 +459,7 @@ mod tests {
 
     #[test]
     fn ids_above_the_largest_are_absent_and_ids_below_are_still_probed() {
-        let mut table = TransferTable::in_memory(0);
+        let mut table = TransferTable::in_memory();
         for (timestamp, id) in [(1, 50u128), (2, 10), (3, 70), (4, 30)] {
             table.push(&transfer(id, timestamp));
         }
@@ -437,8 +482,8 @@ mod tests {
     #[test]
     fn file_and_memory_tables_agree_across_flushes_and_pops() {
         let dir = tempfile::tempdir().unwrap();
-        let mut memory = TransferTable::in_memory(0);
-        let mut file = TransferTable::in_file(&dir.path().join("transfers.dat"), 0).unwrap();
+        let mut memory = TransferTable::in_memory();
+        let mut file = TransferTable::in_file(&dir.path().join("transfers.dat")).unwrap();
         let mut timestamp = 0;
         // Push past two flushes, pop back across a flush boundary, push again.
         for round in 0..3u128 {
@@ -467,11 +512,11 @@ mod tests {
 
     #[test]
     fn colliding_fingerprints_go_to_the_overflow_map() {
-        let mut table = TransferTable::in_memory(0);
+        let mut table = TransferTable::in_memory();
         table.push(&transfer(9, 1));
         table.push(&transfer(1, 2));
         // Force a collision by planting id 2's fingerprint as taken.
-        table.index.insert(fingerprint(2), 1);
+        assert!(table.index.insert_new(fingerprint(2), 1));
         table.push(&transfer(2, 3));
         assert_eq!(table.find(2).map(|(p, _)| p), Some(2));
         assert_eq!(table.find(1).map(|(p, _)| p), Some(1));
@@ -482,7 +527,7 @@ mod tests {
 
     #[test]
     fn ids_in_order_and_out_of_order_are_found_and_popped() {
-        let mut table = TransferTable::in_memory(0);
+        let mut table = TransferTable::in_memory();
         let ids = [5u128, 7, 6, 100, 3, 101, 1 << 100, 99];
         for (i, &id) in ids.iter().enumerate() {
             table.push(&transfer(id, i as u64 + 1));
@@ -510,7 +555,7 @@ mod tests {
     fn a_record_changed_on_disk_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("transfers.dat");
-        let mut table = TransferTable::in_file(&path, 0).unwrap();
+        let mut table = TransferTable::in_file(&path).unwrap();
         for i in 1..=TAIL_RECORDS_MAX as u128 {
             table.push(&transfer(i, i as u64));
         }
