@@ -427,8 +427,9 @@ impl<S: Store> Ledger<S> {
         self.store.update_account(&account);
         // A transfer of a chain whose two accounts both live here has two sides here:
         // the first one committed stores it (the id cannot name another transfer: its
-        // prepare would have been refused with `exists`).
-        if self.store.transfer(t.id).is_none() {
+        // prepare would have been refused with `exists`). Otherwise no lookup is needed.
+        let both_here = self.store.account(side_account(&t, other(side))).is_some();
+        if !both_here || self.store.transfer(t.id).is_none() {
             self.store.insert_transfer(&t);
         }
         self.record_history(&account, timestamp);
