@@ -14,11 +14,17 @@
 //! once. The file holds no state of its own: it is rebuilt from the checkpoint and the
 //! log at every start, so it is never fsynced.
 //!
-//! The index has two parts. Ids that arrive in increasing order (each above every id
-//! before it, as time-based ids and counters do) are appended to a sorted list and found
-//! by binary search: appending touches memory in order, while inserting into a hash map
-//! of millions of entries is a cache miss per transfer (it cost more than half of the
-//! ledger's time). The other ids go to a hash map from a 64-bit fingerprint of the id
+//! The index has two parts. Ids that arrive in increasing order (as time-based ids and
+//! counters do) are appended to sorted lists, *runs*, and found by a search back from
+//! the end: appending touches memory in order, while inserting into a hash map of
+//! millions of entries is a cache miss per transfer (it cost more than half of the
+//! ledger's time). An id goes to the run whose last id is the largest below it, so an
+//! id above every other extends the run holding the largest; [`RUNS_MAX`] runs take a
+//! few interleaved increasing streams, as a shard receives cross-shard transfers (its
+//! debit sides as one coordinator's transactions commit, its credit sides as
+//! another's), where one list left half of them to the hash map and its misses (10% of
+//! the cross-shard engine thread). The other ids go to a hash map from a 64-bit
+//! fingerprint of the id
 //! to the position (16 bytes an entry instead of 32 for the full id). A fingerprint is
 //! only a hint: the record at the position is read to confirm the id, and the rare
 //! second id with a taken fingerprint goes to a small overflow map keyed by the full id.
@@ -55,9 +61,8 @@ pub(super) struct TransferTable {
     storage: Storage,
     len: u32,
     last_timestamp: u64,
-    /// Ids pushed above every earlier id, ascending, with their positions.
-    ordered_ids: Segmented<u128>,
-    ordered_positions: Segmented<u32>,
+    /// Runs of ids pushed in increasing order (never more than `RUNS_MAX`).
+    runs: Vec<Run>,
     /// The other ids, by fingerprint (and by full id when fingerprints collide).
     index: FingerprintIndex,
     overflow: FxHashMap<u128, u32>,
@@ -87,6 +92,28 @@ pub struct FileRecords {
     write_buffer: Vec<u8>,
     /// The chunk decoded last (its index, `u32::MAX` for none) and its records.
     decoded: RefCell<(u32, Vec<Transfer>)>,
+}
+
+/// Most runs of increasing ids in the index (see the module docs): each one searched
+/// costs a lookup of an id that is not there a few cached reads.
+pub const RUNS_MAX: usize = 4;
+
+/// Ids pushed in increasing order, with their positions.
+#[derive(Default)]
+struct Run {
+    ids: Segmented<u128>,
+    positions: Segmented<u32>,
+}
+
+impl Run {
+    fn find(&self, id: u128) -> Option<u32> {
+        let last = self.ids.last()?;
+        if id > last || id < self.ids.get(0) {
+            return None;
+        }
+        let i = self.ids.partition_point(|ordered| ordered < id);
+        (self.ids.get(i) == id).then(|| self.positions.get(i))
+    }
 }
 
 /// Parts of the fingerprint map (a power of two).
@@ -164,8 +191,7 @@ impl TransferTable {
             storage: Storage::Memory(Segmented::default()),
             len: 0,
             last_timestamp: 0,
-            ordered_ids: Segmented::default(),
-            ordered_positions: Segmented::default(),
+            runs: vec![Run::default()],
             index: FingerprintIndex::default(),
             overflow: FxHashMap::default(),
             id_max: 0,
@@ -212,9 +238,7 @@ impl TransferTable {
         if id > self.id_max {
             return None;
         }
-        let i = self.ordered_ids.partition_point(|ordered| ordered < id);
-        if i < self.ordered_ids.len() && self.ordered_ids.get(i) == id {
-            let position = self.ordered_positions.get(i);
+        if let Some(position) = self.runs.iter().find_map(|run| run.find(id)) {
             return Some((position, self.get(position)));
         }
         let position = self.index.get(fingerprint(id))?;
@@ -231,16 +255,15 @@ impl TransferTable {
         assert!(transfer.timestamp > self.last_timestamp);
         let position = self.len;
         self.len = self.len.checked_add(1).expect("fewer than 2^32 transfers");
-        if transfer.id > self.id_max {
-            self.id_max = transfer.id;
-            self.ordered_ids.push(transfer.id);
-            self.ordered_positions.push(position);
-        } else {
-            debug_assert!(self.find(transfer.id).is_none(), "transfer ids are unique");
-            if !self.index.insert_new(fingerprint(transfer.id), position) {
-                let previous = self.overflow.insert(transfer.id, position);
-                assert!(previous.is_none(), "transfer ids are unique");
-            }
+        debug_assert!(self.find(transfer.id).is_none(), "transfer ids are unique");
+        self.id_max = self.id_max.max(transfer.id);
+        if let Some(run) = self.run_for(transfer.id) {
+            let run = &mut self.runs[run];
+            run.ids.push(transfer.id);
+            run.positions.push(position);
+        } else if !self.index.insert_new(fingerprint(transfer.id), position) {
+            let previous = self.overflow.insert(transfer.id, position);
+            assert!(previous.is_none(), "transfer ids are unique");
         }
         match &mut self.storage {
             Storage::Memory(records) => records.push(*transfer),
@@ -248,6 +271,26 @@ impl TransferTable {
         }
         self.last_timestamp = transfer.timestamp;
         position
+    }
+
+    /// The run `id` extends: the one whose last id is the largest below it, else an
+    /// empty one, else a new one while there are fewer than `RUNS_MAX`.
+    fn run_for(&mut self, id: u128) -> Option<usize> {
+        let below = self.runs.iter().enumerate().filter_map(|(i, run)| {
+            let last = run.ids.last()?;
+            (last < id).then_some((last, i))
+        });
+        if let Some((_, run)) = below.max() {
+            return Some(run);
+        }
+        if let Some(run) = self.runs.iter().position(|run| run.ids.len() == 0) {
+            return Some(run);
+        }
+        if self.runs.len() < RUNS_MAX {
+            self.runs.push(Run::default());
+            return Some(self.runs.len() - 1);
+        }
+        None
     }
 
     /// Removes the newest transfer (undo of a rolled-back chain).
@@ -261,10 +304,10 @@ impl TransferTable {
             }
             Storage::File(file) => file.pop(),
         }
-        if self.ordered_positions.last() == Some(self.len) {
-            // (`id_max` stays: it only has to be an upper bound.)
-            assert_eq!(self.ordered_ids.pop(), Some(transfer.id));
-            self.ordered_positions.pop();
+        // (`id_max` stays: it only has to be an upper bound.)
+        if let Some(run) = self.runs.iter_mut().find(|run| run.positions.last() == Some(self.len)) {
+            assert_eq!(run.ids.pop(), Some(transfer.id));
+            run.positions.pop();
         } else if self.overflow.remove(&transfer.id).is_none() {
             let removed = self.index.remove(fingerprint(transfer.id));
             assert_eq!(removed, Some(self.len));
@@ -528,15 +571,19 @@ mod tests {
     #[test]
     fn ids_in_order_and_out_of_order_are_found_and_popped() {
         let mut table = TransferTable::in_memory();
-        let ids = [5u128, 7, 6, 100, 3, 101, 1 << 100, 99];
+        let ids = [5u128, 7, 6, 100, 3, 101, 1 << 100, 99, 2, 1, 4];
         for (i, &id) in ids.iter().enumerate() {
             table.push(&transfer(id, i as u64 + 1));
         }
-        assert!(table.ordered_ids.iter().eq([5, 7, 100, 101, 1 << 100]));
+        // Each id extends the run whose last id is the largest below it, or opens one;
+        // with every run ending above it, 1 goes to the hash map.
+        let runs: Vec<Vec<u128>> = table.runs.iter().map(|run| run.ids.iter().collect()).collect();
+        assert_eq!(runs, [vec![5, 7, 100, 101, 1 << 100], vec![6, 99], vec![3, 4], vec![2]]);
+        assert_eq!(table.index.get(fingerprint(1)), Some(9));
         for (position, &id) in ids.iter().enumerate() {
             assert_eq!(table.find(id).map(|(p, t)| (p, t.id)), Some((position as u32, id)));
         }
-        for absent in [0u128, 4, 8, 102, (1 << 100) - 1, u128::MAX] {
+        for absent in [0u128, 8, 50, 102, (1 << 100) - 1, u128::MAX] {
             assert_eq!(table.find(absent), None, "{absent}");
         }
         // Undo, newest first: each id leaves the part it went to.
@@ -544,7 +591,7 @@ mod tests {
             assert_eq!(table.pop().id, id);
             assert_eq!(table.find(id), None);
         }
-        assert!(table.ordered_ids.len() == 0 && table.index.is_empty());
+        assert!(table.runs.iter().all(|run| run.ids.len() == 0) && table.index.is_empty());
         // An id popped from the ordered part and pushed again is found again.
         table.push(&transfer(5, 1));
         assert_eq!(table.find(5).map(|(p, _)| p), Some(0));
