@@ -180,8 +180,11 @@ impl Reads {
                     continue;
                 }
                 let id = record.txn.transfers[i].id;
-                let reservation = store.reservation(id, side).expect("a prepared side");
-                assert_eq!(reservation.state, ReservationState::Prepared);
+                // (A refused resolution may have left some sides carried out.)
+                let Some(reservation) = store.reservation(id, side) else { continue };
+                if reservation.state != ReservationState::Prepared {
+                    continue;
+                }
                 // The reservation names the account (a post or void's is its pending
                 // transfer's).
                 let account_id = match side {

@@ -322,6 +322,22 @@ impl ShardState {
                     "commit of txn {id}, which this shard did not prepare"
                 ));
             }
+            // Every side it commits here must take its amount, checked before anything
+            // changes: a refusal halfway would leave some sides carried out and the
+            // transaction in doubt.
+            let store = self.ledger.store();
+            let fits =
+                own_votes.iter().filter(|(i, ..)| commit.commits(txn, *i)).all(|&(i, side, _)| {
+                    store.reservation(txn.transfers[i].id, side).is_some_and(|r| {
+                        r.state == ReservationState::Prepared
+                            && commit.amounts[i] <= r.transfer.amount
+                    })
+                });
+            if !fits {
+                return Applied::Refused(format!(
+                    "commit of txn {id} above what this shard reserved"
+                ));
+            }
         }
         for (k, (index, side, vote)) in own_votes.iter().enumerate() {
             if k % TOUCH_AHEAD_SIDES == 0 {

@@ -163,3 +163,70 @@ fn a_post_of_a_pending_transfer_in_doubt_waits_for_its_outcome() {
     let Vote::Sides(sides) = &core.state().participants[&8].vote else { panic!("voted") };
     assert!(matches!(sides[0].vote, SideVote::Prepared { amount: 5, .. }), "{sides:?}");
 }
+
+/// A resolution that commits more than a side reserved is refused before anything
+/// changes, and a snapshot read waiting for that transaction goes on waiting; the
+/// honest resolution then answers it with the side as committed.
+#[test]
+fn a_resolution_above_the_reservation_changes_nothing_and_a_read_waits_through_it() {
+    use settle_commit::read::SnapshotPart;
+    use settle_ledger::store::{ReservationState, Store};
+    let (mut core, txn, at) = prepared();
+    let read_at = core.state().ledger.commit_timestamp() + 1_000;
+    core.read(NOW_MS + 2, 42, read_at, vec![2]);
+    let point = persisted_entry(&mut core).expect("the read point is written");
+    core.persisted(NOW_MS + 3, &point);
+    assert!(core.take_commands().is_empty(), "waits for transaction 7");
+
+    let resolve = |amount| settle_commit::Entry {
+        timestamp: read_at + 10,
+        record: Record::Resolve {
+            txn: txn.clone(),
+            outcome: Outcome::Commit(Commit { amounts: vec![amount], at, aborted: vec![] }),
+        },
+    };
+    let applied = core.persisted(NOW_MS + 4, &resolve(6));
+    assert!(matches!(applied, settle_commit::Applied::Refused(_)), "{applied:?}");
+    let store = core.state().ledger.store();
+    assert_eq!(store.reservation(7, settle_ledger::Side::Credit).unwrap().state, {
+        ReservationState::Prepared
+    });
+    assert_eq!(store.account(2).unwrap().credits_pending, 5);
+    assert!(store.transfer(7).is_none());
+    assert!(core.take_commands().is_empty(), "the read still waits");
+
+    core.persisted(NOW_MS + 5, &resolve(5));
+    let answers: Vec<_> = core
+        .take_commands()
+        .into_iter()
+        .filter_map(|command| match command {
+            Command::ReadReply { client, read } => Some((client, read)),
+            _ => None,
+        })
+        .collect();
+    let [(42, Ok(SnapshotPart { accounts, .. }))] = answers.as_slice() else {
+        panic!("{answers:?}")
+    };
+    // Committed with an agreed timestamp before the read's: included.
+    assert_eq!((accounts[0].credits_posted, accounts[0].credits_pending), (5, 0));
+    assert!(core.state().ledger.store().reservation(7, settle_ledger::Side::Credit).is_none());
+}
+
+/// A single-shard transfer under an id a cross-shard transaction names is not that
+/// transaction's side: the coordinator does not take the transaction as carried out.
+#[test]
+fn a_single_shard_transfer_is_not_taken_for_a_side_of_a_transaction() {
+    let mut ledger = Ledger::new(Default::default());
+    let accounts = [1, 3].map(|id| Account { id, ledger: 1, code: 1, ..Default::default() });
+    ledger.create_accounts(NOW_MS * 1_000_000 - 1, &accounts).unwrap();
+    let base = Transfer { amount: 5, ledger: 1, code: 1, ..Default::default() };
+    let local = Transfer { id: 5, debit_account_id: 1, credit_account_id: 3, ..base };
+    let results = ledger.create_transfers(NOW_MS * 1_000_000, &[local]).unwrap();
+    assert_eq!(results, vec![settle_ledger::CreateTransferResult::Ok]);
+    let state = ShardState::new(0, ledger);
+    // A chain: [5: 1 -> 3], both on shard 0, then [6: 2 -> 4] on shard 1.
+    let other = Transfer { id: 6, debit_account_id: 2, credit_account_id: 4, ..base };
+    let chain = Txn::new(Protocol::TwoPhase, vec![local, other], vec![[0, 0], [1, 1]]).unwrap();
+    assert_eq!(state.resolved_here(&chain), None);
+    assert_eq!(state.resolved_results(&chain), None);
+}

@@ -612,3 +612,38 @@ fn reservations_are_removed_reused_and_restored_by_a_discarded_scope() {
         store.reservations().iter().map(|r| (r.transfer.id, r.transfer.amount)).collect();
     assert_eq!(held, vec![(2, 6), (3, 7), (4, 9)]);
 }
+
+/// An id held by a cross-shard side prepared here is not free for a single-shard
+/// transfer; once the side commits (and drops its reservation) the id exists. A
+/// single-shard transfer is never taken for a committed cross-shard side.
+#[test]
+fn a_prepared_side_holds_its_id_against_single_shard_transfers() {
+    const S: u64 = 1_000_000_000;
+    let mut shard = Ledger::default();
+    let accounts = [common::account(1, common::LEDGER), common::account(3, common::LEDGER)];
+    shard.create_accounts(10, &accounts).unwrap();
+    // 7: 1 -> 2, account 2 on another shard.
+    let cross = common::transfer(7, 1, 2, 5);
+    assert!(matches!(shard.prepare_side(S, &cross, Side::Debit), Ok(SideVote::Prepared { .. })));
+    let local = common::transfer(7, 1, 3, 5);
+    let results = shard.create_transfers(S + 10, &[local]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::IdAlreadyFailed]);
+
+    shard.commit_side(2 * S, 7, Side::Debit, 5, S).unwrap();
+    assert_eq!(shard.store().reservation(7, Side::Debit), None, "dropped");
+    assert_eq!(shard.side_state(7, Side::Debit).map(|(_, s)| s), Some(ReservationState::Committed));
+    let results = shard.create_transfers(2 * S + 10, &[local]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::ExistsWithDifferentCreditAccountId]);
+    // A repeated commit is answered from the stored transfer; an abort contradicts it.
+    assert_eq!(shard.commit_side(3 * S, 7, Side::Debit, 5, S), Ok(SideResolution::Committed));
+    assert_eq!(
+        shard.abort_side(3 * S + 1, &cross, Side::Debit, false),
+        Err(SideError::Conflict { state: ReservationState::Committed })
+    );
+
+    // 9: 1 -> 3 is a single-shard transfer: no side of it is held here.
+    let results = shard.create_transfers(4 * S, &[common::transfer(9, 1, 3, 1)]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::Ok]);
+    assert_eq!(shard.side_state(9, Side::Debit), None);
+    assert_eq!(shard.side_state(9, Side::Credit), None);
+}

@@ -202,6 +202,10 @@ struct PendingRead {
     index: Option<u64>,
 }
 
+/// Most Raft entries of protocol records a leader keeps as it proposed them (see
+/// `Replica::proposed`).
+const PROPOSED_MAX: usize = 1024;
+
 pub struct Replica {
     config: Config,
     raw: RawNode<LogStore>,
@@ -217,7 +221,8 @@ pub struct Replica {
     /// are instead of decoding its bytes again (Raft's log matching: the same index
     /// and term hold the same entry). Decoding a transaction's thousand transfers for
     /// each record that carries it was 18% of the cross-shard bench's engine thread.
-    /// Emptied with the leadership; entries stay at most until their index applies.
+    /// Emptied with the leadership; entries stay at most until their index applies,
+    /// `PROPOSED_MAX` Raft entries at most.
     proposed: BTreeMap<u64, (u64, Vec<settle_commit::Entry>)>,
     applied: u64,
     /// Election-timeout generator (splitmix64 state).
@@ -466,8 +471,12 @@ impl Replica {
             // Refused only when leadership moved on; the next leader starts over from
             // the replicated records.
             if self.is_leader() && self.raw.propose(vec![], data).is_ok() {
-                let index = self.raw.raft.raft_log.last_index();
-                self.proposed.insert(index, (self.raw.raft.term, entries));
+                // A leader that cannot commit (cut off from its group) stops keeping
+                // them; they decode when they apply.
+                if self.proposed.len() < PROPOSED_MAX {
+                    let index = self.raw.raft.raft_log.last_index();
+                    self.proposed.insert(index, (self.raw.raft.term, entries));
+                }
             }
             entries = rest;
         }

@@ -4,9 +4,10 @@
 //! Every function here checks first and mutates only after the last check passed, so a
 //! failing event leaves no trace (except a failed-id record for transient errors).
 
+use super::cross_shard::same_request;
 use super::{Ledger, Side};
 use crate::results::CreateTransferResult as R;
-use crate::store::{PendingState, Store, TransferId};
+use crate::store::{PendingState, ReservationState, Store, TransferId};
 use crate::types::{Account, AccountFlags, Transfer, TransferFlags, AMOUNT_MAX, TIMESTAMP_MAX};
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -104,6 +105,16 @@ impl<S: Store> Ledger<S> {
             TransferId::Exists(e) => return Some(self.transfer_exists(t, &e)),
             TransferId::Failed => return Some(R::IdAlreadyFailed),
             TransferId::Free => {}
+        }
+        // The id is held by another request's cross-shard side prepared here: that one
+        // has it until it commits (then it exists) or aborts.
+        let held = [Side::Debit, Side::Credit].into_iter().any(|side| {
+            self.store.reservation(t.id, side).is_some_and(|r| {
+                r.state == ReservationState::Prepared && !same_request(&r.transfer, t)
+            })
+        });
+        if held {
+            return Some(R::IdAlreadyFailed);
         }
 
         let f = t.flags;

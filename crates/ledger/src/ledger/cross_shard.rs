@@ -17,8 +17,9 @@
 //! What stays of a side: a prepared one keeps its reservation until it is decided; an
 //! aborted one keeps it for good (marked aborted: it refuses a late prepare, and burns
 //! the id); a committed pending transfer keeps it too (marked committed, with the
-//! agreed timestamp its deadline counts from). A committed single-phase
-//! transfer, post or void drops it: the stored transfer now says it committed
+//! agreed timestamp its deadline counts from), as does a transfer whose two accounts
+//! both live here. A committed single-phase transfer, post or void drops it: the
+//! stored transfer, whose other account lives elsewhere, now says it committed
 //! ([`Ledger::side_state`]), so what the reservations hold follows what is in flight,
 //! not every cross-shard transfer ever made (keeping them all cost a checkpoint a copy
 //! of millions, and the map its growth).
@@ -359,8 +360,7 @@ impl<S: Store> Ledger<S> {
         agreed_at: u64,
     ) -> Result<SideResolution, SideError> {
         let Some(reservation) = self.store.reservation(id, side) else {
-            // A committed plain side dropped its reservation; its transfer is stored.
-            return match self.store.transfer(id) {
+            return match self.committed_and_dropped(id, side) {
                 Some(_) => Ok(SideResolution::Committed),
                 None => Err(SideError::NotPrepared),
             };
@@ -433,8 +433,11 @@ impl<S: Store> Ledger<S> {
             self.store.insert_transfer(&t);
         }
         self.record_history(&account, timestamp);
-        if t.flags.contains(TransferFlags::PENDING) {
-            // Its deadline counts from the agreed timestamp, kept here (`deadline_of`).
+        if t.flags.contains(TransferFlags::PENDING) || both_here {
+            // A pending transfer's deadline counts from the agreed timestamp, kept here
+            // (`deadline_of`); a transfer with both accounts here keeps its sides'
+            // reservations (a stored transfer of two accounts here may be a single-shard
+            // one, so it cannot say that a side committed, `committed_and_dropped`).
             let agreed = Transfer { timestamp: agreed_at, ..reservation.transfer };
             self.store.set_reservation(Reservation {
                 transfer: agreed,
@@ -459,9 +462,7 @@ impl<S: Store> Ledger<S> {
         record_failed: bool,
     ) -> Result<SideResolution, SideError> {
         let existing = self.store.reservation(transfer.id, side);
-        if existing.is_none() && self.store.transfer(transfer.id).is_some() {
-            // Committed (a committed plain side keeps no reservation), or the id names
-            // another transfer: either way nothing of this one is here to release.
+        if existing.is_none() && self.committed_and_dropped(transfer.id, side).is_some() {
             return Err(SideError::Conflict { state: ReservationState::Committed });
         }
         if let Some(reservation) = existing.filter(|r| !same_request(&r.transfer, transfer)) {
@@ -552,14 +553,23 @@ impl<S: Store> Ledger<S> {
     }
 
     /// Where side `side` of transfer `id` stands here: its reservation's transfer (as
-    /// reserved) and state; or, with no reservation, a transfer stored under `id` as
-    /// `Committed` (a committed plain side drops its reservation; the caller compares
-    /// the accounts when the id may name another transfer). `None`: nothing of it.
+    /// reserved) and state; or, for a side that committed and dropped its reservation,
+    /// the stored transfer as `Committed`. `None`: nothing of it. The reservation may
+    /// be another request's under the same id: callers compare the accounts.
     pub fn side_state(&self, id: u128, side: Side) -> Option<(Transfer, ReservationState)> {
         match self.store.reservation(id, side) {
             Some(reservation) => Some((reservation.transfer, reservation.state)),
-            None => self.store.transfer(id).map(|t| (t, ReservationState::Committed)),
+            None => self.committed_and_dropped(id, side).map(|t| (t, ReservationState::Committed)),
         }
+    }
+
+    /// The stored transfer of side `side` of `id`, if that side committed here and
+    /// dropped its reservation: a transfer is stored under `id` and its other account
+    /// lives elsewhere. (A single-shard transfer has both accounts here, and a
+    /// cross-shard one with both accounts here keeps its sides' reservations.)
+    fn committed_and_dropped(&self, id: u128, side: Side) -> Option<Transfer> {
+        let t = self.store.transfer(id)?;
+        self.store.account(side_account(&t, other(side))).is_none().then_some(t)
     }
 
     /// Corrects `account`, as it stood at a snapshot read's point (a
@@ -627,7 +637,7 @@ fn other(side: Side) -> Side {
 /// post/void resolved against its pending transfer) is the one `requested` names: the
 /// same fields, where the request names them (a post/void may leave accounts and
 /// amount zero, a balancing transfer's amount is an upper bound).
-fn same_request(reserved: &Transfer, requested: &Transfer) -> bool {
+pub(super) fn same_request(reserved: &Transfer, requested: &Transfer) -> bool {
     let pv = requested
         .flags
         .intersects(TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER);

@@ -277,7 +277,13 @@ fn transaction_ends(world: &World) -> BTreeMap<(TxnId, usize), Vec<End>> {
             let sides = ends.entry((*id, txn.unit_of(index))).or_default();
             for side in [Side::Debit, Side::Credit] {
                 let shard = txn.placement[index][side.code() as usize];
-                let held = states[&shard].ledger.side_state(transfer.id, side);
+                // Another transfer under the same id is not this one's side (a post or
+                // void may leave its accounts to its pending transfer).
+                let named = |requested: u128, held: u128| requested == 0 || requested == held;
+                let held = states[&shard].ledger.side_state(transfer.id, side).filter(|(t, _)| {
+                    named(transfer.debit_account_id, t.debit_account_id)
+                        && named(transfer.credit_account_id, t.credit_account_id)
+                });
                 sides.push(match held.map(|(_, state)| state) {
                     Some(ReservationState::Committed) => End::Committed,
                     Some(ReservationState::Prepared) => End::InDoubt,

@@ -500,6 +500,69 @@ mod tests {
         Transfer { id, timestamp, amount: id * 3, ..Default::default() }
     }
 
+    /// The index finds exactly the ids pushed and not popped, at their positions,
+    /// whatever order they come in: interleaved increasing streams (more than the runs),
+    /// random ids, pops. Seed: `SETTLE_SEED` (printed on failure).
+    #[test]
+    fn the_index_agrees_with_a_model() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed, TestRunner};
+        let seed: u64 = std::env::var("SETTLE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+        let config = Config {
+            cases: 64,
+            rng_seed: RngSeed::Fixed(seed),
+            failure_persistence: None,
+            ..Config::default()
+        };
+        // (what, value): 0..6 the next id of that stream (each increasing, starting
+        // below the others), 6 a random id, 7 a pop.
+        let strategy = proptest::collection::vec((0u8..8, 1u128..100_000), 1..600);
+        let result = TestRunner::new(config).run(&strategy, |ops| {
+            let mut table = TransferTable::in_memory();
+            let mut model: Vec<u128> = Vec::new();
+            let mut next = [0u128; 6];
+            let mut timestamp = 0;
+            for (what, value) in ops {
+                let id = match what {
+                    0..6 => {
+                        let stream = usize::from(what);
+                        next[stream] += 1 + value % 3;
+                        1_000_000 * (6 - stream as u128) + next[stream]
+                    }
+                    6 => value,
+                    _ => {
+                        if let Some(id) = model.pop() {
+                            prop_assert_eq!(table.pop().id, id);
+                        }
+                        continue;
+                    }
+                };
+                if model.contains(&id) {
+                    continue;
+                }
+                timestamp += 1;
+                prop_assert_eq!(table.push(&transfer(id, timestamp)), model.len() as u32);
+                model.push(id);
+            }
+            prop_assert!(table.runs.len() <= RUNS_MAX);
+            for (position, &id) in model.iter().enumerate() {
+                prop_assert_eq!(
+                    table.find(id).map(|(p, t)| (p, t.id)),
+                    Some((position as u32, id))
+                );
+            }
+            for absent in [0, 1, 99_999, 1_000_000, 3_000_500, 6_999_999, u128::MAX] {
+                if !model.contains(&absent) {
+                    prop_assert_eq!(table.find(absent), None);
+                }
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            panic!("SETTLE_SEED={seed}: {error}");
+        }
+    }
+
     #[test]
     fn ids_above_the_largest_are_absent_and_ids_below_are_still_probed() {
         let mut table = TransferTable::in_memory();
