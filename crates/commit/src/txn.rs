@@ -8,7 +8,7 @@
 //! outcome still commits or aborts each unit whole (`Commit::aborted`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use settle_ledger::{combine_votes, CreateTransferResult as R, Decision, Side, SideVote, Transfer};
 
@@ -87,6 +87,38 @@ pub struct Txn {
     pub unit_ends: Arc<[u16]>,
     /// See [`TxnId`].
     id: TxnId,
+    /// The transaction as records carry it, written once (the fields above are not
+    /// changed after construction: the id and this are derived from them).
+    encoded: Encoded,
+}
+
+/// A transaction's encoding (`codec.rs`), made the first time it is written: one
+/// transaction goes into many records and messages (the prepare at each participant,
+/// the decision, each resolution), and writing its thousand transfers again each time
+/// was a tenth of the cross-shard engine thread. Shared by the clones; not part of
+/// the transaction's value (every instance compares equal).
+#[derive(Clone, Default)]
+pub(crate) struct Encoded(Arc<OnceLock<Box<[u8]>>>);
+
+impl Encoded {
+    /// The encoding, made by `write` the first time.
+    pub(crate) fn get_or_init(&self, write: impl FnOnce() -> Vec<u8>) -> &[u8] {
+        self.0.get_or_init(|| write().into_boxed_slice())
+    }
+}
+
+impl PartialEq for Encoded {
+    fn eq(&self, _: &Encoded) -> bool {
+        true
+    }
+}
+
+impl Eq for Encoded {}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Encoded")
+    }
 }
 
 impl Txn {
@@ -155,7 +187,8 @@ impl Txn {
             u128::from_le_bytes(hash.as_bytes()[..16].try_into().expect("16 bytes"))
         };
         let placement = placement.into();
-        Some(Txn { protocol, transfers, placement, unit_ends: unit_ends.into(), id })
+        let unit_ends = unit_ends.into();
+        Some(Txn { protocol, transfers, placement, unit_ends, id, encoded: Encoded::default() })
     }
 
     /// A transaction of `units` (each its transfers in chain order, and their
@@ -191,6 +224,10 @@ impl Txn {
 
     pub fn id(&self) -> TxnId {
         self.id
+    }
+
+    pub(crate) fn encoded(&self) -> &Encoded {
+        &self.encoded
     }
 
     /// The coordinator: the shard of the first transfer's debit account.
