@@ -20,7 +20,8 @@
 //! each 2 MiB page: faulting in an 8 MiB segment took the helper 26-28 ms instead of
 //! 5-7 ms, CPU taken from the node's other threads on a two-core machine, and the node
 //! bench's batch latency p99 was 11-12 ms instead of 8-9; the ledger bench ran at the
-//! same rate either way (6.2-6.3 against 6.1-6.5 M/s).
+//! same rate either way (6.2-6.3 against 6.1-6.5 M/s). The `settle` binary turns
+//! transparent huge pages off for its whole process (`main.rs`).
 //!
 //! Records are stored in their little-endian encoding ([`Fixed`]), which keeps this
 //! module free of `unsafe`: reading one decodes it, which for these plain fields
