@@ -54,7 +54,8 @@ pub struct ClusterOptions {
 /// Knobs with production defaults; tests turn them down to exercise the rare paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuning {
-    /// A replica snapshots its ledger and compacts its log every this many entries...
+    /// A replica snapshots its ledger and compacts its log every this many entries (a
+    /// snapshot is the whole state: protocol rounds make many small entries)...
     pub checkpoint_entries: u64,
     /// ...or once its entries take this many bytes (a quarter of it is kept behind).
     pub checkpoint_bytes: u64,
@@ -65,7 +66,7 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { checkpoint_entries: 1024, checkpoint_bytes: 256 << 20, log_rewrite_bytes: 1 << 30 }
+        Tuning { checkpoint_entries: 4096, checkpoint_bytes: 256 << 20, log_rewrite_bytes: 1 << 30 }
     }
 }
 

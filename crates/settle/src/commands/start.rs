@@ -39,8 +39,8 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", value_parser = parse::u64_value)]
     pub checkpoint_bytes: Option<u64>,
     /// In a cluster: each replica checkpoints (snapshot file + log compaction) every this
-    /// many Raft entries (default 1024). Smaller means less memory and faster catch-up,
-    /// more writing.
+    /// many Raft entries (default 4096), or sooner once they take 256 MiB. Smaller means
+    /// less memory and faster catch-up, more writing.
     #[arg(long, value_name = "N", requires = "config", value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_entries: Option<u64>,
     /// Stop (as on SIGTERM) when the parent process dies; `settle bench` sets this on
