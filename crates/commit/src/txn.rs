@@ -87,6 +87,8 @@ pub struct Txn {
     pub unit_ends: Arc<[u16]>,
     /// See [`TxnId`].
     id: TxnId,
+    /// See [`Txn::participants`]; derived once (the protocols ask at every step).
+    participants: Arc<[ShardId]>,
     /// The transaction as records carry it, written once (the fields above are not
     /// changed after construction: the id and this are derived from them).
     encoded: Encoded,
@@ -186,9 +188,17 @@ impl Txn {
             let hash = blake3::hash(&named);
             u128::from_le_bytes(hash.as_bytes()[..16].try_into().expect("16 bytes"))
         };
+        // The participants, coordinator first, then ascending.
+        let coordinator = placement[0][0];
+        let mut others: Vec<ShardId> =
+            placement.iter().flatten().copied().filter(|&shard| shard != coordinator).collect();
+        others.sort_unstable();
+        others.dedup();
+        let participants = std::iter::once(coordinator).chain(others).collect();
         let placement = placement.into();
         let unit_ends = unit_ends.into();
-        Some(Txn { protocol, transfers, placement, unit_ends, id, encoded: Encoded::default() })
+        let encoded = Encoded::default();
+        Some(Txn { protocol, transfers, placement, unit_ends, id, participants, encoded })
     }
 
     /// A transaction of `units` (each its transfers in chain order, and their
@@ -237,13 +247,7 @@ impl Txn {
 
     /// The participant shards, coordinator first, then ascending.
     pub fn participants(&self) -> Vec<ShardId> {
-        let mut shards: Vec<ShardId> = self.placement.iter().flatten().copied().collect();
-        shards.sort_unstable();
-        shards.dedup();
-        let coordinator = self.coordinator();
-        shards.retain(|&shard| shard != coordinator);
-        shards.insert(0, coordinator);
-        shards
+        self.participants.to_vec()
     }
 
     /// The sides `shard` holds, in chain order.
