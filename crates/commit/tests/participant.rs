@@ -52,6 +52,19 @@ fn persisted_entry(core: &mut ShardCore) -> Option<settle_commit::Entry> {
     })
 }
 
+/// The answers to snapshot reads among the core's commands.
+fn read_replies(
+    core: &mut ShardCore,
+) -> Vec<(u64, Result<settle_commit::read::SnapshotPart, settle_commit::read::ReadError>)> {
+    core.take_commands()
+        .into_iter()
+        .filter_map(|command| match command {
+            Command::ReadReply { client, read } => Some((client, read)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn decide(core: &mut ShardCore, txn: &Txn, amounts: Vec<u128>, at: u64) -> bool {
     let outcome = Outcome::Commit(Commit { amounts, at, aborted: vec![] });
     let body = Body::Decision { txn: txn.clone(), outcome };
@@ -95,14 +108,7 @@ fn a_read_point_of_another_leader_is_not_answered() {
     assert_eq!(core.reading(), 1);
     // A change of leader ends it: the client hears so and retries.
     core.reset(incarnation + 2, NOW_MS + 6);
-    let answers: Vec<_> = core
-        .take_commands()
-        .into_iter()
-        .filter_map(|command| match command {
-            Command::ReadReply { client, read } => Some((client, read)),
-            _ => None,
-        })
-        .collect();
+    let answers = read_replies(&mut core);
     assert_eq!(answers, vec![(42, Err(ReadError::Interrupted))]);
 }
 
@@ -196,14 +202,7 @@ fn a_resolution_above_the_reservation_changes_nothing_and_a_read_waits_through_i
     assert!(core.take_commands().is_empty(), "the read still waits");
 
     core.persisted(NOW_MS + 5, &resolve(5));
-    let answers: Vec<_> = core
-        .take_commands()
-        .into_iter()
-        .filter_map(|command| match command {
-            Command::ReadReply { client, read } => Some((client, read)),
-            _ => None,
-        })
-        .collect();
+    let answers = read_replies(&mut core);
     let [(42, Ok(SnapshotPart { accounts, .. }))] = answers.as_slice() else {
         panic!("{answers:?}")
     };
