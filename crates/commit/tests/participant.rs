@@ -229,3 +229,63 @@ fn a_single_shard_transfer_is_not_taken_for_a_side_of_a_transaction() {
     assert_eq!(state.resolved_here(&chain), None);
     assert_eq!(state.resolved_results(&chain), None);
 }
+
+/// Once a participant carried a commit out, its record and the side's reservation are
+/// gone: late copies of the prepare and of the decision, and an abort that contradicts
+/// it, change nothing, and the transaction still reads as committed here.
+#[test]
+fn late_messages_after_a_side_committed_and_dropped_its_reservation_change_nothing() {
+    use settle_ledger::store::Store;
+    use settle_ledger::Side;
+    let (mut core, txn, at) = prepared();
+    assert!(decide(&mut core, &txn, vec![5], at));
+    let resolve = settle_commit::Entry {
+        timestamp: at + 10,
+        record: Record::Resolve {
+            txn: txn.clone(),
+            outcome: Outcome::Commit(Commit { amounts: vec![5], at, aborted: vec![] }),
+        },
+    };
+    core.persisted(NOW_MS + 3, &resolve);
+    core.take_commands();
+    let settled = |core: &ShardCore| {
+        let store = core.state().ledger.store();
+        let account = store.account(2).unwrap();
+        assert_eq!((account.credits_posted, account.credits_pending), (5, 0));
+        assert_eq!(store.reservation(7, Side::Credit), None, "dropped");
+        assert!(!core.state().participants.contains_key(&7), "forgotten");
+        assert_eq!(core.state().resolved_here(&txn), Some(vec![true]));
+    };
+    settled(&core);
+
+    // A late prepare, the decision again, and an abort: whatever they lead the core
+    // to write is applied, and nothing changes.
+    let abort = Outcome::Abort {
+        results: vec![settle_ledger::CreateTransferResult::ExceedsCredits],
+        record_failed: false,
+    };
+    let bodies = [
+        Body::Prepare { txn: txn.clone() },
+        Body::Decision {
+            txn: txn.clone(),
+            outcome: Outcome::Commit(Commit { amounts: vec![5], at, aborted: vec![] }),
+        },
+        Body::Decision { txn: txn.clone(), outcome: abort.clone() },
+    ];
+    for (k, body) in bodies.into_iter().enumerate() {
+        let now = NOW_MS + 10 + k as u64;
+        core.receive(now, Address::Shard(0), Message { txn: 7, depth: 5, body });
+        if let Some(entry) = persisted_entry(&mut core) {
+            let applied = core.persisted(now, &entry);
+            assert!(!matches!(applied, settle_commit::Applied::Refused(_)), "{applied:?}");
+        }
+        settled(&core);
+    }
+    // Even a resolution that aborts it, written by a confused leader, is refused.
+    let contradiction = settle_commit::Entry {
+        timestamp: at + 100,
+        record: Record::Resolve { txn: txn.clone(), outcome: abort },
+    };
+    core.persisted(NOW_MS + 20, &contradiction);
+    settled(&core);
+}
