@@ -267,7 +267,8 @@ impl ShardState {
         for (k, &(index, side)) in sides.iter().enumerate() {
             if k % TOUCH_AHEAD_SIDES == 0 {
                 let ahead = &sides[k..sides.len().min(k + TOUCH_AHEAD_SIDES)];
-                self.ledger.touch_sides(ahead.iter().map(|&(i, side)| (&txn.transfers[i], side)));
+                let ahead = ahead.iter().map(|&(i, side)| (&txn.transfers[i], side));
+                self.ledger.touch_sides(ahead, true);
             }
             let at = self.tick(timestamp);
             let transfer = &txn.transfers[index];
@@ -343,7 +344,7 @@ impl ShardState {
             if k % TOUCH_AHEAD_SIDES == 0 {
                 let ahead = &own_votes[k..own_votes.len().min(k + TOUCH_AHEAD_SIDES)];
                 let ahead = ahead.iter().map(|&(i, side, _)| (&txn.transfers[i], side));
-                self.ledger.touch_sides(ahead);
+                self.ledger.touch_sides(ahead, false);
             }
             let transfer: &Transfer = &txn.transfers[*index];
             // How this side ends: committed with an amount, or released.

@@ -201,12 +201,18 @@ pub fn combine_votes(debit: SideVote, credit: SideVote) -> Decision {
 
 impl<S: Store> Ledger<S> {
     /// A hint for the cache, as `Ledger::execute` gives for its events: touches what
-    /// preparing or carrying out `sides` will read (reservation, account row, id index),
-    /// so that their misses go out to memory together. Call it for a few sides ahead.
-    pub fn touch_sides<'a>(&self, sides: impl IntoIterator<Item = (&'a Transfer, Side)>) {
+    /// preparing (`prepare`) or carrying out `sides` will read (reservation, account
+    /// row, and for a prepare the id index), so that their misses go out to memory
+    /// together. Call it for a few sides ahead.
+    pub fn touch_sides<'a>(
+        &self,
+        sides: impl IntoIterator<Item = (&'a Transfer, Side)>,
+        prepare: bool,
+    ) {
         let touched = sides.into_iter().fold(0, |sum, (transfer, side)| {
             let account = side_account(transfer, side);
-            sum ^ self.store.touch_side(transfer.id, side) ^ self.store.touch_accounts([account, 0])
+            let side = self.store.touch_side(transfer.id, side, prepare);
+            sum ^ side ^ self.store.touch_accounts([account, 0])
         });
         std::hint::black_box(touched);
     }

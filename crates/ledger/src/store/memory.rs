@@ -343,8 +343,8 @@ impl Store for MemStore {
         touched
     }
 
-    fn touch_side(&self, id: u128, side: Side) -> u64 {
-        let mut touched = u64::from(self.transfers.find(id).is_some());
+    fn touch_side(&self, id: u128, side: Side, id_index: bool) -> u64 {
+        let mut touched = u64::from(id_index && self.transfers.find(id).is_some());
         if let Some(&(position, _)) = self.reservations.get(&(id, side)) {
             let transfer = self.reservation_transfers.get(position as usize);
             let account = match side {

@@ -100,8 +100,10 @@ pub trait Store {
         0
     }
     /// As `touch_accounts`, for a cross-shard side about to be prepared or carried out:
-    /// its reservation, the account row it names, and the transfer id's index entry.
-    fn touch_side(&self, _id: u128, _side: Side) -> u64 {
+    /// its reservation, the account row it names, and with `id_index` the transfer id's
+    /// index entry (a prepare checks that the id is free; a commit stores the transfer
+    /// without looking it up).
+    fn touch_side(&self, _id: u128, _side: Side, _id_index: bool) -> u64 {
         0
     }
     /// Inserts a new account; its id is unused and its timestamp above every account's.
