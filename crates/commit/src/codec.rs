@@ -460,66 +460,63 @@ impl<'a> Reader<'a> {
 /// Encodes an entry for a shard's log.
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64));
-    w.entry(entry);
+    write_entry(&mut w, entry);
     w.0
 }
 
-impl Writer {
-    fn entry(&mut self, entry: &Entry) {
-        let w = self;
-        w.u8(ENTRY_TAG);
-        w.u64(entry.timestamp);
-        match &entry.record {
-            Record::Local { client, transfers } => {
-                w.u8(0);
-                w.u64(*client);
-                w.len(transfers.len());
-                for transfer in transfers {
-                    w.0.extend_from_slice(&transfer.to_bytes());
-                }
+fn write_entry(w: &mut Writer, entry: &Entry) {
+    w.u8(ENTRY_TAG);
+    w.u64(entry.timestamp);
+    match &entry.record {
+        Record::Local { client, transfers } => {
+            w.u8(0);
+            w.u64(*client);
+            w.len(transfers.len());
+            for transfer in transfers {
+                w.0.extend_from_slice(&transfer.to_bytes());
             }
-            Record::Prepare { txn } => {
-                w.u8(1);
-                w.txn(txn);
+        }
+        Record::Prepare { txn } => {
+            w.u8(1);
+            w.txn(txn);
+        }
+        Record::PreCommit { txn, commit } => {
+            w.u8(2);
+            w.u128(*txn);
+            w.commit(commit);
+        }
+        Record::CoordinatorPreCommit { txn, commit } => {
+            w.u8(3);
+            w.txn(txn);
+            w.commit(commit);
+        }
+        Record::Decide { txn, outcome } => {
+            w.u8(4);
+            w.txn(txn);
+            w.outcome(outcome);
+        }
+        Record::Resolve { txn, outcome } => {
+            w.u8(5);
+            w.txn(txn);
+            w.outcome(outcome);
+        }
+        Record::Pulse => w.u8(7),
+        Record::ReadPoint { client, at, incarnation } => {
+            w.u8(8);
+            w.u64(*client);
+            w.u64(*at);
+            w.u32(*incarnation);
+        }
+        Record::Forget { txns } => {
+            w.u8(6);
+            w.len(txns.len());
+            for id in txns {
+                w.u128(*id);
             }
-            Record::PreCommit { txn, commit } => {
-                w.u8(2);
-                w.u128(*txn);
-                w.commit(commit);
-            }
-            Record::CoordinatorPreCommit { txn, commit } => {
-                w.u8(3);
-                w.txn(txn);
-                w.commit(commit);
-            }
-            Record::Decide { txn, outcome } => {
-                w.u8(4);
-                w.txn(txn);
-                w.outcome(outcome);
-            }
-            Record::Resolve { txn, outcome } => {
-                w.u8(5);
-                w.txn(txn);
-                w.outcome(outcome);
-            }
-            Record::Pulse => w.u8(7),
-            Record::ReadPoint { client, at, incarnation } => {
-                w.u8(8);
-                w.u64(*client);
-                w.u64(*at);
-                w.u32(*incarnation);
-            }
-            Record::Forget { txns } => {
-                w.u8(6);
-                w.len(txns.len());
-                for id in txns {
-                    w.u128(*id);
-                }
-            }
-            Record::ShardMap(map) => {
-                w.u8(9);
-                w.shard_map(map);
-            }
+        }
+        Record::ShardMap(map) => {
+            w.u8(9);
+            w.shard_map(map);
         }
     }
 }
@@ -535,7 +532,7 @@ pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
         // Each entry written in place after its length, which is filled in after.
         let at = w.0.len();
         w.len(0);
-        w.entry(entry);
+        write_entry(&mut w, entry);
         let len = (w.0.len() - at - 4) as u32;
         w.0[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }

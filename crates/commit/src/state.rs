@@ -326,13 +326,10 @@ impl ShardState {
             // Every side it commits here must take its amount, checked before anything
             // changes: a refusal halfway would leave some sides carried out and the
             // transaction in doubt.
-            let store = self.ledger.store();
             let fits =
                 own_votes.iter().filter(|(i, ..)| commit.commits(txn, *i)).all(|&(i, side, _)| {
-                    store.reservation(txn.transfers[i].id, side).is_some_and(|r| {
-                        r.state == ReservationState::Prepared
-                            && commit.amounts[i] <= r.transfer.amount
-                    })
+                    let id = txn.transfers[i].id;
+                    matches!(self.ledger.side_to_commit(id, side, commit.amounts[i]), Ok(Some(_)))
                 });
             if !fits {
                 return Applied::Refused(format!(

@@ -18,19 +18,24 @@ fn core_with_account_two() -> ShardCore {
     ShardCore::new(Config::new(1), ShardState::new(1, ledger), 1, NOW_MS)
 }
 
-/// A core for shard 1, holding account 2, with `txn` (1 → 2, debit on shard 0)
-/// prepared here; returns the core, the transaction and the prepare's timestamp.
-fn prepared() -> (ShardCore, Txn, u64) {
-    let mut core = core_with_account_two();
-    let transfer = Transfer {
-        id: 7,
+/// Transfer `id` of 5 from account 1 (on shard 0) to account 2.
+fn one_to_two(id: u128) -> Transfer {
+    Transfer {
+        id,
         debit_account_id: 1,
         credit_account_id: 2,
         amount: 5,
         ledger: 1,
         code: 1,
         ..Default::default()
-    };
+    }
+}
+
+/// A core for shard 1, holding account 2, with `txn` (1 → 2, debit on shard 0)
+/// prepared here; returns the core, the transaction and the prepare's timestamp.
+fn prepared() -> (ShardCore, Txn, u64) {
+    let mut core = core_with_account_two();
+    let transfer = one_to_two(7);
     let txn = Txn::new(Protocol::TwoPhase, vec![transfer], vec![[0, 1]]).unwrap();
     let prepare = Message { txn: 7, depth: 1, body: Body::Prepare { txn: txn.clone() } };
     core.receive(NOW_MS, Address::Shard(0), prepare);
@@ -119,14 +124,7 @@ fn a_read_point_of_another_leader_is_not_answered() {
 fn a_post_of_a_pending_transfer_in_doubt_waits_for_its_outcome() {
     use settle_ledger::{SideVote, TransferFlags};
     let mut core = core_with_account_two();
-    let base = Transfer {
-        debit_account_id: 1,
-        credit_account_id: 2,
-        amount: 5,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    };
+    let base = one_to_two(0);
     let pending = Transfer { id: 7, flags: TransferFlags::PENDING, ..base };
     let pending_txn = Txn::new(Protocol::TwoPhase, vec![pending], vec![[0, 1]]).unwrap();
     let prepare = Message { txn: 7, depth: 1, body: Body::Prepare { txn: pending_txn.clone() } };

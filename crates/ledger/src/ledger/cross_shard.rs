@@ -365,22 +365,11 @@ impl<S: Store> Ledger<S> {
         amount: u128,
         agreed_at: u64,
     ) -> Result<SideResolution, SideError> {
-        let Some(reservation) = self.store.reservation(id, side) else {
-            return match self.committed_and_dropped(id, side) {
-                Some(_) => Ok(SideResolution::Committed),
-                None => Err(SideError::NotPrepared),
-            };
+        let Some(reservation) = self.side_to_commit(id, side, amount)? else {
+            return Ok(SideResolution::Committed);
         };
-        match reservation.state {
-            ReservationState::Prepared => {}
-            ReservationState::Committed => return Ok(SideResolution::Committed),
-            state @ ReservationState::Aborted => return Err(SideError::Conflict { state }),
-        }
         let reserved = reservation.transfer.amount;
         assert!(agreed_at <= timestamp, "a side commits at or after its agreed timestamp");
-        if amount > reserved {
-            return Err(SideError::AmountAboveReservation { reserved, requested: amount });
-        }
         self.check_batch(timestamp, 1)?;
         self.expire(timestamp);
 
@@ -455,6 +444,33 @@ impl<S: Store> Ledger<S> {
         }
         self.commit_timestamp = timestamp;
         Ok(SideResolution::Committed)
+    }
+
+    /// What `commit_side` checks before it changes anything, for a caller that carries
+    /// out several sides and must not stop halfway: the side's reservation when it is
+    /// prepared and `amount` fits in it; `None` when the side already committed.
+    pub fn side_to_commit(
+        &self,
+        id: u128,
+        side: Side,
+        amount: u128,
+    ) -> Result<Option<Reservation>, SideError> {
+        let Some(reservation) = self.store.reservation(id, side) else {
+            return match self.committed_and_dropped(id, side) {
+                Some(_) => Ok(None),
+                None => Err(SideError::NotPrepared),
+            };
+        };
+        match reservation.state {
+            ReservationState::Prepared => {}
+            ReservationState::Committed => return Ok(None),
+            state @ ReservationState::Aborted => return Err(SideError::Conflict { state }),
+        }
+        let reserved = reservation.transfer.amount;
+        if amount > reserved {
+            return Err(SideError::AmountAboveReservation { reserved, requested: amount });
+        }
+        Ok(Some(reservation))
     }
 
     /// Releases a side. `record_failed`: the coordinator's result was transient, so the

@@ -131,12 +131,17 @@ impl Default for FingerprintIndex {
 }
 
 impl FingerprintIndex {
+    /// The part a fingerprint belongs to: its top bits.
+    fn part_of(fingerprint: u64) -> usize {
+        (fingerprint >> (64 - INDEX_PARTS.trailing_zeros())) as usize
+    }
+
     fn part(&self, fingerprint: u64) -> &FxHashMap<u64, u32> {
-        &self.parts[(fingerprint >> (64 - INDEX_PARTS.trailing_zeros())) as usize]
+        &self.parts[Self::part_of(fingerprint)]
     }
 
     fn part_mut(&mut self, fingerprint: u64) -> &mut FxHashMap<u64, u32> {
-        &mut self.parts[(fingerprint >> (64 - INDEX_PARTS.trailing_zeros())) as usize]
+        &mut self.parts[Self::part_of(fingerprint)]
     }
 
     fn get(&self, fingerprint: u64) -> Option<u32> {
