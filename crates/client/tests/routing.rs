@@ -124,8 +124,11 @@ async fn writes_follow_the_shard_map_and_a_stale_map_is_refreshed() {
     let transfers = [t(10, b, b2), t(11, a, a2), t(12, b, a), t(13, a2, b2)];
     let results = client.create_transfers(&transfers).await.unwrap();
     assert_eq!(results, vec![CreateTransferResult::Ok; 4]);
+    // Fetched again: at least the version of the move (a leader's report on a busy
+    // machine may have made a later one since).
     let map = client.known_shard_map().unwrap();
-    assert_eq!((map.version, map.replicas(2)), (version, Some(&[1, 3, 4][..])), "fetched again");
+    assert!(map.version >= version, "{} < {version}", map.version);
+    assert_eq!(map.replicas(2), Some(&[1, 3, 4][..]), "fetched again");
 
     // Every effect landed once.
     let balances = client.lookup_accounts(&[a, b, a2, b2]).await.unwrap();

@@ -26,7 +26,9 @@ pub mod replica;
 pub use durable::{CorruptLog, Record};
 pub use log_store::{LogStore, SnapshotLoader};
 pub use raft::eraftpb::{ConfState, Message, MessageType, Snapshot};
-pub use replica::{Applied, CheckpointJob, Config, Halt, Output, Refusal, Replica, Token};
+pub use replica::{
+    generation_path, Applied, CheckpointJob, Config, Halt, Output, Refusal, Replica, Token,
+};
 
 /// A raft-rs message in its protobuf encoding (what travels between nodes).
 pub fn encode_message(message: &Message) -> Vec<u8> {

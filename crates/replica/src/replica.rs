@@ -268,7 +268,7 @@ impl Replica {
     pub fn new(config: Config, log: LogStore) -> Result<Replica, Halt> {
         let snapshot = log.latest_snapshot().clone();
         let index = snapshot.get_metadata().index;
-        let store = new_store(&config, 0)?;
+        let (store, generation) = store_for(&config, &snapshot.data)?;
         let state = if index == 0 {
             ShardState::new(config.shard, Ledger::new(store))
         } else {
@@ -295,7 +295,7 @@ impl Replica {
         let raw = RawNode::new(&raft_config, log, &logger).expect("a log raft-rs accepts");
         let mut replica = Replica {
             rng: config.seed ^ (config.id << 32),
-            generation: 0,
+            generation,
             snapshots_sent: BTreeMap::new(),
             config,
             seen: (raw.raft.term, raw.raft.state),
@@ -352,6 +352,13 @@ impl Replica {
 
     pub fn term(&self) -> u64 {
         self.raw.raft.term
+    }
+
+    /// The generation of the transfers file in use (`Config::transfers_file`): the
+    /// shell may remove the other generations' files once this replica's latest
+    /// snapshot record is durable.
+    pub fn transfers_generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn applied(&self) -> u64 {
@@ -800,11 +807,9 @@ impl Replica {
         let (term, now) = (self.raw.raft.term as u32, self.now_ms());
         self.core.install(state, term, now);
         self.proposed = self.proposed.split_off(&(index + 1));
-        if let Some(base) = &self.config.transfers_file {
-            // Readers of the old generation (a checkpoint being written) keep its
-            // inode alive; the name can go.
-            let _ = std::fs::remove_file(generation_path(base, self.generation - 1));
-        }
+        // The old generation's file stays until this snapshot's record is durable: the
+        // checkpoint the log names until then may refer to it. The shell removes it
+        // (`Replica::transfers_generation`).
         self.raw.mut_store().install_snapshot(snapshot.clone());
         // The record going out carries the data; the shell stores it before anything
         // could ask for it back.
@@ -1020,6 +1025,11 @@ impl Replica {
         // background, while this replica goes on.
         let mut source = self.ledger().snapshot_source().expect("an in-memory ledger captures");
         source.set_extension(self.core.state().snapshot_records());
+        if self.config.transfers_file.is_some() {
+            // The records already in the file are not written again: the checkpoint
+            // refers to them (and a start adopts them), so its cost follows what changed.
+            source.refer_to_transfers_file(self.generation);
+        }
         let mut meta = raft::eraftpb::SnapshotMetadata {
             index: self.applied,
             term: raft::Storage::term(store, self.applied).expect("applied entries are in the log"),
@@ -1091,6 +1101,21 @@ pub fn generation_path(base: &std::path::Path, generation: u64) -> std::path::Pa
     let mut name = base.as_os_str().to_owned();
     name.push(format!(".{generation}"));
     name.into()
+}
+
+/// The store a replica's latest snapshot is read into at its start, and the generation of
+/// its transfers file: the file a checkpoint refers to, taken as it is; otherwise a new
+/// store of generation 0.
+fn store_for(config: &Config, snapshot: &[u8]) -> Result<(MemStore, u64), Halt> {
+    let (Some(base), Some(generation)) =
+        (&config.transfers_file, settle_ledger::store::transfers_file_tag(snapshot))
+    else {
+        return Ok((new_store(config, 0)?, 0));
+    };
+    let path = generation_path(base, generation);
+    let store = MemStore::with_existing_transfer_file(&path)
+        .map_err(|e| Halt::Storage { path: path.display().to_string(), reason: e.to_string() })?;
+    Ok((store, generation))
 }
 
 /// An empty store as `config` asks for it.

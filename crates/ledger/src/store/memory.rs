@@ -15,7 +15,7 @@ mod segmented;
 mod snapshot;
 mod table;
 
-pub use snapshot::{SnapshotError, SnapshotSource};
+pub use snapshot::{expand_snapshot, transfers_file_tag, SnapshotError, SnapshotSource};
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -116,6 +116,14 @@ impl MemStore {
     /// See `table.rs`.
     pub fn with_transfer_file(path: &std::path::Path) -> std::io::Result<Self> {
         Ok(MemStore { transfers: table::TransferTable::in_file(path)?, ..MemStore::default() })
+    }
+
+    /// An empty store over the existing transfers file `path`, for a snapshot that refers
+    /// to it (`SnapshotSource::refer_to_transfers_file`); the file is left as it is until
+    /// the snapshot is read.
+    pub fn with_existing_transfer_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let transfers = table::TransferTable::in_existing_file(path)?;
+        Ok(MemStore { transfers, ..MemStore::default() })
     }
 
     /// Whether nothing was stored yet.

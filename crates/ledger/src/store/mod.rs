@@ -13,7 +13,7 @@
 
 mod memory;
 
-pub use memory::{MemStore, SnapshotError, SnapshotSource};
+pub use memory::{expand_snapshot, transfers_file_tag, MemStore, SnapshotError, SnapshotSource};
 
 use crate::ledger::Side;
 use crate::types::{Account, AccountBalance, Transfer};

@@ -321,6 +321,12 @@ impl Engine {
                 }
                 for (shard, index) in std::mem::take(&mut self.checkpoints_syncing) {
                     snapshots::remove_others(&self.config.data_dir, shard, index, true);
+                    // A snapshot installed since is now what the log names: the files
+                    // of older generations are no longer referred to.
+                    if let Some(replica) = self.replicas.get(&shard) {
+                        let keep = replica.transfers_generation();
+                        super::remove_transfer_files(&self.config.data_dir, shard, keep);
+                    }
                 }
                 self.acceptors_persisted();
             }

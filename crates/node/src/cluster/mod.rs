@@ -87,13 +87,24 @@ pub(crate) fn replica_config(
     config.keep_entries = (tuning.checkpoint_entries / 4).max(1);
     config.checkpoint_bytes = tuning.checkpoint_bytes;
     config.keep_bytes = tuning.checkpoint_bytes / 4;
-    config.transfers_file = Some(data_dir.join(format!("shard-{shard}.transfers")));
+    let transfers_file = data_dir.join(format!("shard-{shard}.transfers"));
+    config.transfers_file = Some(transfers_file.clone());
     config.shard = u32::try_from(shard).expect("the config keeps shard ids below 2^32");
     config.commit = settle_commit::Config::new(acceptors_of(replicas));
     let dir = data_dir.to_path_buf();
     config.snapshot_loader =
         Some(settle_replica::SnapshotLoader(std::sync::Arc::new(move |index| {
-            snapshots::read(&dir, shard, index)
+            // For a follower: a checkpoint that refers to this node's transfers file
+            // gets the records it refers to copied in.
+            let data = snapshots::read(&dir, shard, index)?;
+            match settle_ledger::store::transfers_file_tag(&data) {
+                None => Ok(data),
+                Some(generation) => {
+                    let file = settle_replica::generation_path(&transfers_file, generation);
+                    settle_ledger::store::expand_snapshot(&data, &file)
+                        .map_err(std::io::Error::other)
+                }
+            }
         })));
     config
 }
@@ -105,14 +116,21 @@ pub(crate) fn acceptors_of(replicas: usize) -> u8 {
     u8::try_from(odd).expect("at most 7 replicas")
 }
 
-/// Transfers files are rebuilt at every start (from the snapshot and the log): the
-/// ones a previous run left are removed.
-fn remove_transfer_files(data_dir: &std::path::Path, shard: u64) {
+/// Removes `shard`'s transfers files but the one of generation `keep`, the one its
+/// replica uses (and its latest durable checkpoint may refer to): those of earlier
+/// generations (replaced by an installed snapshot) and of earlier runs. Failing to
+/// delete only wastes space, so it is logged, not fatal.
+pub(crate) fn remove_transfer_files(data_dir: &std::path::Path, shard: u64, keep: u64) {
     let prefix = format!("shard-{shard}.transfers.");
+    let kept = format!("{prefix}{keep}");
     let Ok(entries) = std::fs::read_dir(data_dir) else { return };
     for entry in entries.flatten() {
-        if entry.file_name().to_str().is_some_and(|name| name.starts_with(&prefix)) {
-            let _ = std::fs::remove_file(entry.path());
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(&prefix) && name != kept {
+            if let Err(error) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(file = name, %error, "cannot remove an old transfers file");
+            }
         }
     }
 }
@@ -331,12 +349,12 @@ fn build_replicas(
             log.attach_snapshot_data(data);
         }
         snapshots::remove_others(data_dir, shard.id, index, false);
-        remove_transfer_files(data_dir, shard.id);
         let seed = seed(node_id) ^ shard.id;
         let config =
             replica_config(node_id, shard.id, data_dir, seed, tuning, shard.replicas.len());
         let replica = Replica::new(config, log)
             .map_err(|halt| NodeError::Config(format!("shard {}: {halt}", shard.id)))?;
+        remove_transfer_files(data_dir, shard.id, replica.transfers_generation());
         replicas.insert(shard.id, replica);
     }
     if let Some(shard) = by_shard.keys().next() {

@@ -11,8 +11,16 @@
 //! ledger (the commit protocols' records), as a count and the bytes; last, the BLAKE3
 //! hash of everything before it (32 bytes). From version 3, the account and transfer
 //! records are compact (`crate::compact`: a snapshot of the bench's ten million
-//! transfers is a fifth of the size to write, hash, send and read). Versions 1 (no
-//! extension) and 2 (records whole) still read.
+//! transfers is a fifth of the size to write, hash, send and read). From version 4, the
+//! header's commit timestamp is followed by a *transfers file tag* (u64; `u64::MAX` for
+//! none). With a tag, the snapshot refers to the node's own transfers file instead of
+//! holding its records (a checkpoint then writes what changed, not the whole history):
+//! the transfers section is the count, then the number of chunks `C`, their end
+//! offsets (u64 each; the first starts at 0), their checksums (16 bytes each; see
+//! `table.rs`), then the records after them, compact. Such a snapshot reads only into a
+//! store over that file (`MemStore::with_existing_transfer_file`); one sent to another
+//! replica is first made whole ([`expand_snapshot`]). Versions 1 (no extension), 2
+//! (records whole) and 3 (no tag) still read.
 //!
 //! Reading verifies the hash over the whole stream *before* interpreting any of it, and
 //! then validates every structural rule (orders, uniqueness, references), so a corrupt
@@ -20,14 +28,19 @@
 
 use std::io::{self, Read, Write};
 
+use super::table::{checksum, FileChunks, CHUNK_RECORDS};
 use super::MemStore;
 use crate::ledger::Side;
 use crate::store::{PendingState, Reservation, ReservationState, Store};
 use crate::types::{Account, AccountBalance, Transfer, RECORD_SIZE};
 
 const MAGIC: &[u8; 8] = b"SETLSNAP";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 const HASH_SIZE: usize = 32;
+/// The header: magic, version, commit timestamp, and (version 4) the file tag.
+const HEADER_SIZE: usize = 8 + 4 + 8 + 8;
+/// The file tag of a snapshot that holds its records.
+const NO_FILE: u64 = u64::MAX;
 
 /// Why a snapshot could not be read.
 #[derive(Debug)]
@@ -40,6 +53,9 @@ pub enum SnapshotError {
     /// Structurally invalid despite a valid checksum (a bug, or a forged file).
     Invalid(&'static str),
     UnsupportedVersion(u32),
+    /// The transfers file the snapshot refers to is missing, short or corrupt (the
+    /// message names the file and the chunk).
+    TransfersFile(String),
 }
 
 impl std::fmt::Display for SnapshotError {
@@ -50,6 +66,7 @@ impl std::fmt::Display for SnapshotError {
             SnapshotError::ChecksumMismatch => write!(f, "snapshot checksum mismatch (corrupt)"),
             SnapshotError::Invalid(why) => write!(f, "snapshot is invalid: {why}"),
             SnapshotError::UnsupportedVersion(v) => write!(f, "snapshot version {v} unsupported"),
+            SnapshotError::TransfersFile(why) => write!(f, "{why}"),
         }
     }
 }
@@ -94,9 +111,19 @@ pub struct SnapshotSource {
     history: Vec<(u128, Vec<AccountBalance>)>,
     reservations: Vec<Reservation>,
     extension: Vec<u8>,
+    /// Refer to the transfers file under this tag instead of copying its chunks.
+    file_tag: Option<u64>,
 }
 
 impl SnapshotSource {
+    /// Write a snapshot that refers to the store's transfers file, which the reader
+    /// finds by `tag` ([`transfers_file_tag`]), instead of copying the records already
+    /// in it. Only for the node's own checkpoints, and only for a store over a file.
+    pub fn refer_to_transfers_file(&mut self, tag: u64) {
+        assert!(tag != NO_FILE && matches!(self.transfers, super::table::TransfersView::File(_)));
+        self.file_tag = Some(tag);
+    }
+
     /// Bytes of the layer above the ledger to keep with this snapshot; they come back
     /// from `Ledger::read_snapshot_with_extension`, covered by the same checksum.
     pub fn set_extension(&mut self, bytes: Vec<u8>) {
@@ -127,6 +154,7 @@ impl MemStore {
                 .collect(),
             reservations: self.reservations(),
             extension: Vec::new(),
+            file_tag: None,
         })
     }
 
@@ -146,6 +174,7 @@ impl SnapshotSource {
     /// earlier builds still read).
     fn write_version<W: Write>(&self, out: W, version: u32) -> io::Result<()> {
         assert!(version == 2 || version == VERSION);
+        assert!(self.file_tag.is_none() || version >= 4);
         let event = |record: &[u8; RECORD_SIZE], out: &mut Vec<u8>| {
             if version >= 3 {
                 crate::compact::encode(record, out);
@@ -157,6 +186,9 @@ impl SnapshotSource {
         w.put(MAGIC)?;
         w.put(&version.to_le_bytes())?;
         w.put(&self.commit_timestamp.to_le_bytes())?;
+        if version >= 4 {
+            w.put(&self.file_tag.unwrap_or(NO_FILE).to_le_bytes())?;
+        }
 
         // Records go out a megabyte at a time: BLAKE3 (and the writer) are many times
         // faster on large inputs than on one record per call. Same bytes.
@@ -169,15 +201,24 @@ impl SnapshotSource {
         w.put(&chunk)?;
         chunk.clear();
         w.put(&(self.transfers.len() as u64).to_le_bytes())?;
-        let mut written = Ok(());
-        self.transfers.for_each(|transfer| {
-            event(&transfer.to_bytes(), &mut chunk);
-            if chunk.len() >= CHUNK_BYTES && written.is_ok() {
-                written = w.put(&chunk);
-                chunk.clear();
-            }
-        });
-        written?;
+        if self.file_tag.is_some() {
+            // The records in the file are durable before a snapshot refers to them.
+            let (chunks, tail) = self.transfers.durable_chunks().expect("a view of a file")?;
+            chunk.extend_from_slice(&(chunks.count() as u64).to_le_bytes());
+            chunks.offsets[1..].iter().for_each(|o| chunk.extend_from_slice(&o.to_le_bytes()));
+            chunks.checksums.iter().for_each(|c| chunk.extend_from_slice(c));
+            tail.iter().for_each(|transfer| event(&transfer.to_bytes(), &mut chunk));
+        } else {
+            let mut written = Ok(());
+            self.transfers.for_each(|transfer| {
+                event(&transfer.to_bytes(), &mut chunk);
+                if chunk.len() >= CHUNK_BYTES && written.is_ok() {
+                    written = w.put(&chunk);
+                    chunk.clear();
+                }
+            });
+            written?;
+        }
         w.put(&chunk)?;
         w.put(&(self.pending.len() as u64).to_le_bytes())?;
         for (id, state) in &self.pending {
@@ -315,6 +356,7 @@ impl<R: Read> Parser<R> {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let commit_timestamp = self.u64()?;
+        let file_tag = if version >= 4 { self.u64()? } else { NO_FILE };
         let compact = version >= 3;
         // The least an account or transfer record takes.
         let event_size = if compact { 8 } else { RECORD_SIZE as u64 };
@@ -329,22 +371,33 @@ impl<R: Read> Parser<R> {
             }
             store.insert_account(account);
         }
-        for _ in 0..self.count(event_size)? {
+        let inline = if file_tag == NO_FILE {
+            self.count(event_size)?
+        } else {
+            let count = self.u64()?;
+            let chunks = self.file_chunks(count)?;
+            let adopted = chunks.count() as u64 * u64::from(CHUNK_RECORDS);
+            store.transfers.adopt(chunks).map_err(SnapshotError::TransfersFile)?;
+            let mut records = Vec::with_capacity(CHUNK_RECORDS as usize);
+            for chunk in 0..(adopted / u64::from(CHUNK_RECORDS)) as u32 {
+                store
+                    .transfers
+                    .read_adopted(chunk, &mut records)
+                    .map_err(SnapshotError::TransfersFile)?;
+                for transfer in records.drain(..) {
+                    insert_checked_transfer(&mut store, transfer)?;
+                }
+            }
+            store.transfers.adopted().map_err(SnapshotError::TransfersFile)?;
+            let tail = count - adopted;
+            if tail.checked_mul(event_size).is_none_or(|size| size > self.remaining) {
+                return Err(SnapshotError::Truncated);
+            }
+            tail
+        };
+        for _ in 0..inline {
             let transfer = Transfer::from_bytes(&self.event(compact)?);
-            if transfer.timestamp <= store.transfer_timestamp_max()
-                || transfer.id == 0
-                || store.transfer(transfer.id).is_some()
-            {
-                return Err(Invalid("transfers out of order or duplicated"));
-            }
-            let local = [transfer.debit_account_id, transfer.credit_account_id]
-                .iter()
-                .filter(|id| store.account(**id).is_some())
-                .count();
-            if local == 0 {
-                return Err(Invalid("transfer without a local account"));
-            }
-            store.insert_transfer(&transfer);
+            insert_checked_transfer(&mut store, transfer)?;
         }
         for _ in 0..self.count(17)? {
             let id = self.u128()?;
@@ -425,6 +478,109 @@ impl<R: Read> Parser<R> {
         }
         Ok((store, commit_timestamp, extension))
     }
+
+    /// A referring transfers section's chunks (after the count of `transfers`).
+    fn file_chunks(&mut self, transfers: u64) -> Result<FileChunks, SnapshotError> {
+        use SnapshotError::Invalid;
+        let count = self.count(8 + 16)?;
+        if count.checked_mul(u64::from(CHUNK_RECORDS)).is_none_or(|n| n > transfers) {
+            return Err(Invalid("more chunks than transfers"));
+        }
+        let chunk_bytes_max = (CHUNK_RECORDS as usize * crate::compact::COMPACT_SIZE_MAX) as u64;
+        let mut offsets = Vec::with_capacity(count as usize + 1);
+        offsets.push(0);
+        for _ in 0..count {
+            let (start, end) = (offsets[offsets.len() - 1], self.u64()?);
+            if end <= start || end - start > chunk_bytes_max {
+                return Err(Invalid("chunk offsets out of order or apart"));
+            }
+            offsets.push(end);
+        }
+        let checksums = (0..count).map(|_| self.bytes::<16>()).collect::<Result<_, _>>()?;
+        Ok(FileChunks { offsets, checksums })
+    }
+}
+
+/// Stores `transfer` read from a snapshot, after the checks every one passes: in
+/// timestamp order, a new id, and an account of this store on one side.
+fn insert_checked_transfer(store: &mut MemStore, transfer: Transfer) -> Result<(), SnapshotError> {
+    use SnapshotError::Invalid;
+    if transfer.timestamp <= store.transfer_timestamp_max()
+        || transfer.id == 0
+        || store.transfer(transfer.id).is_some()
+    {
+        return Err(Invalid("transfers out of order or duplicated"));
+    }
+    let local = [transfer.debit_account_id, transfer.credit_account_id]
+        .iter()
+        .filter(|id| store.account(**id).is_some())
+        .count();
+    if local == 0 {
+        return Err(Invalid("transfer without a local account"));
+    }
+    store.insert_transfer(&transfer);
+    Ok(())
+}
+
+/// The transfers file tag of a snapshot's bytes (see the module docs): which file of
+/// the node a checkpoint refers to, or `None` when the snapshot holds its records. Read
+/// from the header before the checksum is verified: reading the snapshot verifies it.
+pub fn transfers_file_tag(snapshot: &[u8]) -> Option<u64> {
+    let header = snapshot.get(..HEADER_SIZE)?;
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    let tag = u64::from_le_bytes(header[20..28].try_into().expect("8 bytes"));
+    (&header[..8] == MAGIC && version >= 4 && tag != NO_FILE).then_some(tag)
+}
+
+/// `snapshot` as one that holds its records: a checkpoint that refers to a transfers
+/// file (`transfers_file`, the one its tag names) gets the referred chunks copied in,
+/// each verified, for a replica that has no such file. Others come back as they are.
+pub fn expand_snapshot(
+    snapshot: &[u8],
+    transfers_file: &std::path::Path,
+) -> Result<Vec<u8>, SnapshotError> {
+    if transfers_file_tag(snapshot).is_none() {
+        return Ok(snapshot.to_vec());
+    }
+    let body = &snapshot[..snapshot.len() - HASH_SIZE];
+    if blake3::hash(body).as_bytes() != &snapshot[body.len()..] {
+        return Err(SnapshotError::ChecksumMismatch);
+    }
+    // Walk to the chunks: the header, the accounts (compact records), the count.
+    let mut parser = Parser {
+        inner: (&body[HEADER_SIZE..]).take(body.len() as u64),
+        remaining: (body.len() - HEADER_SIZE) as u64,
+    };
+    for _ in 0..parser.count(8)? {
+        parser.event(true)?;
+    }
+    let transfers = parser.u64()?;
+    let chunks_at = body.len() - parser.remaining as usize;
+    let chunks = parser.file_chunks(transfers)?;
+    let tail_at = body.len() - parser.remaining as usize;
+
+    let mut out = Vec::with_capacity(snapshot.len() + chunks.bytes() as usize);
+    out.extend_from_slice(&body[..20]);
+    out.extend_from_slice(&NO_FILE.to_le_bytes());
+    out.extend_from_slice(&body[HEADER_SIZE..chunks_at]);
+    let describe = |what: String| {
+        SnapshotError::TransfersFile(format!("transfers file {}: {what}", transfers_file.display()))
+    };
+    let file = std::fs::File::open(transfers_file).map_err(|e| describe(e.to_string()))?;
+    let start = out.len();
+    out.resize(start + chunks.bytes() as usize, 0);
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut out[start..], 0)
+        .map_err(|e| describe(format!("{} bytes of chunks: {e}", chunks.bytes())))?;
+    for (chunk, expected) in chunks.checksums.iter().enumerate() {
+        let (from, to) = (chunks.offsets[chunk] as usize, chunks.offsets[chunk + 1] as usize);
+        if &checksum(&out[start + from..start + to]) != expected {
+            return Err(describe(format!("chunk {chunk} at offset {from}: checksum mismatch")));
+        }
+    }
+    out.extend_from_slice(&body[tail_at..]);
+    let hash = blake3::hash(&out);
+    out.extend_from_slice(hash.as_bytes());
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -515,6 +671,122 @@ mod tests {
         let at = bytes.len() - HASH_SIZE - 3;
         bytes[at] ^= 1;
         assert!(matches!(round_trip(&bytes), Err(SnapshotError::ChecksumMismatch)));
+    }
+
+    /// A ledger over the transfers file `path`, with two accounts.
+    fn file_ledger(path: &std::path::Path) -> Ledger {
+        let mut ledger = Ledger::new(MemStore::with_transfer_file(path).unwrap());
+        let accounts: Vec<Account> =
+            (1..=2).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+        ledger.create_accounts(1000, &accounts).unwrap();
+        ledger
+    }
+
+    fn add_transfers(ledger: &mut Ledger, ids: std::ops::Range<u128>) {
+        let transfers: Vec<Transfer> = ids
+            .map(|id| Transfer {
+                id,
+                debit_account_id: 1,
+                credit_account_id: 2,
+                amount: id % 7 + 1,
+                ledger: 1,
+                code: 1,
+                ..Default::default()
+            })
+            .collect();
+        for batch in transfers.chunks(crate::types::BATCH_EVENTS_MAX) {
+            let now = ledger.commit_timestamp() + batch.len() as u64 + 1;
+            let results = ledger.create_transfers(now, batch).unwrap();
+            assert!(results.iter().all(|r| r.is_success()));
+        }
+    }
+
+    /// A checkpoint of a store over a file, referring to the file: what it wrote, the
+    /// digest at that point, and the file's length then.
+    fn referring_checkpoint(ledger: &Ledger) -> (Vec<u8>, [u8; 32]) {
+        let mut source = ledger.snapshot_source().unwrap();
+        source.refer_to_transfers_file(7);
+        let mut bytes = Vec::new();
+        source.write(&mut bytes).unwrap();
+        (bytes, ledger.digest())
+    }
+
+    fn read_into(store: MemStore, bytes: &[u8]) -> Result<Ledger, SnapshotError> {
+        let (store, commit_timestamp, _) =
+            MemStore::read_snapshot(store, bytes.len() as u64, || Ok(bytes))?;
+        let mut ledger = Ledger::new(store);
+        ledger.observe_timestamp(commit_timestamp);
+        Ok(ledger)
+    }
+
+    #[test]
+    fn a_checkpoint_refers_to_the_transfers_file_and_a_start_adopts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("transfers.0");
+        let mut ledger = file_ledger(&path);
+        // One flush of the tail (8192 records, 128 chunks) and some in memory.
+        add_transfers(&mut ledger, 1..9001);
+        let (bytes, digest) = referring_checkpoint(&ledger);
+        assert_eq!(transfers_file_tag(&bytes), Some(7));
+        // Offsets and checksums of 128 chunks and 808 records: far less than 9000.
+        assert!(bytes.len() < 4 * 128 * 24 + 808 * 60, "{} bytes", bytes.len());
+        let referred = std::fs::metadata(&path).unwrap().len();
+        // Written after the checkpoint: more chunks in the file, which a start cuts.
+        add_transfers(&mut ledger, 9001..20001);
+        assert!(std::fs::metadata(&path).unwrap().len() > referred);
+        drop(ledger);
+
+        let restored = read_into(MemStore::with_existing_transfer_file(&path).unwrap(), &bytes);
+        let mut restored = restored.unwrap();
+        assert_eq!(restored.digest(), digest);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), referred);
+        // The store goes on from there: new records land after the adopted chunks.
+        add_transfers(&mut restored, 9001..20001);
+        let found = restored.lookup_transfers(&[1, 9000, 9001, 20000]);
+        assert_eq!(found.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 9000, 9001, 20000]);
+
+        // Made whole for another replica: no tag, the same state, read into memory.
+        let whole = expand_snapshot(&bytes, &path).unwrap();
+        assert_eq!(transfers_file_tag(&whole), None);
+        assert_eq!(read_into(MemStore::default(), &whole).unwrap().digest(), digest);
+    }
+
+    #[test]
+    fn a_damaged_or_short_transfers_file_refuses_a_checkpoint_that_refers_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("transfers.0");
+        let mut ledger = file_ledger(&path);
+        add_transfers(&mut ledger, 1..9001);
+        let (bytes, _) = referring_checkpoint(&ledger);
+        drop(ledger);
+        let good = std::fs::read(&path).unwrap();
+
+        // A flipped byte in chunk 100: refused, naming the file and the chunk, and the
+        // file is left as it was.
+        let mut damaged = good.clone();
+        let at = damaged.len() * 100 / 128 + 3;
+        damaged[at] ^= 0x10;
+        std::fs::write(&path, &damaged).unwrap();
+        let error = read_into(MemStore::with_existing_transfer_file(&path).unwrap(), &bytes)
+            .err()
+            .expect("refused");
+        let message = error.to_string();
+        assert!(matches!(error, SnapshotError::TransfersFile(_)), "{message}");
+        assert!(message.contains("transfers.0") && message.contains("chunk 10"), "{message}");
+        assert_eq!(std::fs::read(&path).unwrap(), damaged);
+        let error = expand_snapshot(&bytes, &path).expect_err("refused");
+        assert!(error.to_string().contains("checksum mismatch"), "{error}");
+
+        // Shorter than the chunks: refused, and nothing is cut.
+        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+        let error = read_into(MemStore::with_existing_transfer_file(&path).unwrap(), &bytes)
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("shorter"), "{error}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good.len() as u64 - 1);
+        // A store without a file cannot take it either.
+        let error = read_into(MemStore::default(), &bytes).err().expect("refused");
+        assert!(error.to_string().contains("there is none"), "{error}");
     }
 
     #[test]

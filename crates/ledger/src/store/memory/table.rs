@@ -11,8 +11,13 @@
 //! the page cache (which is not the process's memory), checked against the chunk's
 //! checksum (a chunk that changed on disk stops the process rather than feed the ledger
 //! wrong data), and decoded; the last chunk decoded is kept, so scans read each chunk
-//! once. The file holds no state of its own: it is rebuilt from the checkpoint and the
-//! log at every start, so it is never fsynced.
+//! once. Chunks below the last one a batch started in never change again (a rolled-back
+//! chain takes back only chunks its own batch wrote), so a checkpoint can *refer* to a
+//! prefix of the file instead of copying it (`SnapshotSource::refer_to_transfers_file`):
+//! the checkpoint fsyncs the file and keeps the chunks' offsets and checksums (BLAKE3,
+//! the first 128 bits), and a start *adopts* those chunks ([`TransferTable::adopt`]):
+//! reads, verifies and indexes them without writing them again, and cuts what follows
+//! (written after the checkpoint, it comes back from the log).
 //!
 //! The index has two parts. Ids that arrive in increasing order (as time-based ids and
 //! counters do) are appended to sorted lists, *runs*, and found by a search back from
@@ -86,7 +91,10 @@ pub struct FileRecords {
     /// Where each chunk starts in the file, then where the last one ends.
     offsets: Vec<u64>,
     /// A checksum of each chunk's bytes, to verify what is read back.
-    checksums: Vec<u64>,
+    checksums: Vec<Checksum>,
+    /// Records at the start of the file that `push` takes as already written there (a
+    /// prefix a checkpoint referred to, being adopted).
+    adopting: u32,
     /// Reused for every write of the tail: a fresh allocation each time would be
     /// mapped and faulted in anew.
     write_buffer: Vec<u8>,
@@ -178,10 +186,34 @@ fn fingerprint(id: u128) -> u64 {
     hash ^ (hash >> 29)
 }
 
-fn checksum(chunk: &[u8]) -> u64 {
-    let mut hasher = FxHasher::default();
-    hasher.write(chunk);
-    hasher.finish()
+/// A chunk's checksum: a checkpoint keeps it, and a start verifies the chunk against
+/// it, so it must catch what a disk does to data (BLAKE3, cut to 128 bits).
+pub type Checksum = [u8; 16];
+
+pub fn checksum(chunk: &[u8]) -> Checksum {
+    let hash = blake3::hash(chunk);
+    let mut checksum = [0u8; 16];
+    checksum.copy_from_slice(&hash.as_bytes()[..16]);
+    checksum
+}
+
+/// Where a checkpoint's referred chunks are, in the file (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChunks {
+    /// Where each chunk starts, then where the last one ends (`offsets[0]` is 0).
+    pub offsets: Vec<u64>,
+    pub checksums: Vec<Checksum>,
+}
+
+impl FileChunks {
+    pub fn count(&self) -> usize {
+        self.checksums.len()
+    }
+
+    /// The bytes the chunks take in the file.
+    pub fn bytes(&self) -> u64 {
+        *self.offsets.last().expect("offsets start at 0")
+    }
 }
 
 impl Default for TransferTable {
@@ -207,7 +239,18 @@ impl TransferTable {
     pub fn in_file(path: &Path) -> std::io::Result<Self> {
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-        Ok(TransferTable {
+        Ok(Self::over(file, path))
+    }
+
+    /// A table over the existing file `path`, left as it is until [`TransferTable::adopt`]
+    /// or the first write: a checkpoint may refer to its chunks.
+    pub fn in_existing_file(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Self::over(file, path))
+    }
+
+    fn over(file: File, path: &Path) -> Self {
+        TransferTable {
             storage: Storage::File(FileRecords {
                 file,
                 path: path.to_path_buf(),
@@ -215,11 +258,60 @@ impl TransferTable {
                 tail: Vec::with_capacity(TAIL_RECORDS_MAX),
                 offsets: vec![0],
                 checksums: Vec::new(),
+                adopting: 0,
                 write_buffer: Vec::with_capacity(TAIL_RECORDS_MAX * RECORD_SIZE),
                 decoded: RefCell::new((u32::MAX, Vec::with_capacity(CHUNK_RECORDS as usize))),
             }),
             ..TransferTable::in_memory()
-        })
+        }
+    }
+
+    /// Starts adopting `chunks` of the file (an empty table over an existing file):
+    /// the caller reads each with [`TransferTable::read_adopted`] and pushes its records
+    /// in order, which writes nothing, then calls [`TransferTable::adopted`]. Refused,
+    /// naming the file, if the file is shorter than the chunks.
+    pub fn adopt(&mut self, chunks: FileChunks) -> Result<(), String> {
+        let Storage::File(file) = &mut self.storage else {
+            return Err("a checkpoint refers to a transfers file, and there is none".into());
+        };
+        assert!(self.len == 0 && file.offsets == [0], "an empty table adopts");
+        assert_eq!(chunks.offsets.len(), chunks.checksums.len() + 1);
+        let len = file.file.metadata().map_err(|e| file.describe(&e.to_string()))?.len();
+        if len < chunks.bytes() {
+            return Err(file.describe(&format!(
+                "{len} bytes, shorter than the {} bytes of the {} chunks the checkpoint refers to",
+                chunks.bytes(),
+                chunks.count()
+            )));
+        }
+        file.adopting = u32::try_from(chunks.count() as u64 * u64::from(CHUNK_RECORDS))
+            .map_err(|_| file.describe("more chunks than a table holds"))?;
+        file.offsets = chunks.offsets;
+        file.checksums = chunks.checksums;
+        Ok(())
+    }
+
+    /// Reads adopted chunk `chunk` into `records`, verified; why not, naming the file
+    /// and the chunk.
+    pub fn read_adopted(&self, chunk: u32, records: &mut Vec<Transfer>) -> Result<(), String> {
+        let Storage::File(file) = &self.storage else { unreachable!("adopt checked") };
+        let (start, end) = (file.offsets[chunk as usize], file.offsets[chunk as usize + 1]);
+        let mut bytes = vec![0u8; (end - start) as usize];
+        file.file
+            .read_exact_at(&mut bytes, start)
+            .map_err(|e| file.describe(&format!("chunk {chunk} at offset {start}: {e}")))?;
+        records.clear();
+        file.verify(chunk, &bytes, |record| records.push(record))
+            .map_err(|why| file.describe(&format!("chunk {chunk} at offset {start}: {why}")))
+    }
+
+    /// Ends an adoption: every adopted record was pushed; the file is cut after the
+    /// adopted chunks (what followed was written after the checkpoint).
+    pub fn adopted(&mut self) -> Result<(), String> {
+        let Storage::File(file) = &mut self.storage else { unreachable!("adopt checked") };
+        assert_eq!(file.adopting, 0, "every adopted record pushed");
+        let end = file.offsets[file.offsets.len() - 1];
+        file.file.set_len(end).map_err(|e| file.describe(&format!("cannot cut it: {e}")))
     }
 
     pub fn len(&self) -> usize {
@@ -345,6 +437,7 @@ impl TransferTable {
                 tail: file.tail.clone(),
                 offsets: file.offsets.clone(),
                 checksums: file.checksums.clone(),
+                adopting: 0,
                 write_buffer: Vec::new(),
                 decoded: RefCell::new((u32::MAX, Vec::new())),
             }),
@@ -371,6 +464,15 @@ impl TransfersView {
             TransfersView::Memory(records) => records.iter().for_each(|t| visit(&t)),
             TransfersView::File(file) => file.for_each(visit),
         }
+    }
+
+    /// For a view of a file: its chunks, made durable first, and the records after
+    /// them (the tail in memory), for a snapshot that refers to the file.
+    pub fn durable_chunks(&self) -> Option<std::io::Result<(FileChunks, &[Transfer])>> {
+        let TransfersView::File(file) = self else { return None };
+        let chunks =
+            FileChunks { offsets: file.offsets.clone(), checksums: file.checksums.clone() };
+        Some(file.file.sync_data().map(|()| (chunks, &file.tail[..])))
     }
 }
 
@@ -409,23 +511,36 @@ impl FileRecords {
     }
 
     /// Verifies chunk `chunk`'s bytes and hands each of its records to `visit`.
-    fn decode(&self, chunk: u32, bytes: &[u8], mut visit: impl FnMut(Transfer)) {
-        let refuse = |what: &str| -> ! {
+    fn decode(&self, chunk: u32, bytes: &[u8], visit: impl FnMut(Transfer)) {
+        if let Err(what) = self.verify(chunk, bytes, visit) {
             panic!(
                 "the transfers file {} changed under the node in chunk {chunk} ({what}): \
-                 refusing to use it (a restart rebuilds it from the checkpoint and the log)",
+                 refusing to use it (a restart recovers from the checkpoint and the log)",
                 self.path.display()
             )
-        };
+        }
+    }
+
+    /// Whether chunk `chunk`'s bytes match its checksum and decode (each record goes to
+    /// `visit`), or why not.
+    fn verify(
+        &self,
+        chunk: u32,
+        bytes: &[u8],
+        mut visit: impl FnMut(Transfer),
+    ) -> Result<(), String> {
         if checksum(bytes) != self.checksums[chunk as usize] {
-            refuse("checksum mismatch");
+            return Err("checksum mismatch".into());
         }
-        let decoded = crate::compact::decode_all(bytes, CHUNK_RECORDS as usize, |record| {
+        crate::compact::decode_all(bytes, CHUNK_RECORDS as usize, |record| {
             visit(Transfer::from_bytes(record))
-        });
-        if let Err(error) = decoded {
-            refuse(&error.to_string());
-        }
+        })
+        .map_err(|error| error.to_string())
+    }
+
+    /// `what` about this file, naming it.
+    fn describe(&self, what: &str) -> String {
+        format!("transfers file {}: {what}", self.path.display())
     }
 
     /// Reads, verifies and decodes chunk `chunk` into `records`.
@@ -453,6 +568,13 @@ impl FileRecords {
     }
 
     fn push(&mut self, transfer: &Transfer) {
+        if self.adopting > 0 {
+            // Already in the file, in a chunk whose offset and checksum are known.
+            debug_assert!(self.tail.is_empty());
+            self.adopting -= 1;
+            self.flushed += 1;
+            return;
+        }
         self.tail.push(*transfer);
         if self.tail.len() < TAIL_RECORDS_MAX {
             return;
