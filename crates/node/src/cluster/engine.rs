@@ -44,6 +44,12 @@ const MAP_TICKS: u64 = 50;
 /// A cross-shard transaction not answered within this long is answered "outcome
 /// unknown" (its coordinator may have lost leadership); the client's retry is safe.
 pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A log rewrite puts its file in place once what came in during its last round is at
+/// most this large (the engine thread writes and fsyncs it)...
+const REWRITE_SWAP_BYTES: usize = 8 << 20;
+/// ...or after this many rounds on its thread (the log may grow faster than a busy disk
+/// takes it).
+const REWRITE_ROUNDS_MAX: u32 = 4;
 
 /// One transaction's results, one per transfer.
 type TxnResults = Vec<settle_ledger::CreateTransferResult>;
@@ -80,6 +86,9 @@ pub enum Input {
     },
     /// A sync job done: its readies are durable (its buffer is for reuse).
     Synced(Result<SyncJob, std::io::Error>),
+    /// A log rewrite's file is written and durable (the file and its length): the base,
+    /// or one more round of what followed it; or why not.
+    LogRewritten(std::io::Result<(File, u64)>),
     /// A checkpoint's file is written, or why not. (The data stays in the file: the
     /// replica's snapshot loader reads it back.)
     CheckpointWritten {
@@ -155,6 +164,13 @@ pub struct Engine {
     write_buffer: Vec<u8>,
     /// The buffer the syncer handed back, for the next group of records.
     spare: Vec<u8>,
+    /// The thread writing a log rewrite's file, the file once written (and its length),
+    /// and the rounds it took so far (see `maybe_rewrite_log`).
+    rewrite_thread: Option<thread::JoinHandle<()>>,
+    rewritten: Option<(File, u64)>,
+    rewrite_rounds: u32,
+    /// The rewritten log's handle, for the syncer's next job.
+    syncer_file: Option<File>,
     failed: Option<String>,
 }
 
@@ -207,6 +223,10 @@ impl Engine {
             next_token: 1,
             write_buffer: Vec::new(),
             spare: Vec::new(),
+            rewrite_thread: None,
+            rewritten: None,
+            rewrite_rounds: 0,
+            syncer_file: None,
             failed: None,
         })
     }
@@ -307,7 +327,7 @@ impl Engine {
                     replica.report_snapshot(to, delivered);
                 }
             }
-            Input::Synced(Ok(SyncJob { numbers, mut records })) => {
+            Input::Synced(Ok(SyncJob { numbers, mut records, .. })) => {
                 self.syncing = false;
                 // Reused for the next group of records (a fresh buffer would be faulted
                 // in anew).
@@ -329,6 +349,11 @@ impl Engine {
                     }
                 }
                 self.acceptors_persisted();
+            }
+            Input::LogRewritten(Ok(base)) => self.rewritten = Some(base),
+            Input::LogRewritten(Err(error)) => {
+                self.failed =
+                    Some(format!("rewrite of {} failed: {error}", self.log.path().display()));
             }
             Input::CheckpointWritten { shard, index, outcome } => match outcome {
                 Ok(()) => {
@@ -805,9 +830,10 @@ impl Engine {
         }
         self.syncing = true;
         let records = std::mem::replace(&mut self.write_buffer, std::mem::take(&mut self.spare));
-        self.log.appended(records.len() as u64);
+        self.log.appended(&records);
         let syncer = self.syncer.as_ref().expect("the syncer runs until stop");
-        syncer.send(SyncJob { records, numbers }).expect("the syncer runs until stop");
+        let file = self.syncer_file.take();
+        syncer.send(SyncJob { records, numbers, file }).expect("the syncer runs until stop");
     }
 
     /// The acceptor writes the last sync covered are durable: the acceptors answer.
@@ -820,20 +846,39 @@ impl Engine {
     }
 
     /// Once the log is large, replace it with what the replicas hold (snapshot, entries,
-    /// hard state): between syncs, so that no fsync is in flight on the old file.
+    /// hard state), written on a thread of its own, followed by what came in meanwhile.
+    /// The base is taken between syncs, so that it holds exactly what the log held. The
+    /// swap can come at any time: what a sync in flight writes to the old file was
+    /// handed over before, so it is in the new one too, and the syncer takes the new
+    /// file with its next job.
     fn maybe_rewrite_log(&mut self) {
-        // A rewrite pays off only once checkpoints compacted the replicas' logs: the log
-        // must be large, and at least twice what the rewrite would write (the entries;
-        // snapshots live in their own files).
-        let threshold = self.config.tuning.log_rewrite_bytes;
+        if let Some((file, len)) = self.rewritten.take() {
+            // While much came in during the last round, write it on the thread too:
+            // what the swap writes here holds up every shard on this node.
+            if self.log.since_base_len() > REWRITE_SWAP_BYTES
+                && self.rewrite_rounds < REWRITE_ROUNDS_MAX
+            {
+                self.rewrite_rounds += 1;
+                let bytes = self.log.take_since_base();
+                self.spawn_rewrite(move || super::log::write_more(file, len, &bytes));
+            } else {
+                self.finish_rewrite(file, len);
+            }
+            return;
+        }
         let acceptor_writes =
             !self.acceptor_unsynced.is_empty() || !self.acceptor_syncing.is_empty();
         if self.syncing
             || !self.unsynced.is_empty()
             || !self.write_buffer.is_empty()
             || acceptor_writes
-            || self.log.len() < threshold
         {
+            return;
+        }
+        // A rewrite pays off only once checkpoints compacted the replicas' logs: the log
+        // must be large, and at least twice what the rewrite would write (the entries;
+        // snapshots live in their own files).
+        if self.log.rewriting() || self.log.len() < self.config.tuning.log_rewrite_bytes {
             return;
         }
         let retained: u64 = self.replicas.values().map(|r| r.log().entry_bytes()).sum();
@@ -864,37 +909,47 @@ impl Engine {
                 records.push((shard, Record::Acceptor(bytes)));
             }
         }
+        self.log.begin_rewrite();
+        self.rewrite_rounds = 0;
+        let path = self.log.path().to_path_buf();
+        self.spawn_rewrite(move || super::log::write_base(&path, records));
+    }
+
+    /// Runs one step of a log rewrite on its thread, which reports the outcome.
+    fn spawn_rewrite(
+        &mut self,
+        step: impl FnOnce() -> std::io::Result<(File, u64)> + Send + 'static,
+    ) {
+        if let Some(thread) = self.rewrite_thread.take() {
+            let _ = thread.join(); // it sent its result last
+        }
+        let inbox = self.inbox_sender.clone();
+        let spawned = thread::Builder::new().name("settle-log-rewrite".into()).spawn(move || {
+            // Blocking is fine: the engine drains its inbox continuously (and closes it
+            // before waiting for this thread at stop).
+            let _ = inbox.send(Input::LogRewritten(step()));
+        });
+        match spawned {
+            Ok(thread) => self.rewrite_thread = Some(thread),
+            Err(error) => self.failed = Some(format!("cannot start a log rewrite: {error}")),
+        }
+    }
+
+    /// Puts the rewritten log in place: the base, then what was appended since.
+    fn finish_rewrite(&mut self, file: File, base_len: u64) {
+        if let Some(thread) = self.rewrite_thread.take() {
+            let _ = thread.join(); // it sent its result last
+        }
         let before = self.log.len();
-        if let Err(error) = self.log.rewrite(records.into_iter()) {
+        if let Err(error) = self.log.finish_rewrite(file, base_len) {
             self.failed = Some(format!("rewrite of {} failed: {error}", self.log.path().display()));
             return;
         }
         tracing::info!(before, after = self.log.len(), "log rewritten");
         self.config.stats.log_rewrites.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // The syncer's handle points at the old file: give it the new one.
-        self.restart_syncer();
-    }
-
-    fn restart_syncer(&mut self) {
-        self.syncer = None;
-        if let Some(thread) = self.syncer_thread.take() {
-            let _ = thread.join();
-        }
-        let (jobs, job_receiver) = mpsc::sync_channel(1);
-        let results = self.inbox_sender.clone();
+        // The syncer's handle points at the old file: its next job brings the new one.
         match self.log.sync_handle() {
-            Ok(handle) => {
-                let spawned = thread::Builder::new()
-                    .name("settle-syncer".into())
-                    .spawn(move || syncer(handle, job_receiver, results));
-                match spawned {
-                    Ok(thread) => {
-                        self.syncer = Some(jobs);
-                        self.syncer_thread = Some(thread);
-                    }
-                    Err(error) => self.failed = Some(format!("cannot start the syncer: {error}")),
-                }
-            }
+            Ok(handle) => self.syncer_file = Some(handle),
             Err(error) => self.failed = Some(format!("cannot reopen the log: {error}")),
         }
     }
@@ -923,6 +978,13 @@ impl Engine {
         if let Some(thread) = self.syncer_thread.take() {
             thread.join().map_err(|_| NodeError::ThreadPanicked("syncer"))?;
         }
+        // A rewrite not put in place leaves the log as it is (its temporary file is
+        // overwritten by the next one). The inbox closes first, so that the thread's
+        // report cannot wait on a full one.
+        drop(std::mem::replace(&mut self.inbox, mpsc::sync_channel(0).1));
+        if let Some(thread) = self.rewrite_thread.take() {
+            thread.join().map_err(|_| NodeError::ThreadPanicked("log rewrite"))?;
+        }
         // Records no sync took yet: to the OS, as without fsync (nothing waits on them).
         if self.failed.is_none() {
             self.write_out();
@@ -942,15 +1004,21 @@ impl Engine {
 pub struct SyncJob {
     records: Vec<u8>,
     numbers: Vec<(u64, u64)>,
+    /// The log was rewritten: write to this file from now on.
+    file: Option<File>,
 }
 
 /// Write, fsync, then report which readies are durable (and hand the buffer back).
 /// Stops when the engine hangs up.
 fn syncer(file: File, jobs: Receiver<SyncJob>, results: SyncSender<Input>) {
-    while let Ok(SyncJob { records, numbers }) = jobs.recv() {
+    let mut file = file;
+    while let Ok(SyncJob { records, numbers, file: new }) = jobs.recv() {
+        if let Some(new) = new {
+            file = new;
+        }
         let outcome = std::io::Write::write_all(&mut &file, &records)
             .and_then(|()| file.sync_data())
-            .map(|()| SyncJob { records, numbers });
+            .map(|()| SyncJob { records, numbers, file: None });
         let failed = outcome.is_err();
         // Blocking is fine: the engine drains its inbox continuously, and never waits
         // on the syncer while holding a job back.
