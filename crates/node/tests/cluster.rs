@@ -375,6 +375,28 @@ async fn checkpoints_and_log_rewrites_keep_everything_across_restarts() {
     nodes[follower] = Some(start(follower as u64 + 1).await.unwrap());
     let accounts = lookup_accounts(addresses[follower], &[1, 2]).await;
     assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
+    // It installed the snapshot into a new generation of its transfers file, and goes
+    // on checkpointing there; the old generation's file goes once the install's record
+    // is durable (the restart below starts from a checkpoint of a later generation).
+    for _ in 0..8 {
+        let transfers = [transfer(next)];
+        next += 1;
+        let (results, _) = create_transfers_anywhere(&addresses, &transfers).await;
+        assert!(results.iter().all(|r| *r == CreateTransferResult::Ok), "{results:?}");
+    }
+    let total = total + 10 * 8;
+    let accounts = lookup_accounts(addresses[follower], &[1, 2]).await;
+    assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
+    let follower_dir = dir.path().join(format!("node-{}", follower + 1));
+    let generations: Vec<u64> = std::fs::read_dir(&follower_dir)
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap().file_name().to_str()?.strip_prefix("shard-1.transfers.")?.parse().ok()
+        })
+        .collect();
+    // (With a checkpoint every 4 entries and 1 kept, it may install a few snapshots; the
+    // file of the one before the latest stays until that one's record is durable.)
+    assert!(!generations.contains(&0) && (1..=2).contains(&generations.len()), "{generations:?}");
 
     // The nodes that stayed up rewrote their logs from memory.
     let mut latest = Vec::new();
@@ -448,6 +470,11 @@ async fn a_start_verifies_the_transfers_file_a_checkpoint_refers_to() {
     let file = dir.path().join("node-1/shard-1.transfers.0");
     let good = std::fs::read(&file).unwrap();
     assert!(good.len() > 100_000, "{} bytes in the transfers file", good.len());
+    // The checkpoints left (the one the log names, maybe one older) refer to that file.
+    for entry in std::fs::read_dir(dir.path().join("node-1/snapshots")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert_eq!(settle_ledger::store::transfers_file_tag(&bytes).unwrap(), Some(0));
+    }
 
     // A flipped byte in the first chunk: refused, and the file is left as it was.
     let mut damaged = good.clone();

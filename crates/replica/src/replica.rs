@@ -268,7 +268,7 @@ impl Replica {
     pub fn new(config: Config, log: LogStore) -> Result<Replica, Halt> {
         let snapshot = log.latest_snapshot().clone();
         let index = snapshot.get_metadata().index;
-        let (store, generation) = store_for(&config, &snapshot.data)?;
+        let (store, generation) = store_for(&config, index, &snapshot.data)?;
         let state = if index == 0 {
             ShardState::new(config.shard, Ledger::new(store))
         } else {
@@ -1106,12 +1106,14 @@ pub fn generation_path(base: &std::path::Path, generation: u64) -> std::path::Pa
 /// The store a replica's latest snapshot is read into at its start, and the generation of
 /// its transfers file: the file a checkpoint refers to, taken as it is; otherwise a new
 /// store of generation 0.
-fn store_for(config: &Config, snapshot: &[u8]) -> Result<(MemStore, u64), Halt> {
-    let (Some(base), Some(generation)) =
-        (&config.transfers_file, settle_ledger::store::transfers_file_tag(snapshot))
-    else {
-        return Ok((new_store(config, 0)?, 0));
+fn store_for(config: &Config, index: u64, snapshot: &[u8]) -> Result<(MemStore, u64), Halt> {
+    let Some(base) = &config.transfers_file else { return Ok((MemStore::default(), 0)) };
+    let tag = match index {
+        0 => None,
+        _ => settle_ledger::store::transfers_file_tag(snapshot)
+            .map_err(|e| Halt::BadSnapshot { index, reason: e.to_string() })?,
     };
+    let Some(generation) = tag else { return Ok((new_store(config, 0)?, 0)) };
     let path = generation_path(base, generation);
     let store = MemStore::with_existing_transfer_file(&path)
         .map_err(|e| Halt::Storage { path: path.display().to_string(), reason: e.to_string() })?;

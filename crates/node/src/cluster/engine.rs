@@ -137,8 +137,8 @@ pub struct Engine {
     unsynced: BTreeMap<u64, u64>,
     /// Checkpoint records written to the log and not yet synced / in the sync running:
     /// once durable, older snapshot files of the shard can go.
-    checkpoints_unsynced: Vec<(u64, u64)>,
-    checkpoints_syncing: Vec<(u64, u64)>,
+    checkpoints_unsynced: Vec<(u64, u64, u64)>,
+    checkpoints_syncing: Vec<(u64, u64, u64)>,
     waiting: HashMap<Token, oneshot::Sender<Result<Reply, NodeError>>>,
     /// Requests of cross-shard transactions waiting for their outcomes, oldest first,
     /// with their deadline (answered "unknown" after it).
@@ -339,15 +339,7 @@ impl Engine {
                         replica.persisted(number);
                     }
                 }
-                for (shard, index) in std::mem::take(&mut self.checkpoints_syncing) {
-                    snapshots::remove_others(&self.config.data_dir, shard, index, true);
-                    // A snapshot installed since is now what the log names: the files
-                    // of older generations are no longer referred to.
-                    if let Some(replica) = self.replicas.get(&shard) {
-                        let keep = replica.transfers_generation();
-                        super::remove_transfer_files(&self.config.data_dir, shard, keep);
-                    }
-                }
+                self.snapshots_durable();
                 self.acceptors_persisted();
             }
             Input::LogRewritten(Ok(base)) => self.rewritten = Some(base),
@@ -758,14 +750,22 @@ impl Engine {
                         Some(format!("cannot write the snapshot of shard {shard}: {error}"));
                     return;
                 }
-                self.checkpoints_unsynced.push((shard, index));
+                let generation = self.transfers_generation(shard);
+                self.checkpoints_unsynced.push((shard, index, generation));
             }
             Record::Checkpoint { snapshot, .. } => {
-                self.checkpoints_unsynced.push((shard, snapshot.get_metadata().index));
+                // The checkpoint refers to the file of the generation in use (an install
+                // since it was captured would have made the replica drop it).
+                let generation = self.transfers_generation(shard);
+                self.checkpoints_unsynced.push((shard, snapshot.get_metadata().index, generation));
             }
             _ => unreachable!("only snapshots are stripped"),
         }
         settle_replica::durable::encode(shard, &stripped, &mut self.write_buffer);
+    }
+
+    fn transfers_generation(&self, shard: u64) -> u64 {
+        self.replicas.get(&shard).map_or(0, Replica::transfers_generation)
     }
 
     /// Writes a checkpoint's snapshot file on a thread of its own; the engine goes on
@@ -826,6 +826,7 @@ impl Engine {
                 }
             }
             self.acceptors_persisted();
+            self.snapshots_durable();
             return;
         }
         self.syncing = true;
@@ -834,6 +835,17 @@ impl Engine {
         let syncer = self.syncer.as_ref().expect("the syncer runs until stop");
         let file = self.syncer_file.take();
         syncer.send(SyncJob { records, numbers, file }).expect("the syncer runs until stop");
+    }
+
+    /// The snapshot records the last sync covered are durable: the log names them from
+    /// now on, so older snapshot files can go, and the transfers files of generations
+    /// before the one each needs (a checkpoint refers to its generation's file; an
+    /// installed snapshot starts a generation).
+    fn snapshots_durable(&mut self) {
+        for (shard, index, generation) in std::mem::take(&mut self.checkpoints_syncing) {
+            snapshots::remove_others(&self.config.data_dir, shard, index, true);
+            super::remove_transfer_files(&self.config.data_dir, shard, |g| g >= generation);
+        }
     }
 
     /// The acceptor writes the last sync covered are durable: the acceptors answer.

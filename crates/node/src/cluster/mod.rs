@@ -97,7 +97,7 @@ pub(crate) fn replica_config(
             // For a follower: a checkpoint that refers to this node's transfers file
             // gets the records it refers to copied in.
             let data = snapshots::read(&dir, shard, index)?;
-            match settle_ledger::store::transfers_file_tag(&data) {
+            match settle_ledger::store::transfers_file_tag(&data).map_err(std::io::Error::other)? {
                 None => Ok(data),
                 Some(generation) => {
                     let file = settle_replica::generation_path(&transfers_file, generation);
@@ -116,18 +116,22 @@ pub(crate) fn acceptors_of(replicas: usize) -> u8 {
     u8::try_from(odd).expect("at most 7 replicas")
 }
 
-/// Removes `shard`'s transfers files but the one of generation `keep`, the one its
-/// replica uses (and its latest durable checkpoint may refer to): those of earlier
-/// generations (replaced by an installed snapshot) and of earlier runs. Failing to
+/// Removes `shard`'s transfers files but those of the generations `keep` names: at
+/// start, all but the one its replica uses (which its checkpoint may refer to); at run
+/// time, those before the generation the log's latest snapshot record needs. Failing to
 /// delete only wastes space, so it is logged, not fatal.
-pub(crate) fn remove_transfer_files(data_dir: &std::path::Path, shard: u64, keep: u64) {
+pub(crate) fn remove_transfer_files(
+    data_dir: &std::path::Path,
+    shard: u64,
+    keep: impl Fn(u64) -> bool,
+) {
     let prefix = format!("shard-{shard}.transfers.");
-    let kept = format!("{prefix}{keep}");
     let Ok(entries) = std::fs::read_dir(data_dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(&prefix) && name != kept {
+        let Some(generation) = name.strip_prefix(&prefix) else { continue };
+        if !generation.parse().is_ok_and(&keep) {
             if let Err(error) = std::fs::remove_file(entry.path()) {
                 tracing::warn!(file = name, %error, "cannot remove an old transfers file");
             }
@@ -354,7 +358,8 @@ fn build_replicas(
             replica_config(node_id, shard.id, data_dir, seed, tuning, shard.replicas.len());
         let replica = Replica::new(config, log)
             .map_err(|halt| NodeError::Config(format!("shard {}: {halt}", shard.id)))?;
-        remove_transfer_files(data_dir, shard.id, replica.transfers_generation());
+        let generation = replica.transfers_generation();
+        remove_transfer_files(data_dir, shard.id, |g| g == generation);
         replicas.insert(shard.id, replica);
     }
     if let Some(shard) = by_shard.keys().next() {

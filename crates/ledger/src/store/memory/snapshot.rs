@@ -523,13 +523,24 @@ fn insert_checked_transfer(store: &mut MemStore, transfer: Transfer) -> Result<(
 }
 
 /// The transfers file tag of a snapshot's bytes (see the module docs): which file of
-/// the node a checkpoint refers to, or `None` when the snapshot holds its records. Read
-/// from the header before the checksum is verified: reading the snapshot verifies it.
-pub fn transfers_file_tag(snapshot: &[u8]) -> Option<u64> {
-    let header = snapshot.get(..HEADER_SIZE)?;
+/// the node a checkpoint refers to, or `None` when the snapshot holds its records.
+/// The snapshot's checksum is verified first: a damaged header must not send a start
+/// to the wrong file (or make it empty one that a checkpoint refers to).
+pub fn transfers_file_tag(snapshot: &[u8]) -> Result<Option<u64>, SnapshotError> {
+    let Some(body_len) = snapshot.len().checked_sub(HASH_SIZE) else {
+        return Err(SnapshotError::Truncated);
+    };
+    let body = &snapshot[..body_len];
+    if blake3::hash(body).as_bytes() != &snapshot[body_len..] {
+        return Err(SnapshotError::ChecksumMismatch);
+    }
+    if body.get(..8) != Some(&MAGIC[..]) {
+        return Err(SnapshotError::Invalid("bad magic"));
+    }
+    let Some(header) = body.get(..HEADER_SIZE) else { return Ok(None) };
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     let tag = u64::from_le_bytes(header[20..28].try_into().expect("8 bytes"));
-    (&header[..8] == MAGIC && version >= 4 && tag != NO_FILE).then_some(tag)
+    Ok((version >= 4 && tag != NO_FILE).then_some(tag))
 }
 
 /// `snapshot` as one that holds its records: a checkpoint that refers to a transfers
@@ -539,13 +550,11 @@ pub fn expand_snapshot(
     snapshot: &[u8],
     transfers_file: &std::path::Path,
 ) -> Result<Vec<u8>, SnapshotError> {
-    if transfers_file_tag(snapshot).is_none() {
+    if transfers_file_tag(snapshot)?.is_none() {
         return Ok(snapshot.to_vec());
     }
+    // Verified above, and at least a header long.
     let body = &snapshot[..snapshot.len() - HASH_SIZE];
-    if blake3::hash(body).as_bytes() != &snapshot[body.len()..] {
-        return Err(SnapshotError::ChecksumMismatch);
-    }
     // Walk to the chunks: the header, the accounts (compact records), the count.
     let mut parser = Parser {
         inner: (&body[HEADER_SIZE..]).take(body.len() as u64),
@@ -567,6 +576,14 @@ pub fn expand_snapshot(
         SnapshotError::TransfersFile(format!("transfers file {}: {what}", transfers_file.display()))
     };
     let file = std::fs::File::open(transfers_file).map_err(|e| describe(e.to_string()))?;
+    let len = file.metadata().map_err(|e| describe(e.to_string()))?.len();
+    if len < chunks.bytes() {
+        return Err(describe(format!(
+            "{len} bytes, shorter than the {} bytes of the {} chunks the checkpoint refers to",
+            chunks.bytes(),
+            chunks.count()
+        )));
+    }
     let start = out.len();
     out.resize(start + chunks.bytes() as usize, 0);
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut out[start..], 0)
@@ -701,14 +718,16 @@ mod tests {
         }
     }
 
-    /// A checkpoint of a store over a file, referring to the file: what it wrote, the
-    /// digest at that point, and the file's length then.
-    fn referring_checkpoint(ledger: &Ledger) -> (Vec<u8>, [u8; 32]) {
+    /// A checkpoint of a store over a file, referring to the file: what it wrote, what
+    /// a whole snapshot of the same state is, and the digest at that point.
+    fn referring_checkpoint(ledger: &Ledger) -> (Vec<u8>, Vec<u8>, [u8; 32]) {
         let mut source = ledger.snapshot_source().unwrap();
+        let mut whole = Vec::new();
+        source.write(&mut whole).unwrap();
         source.refer_to_transfers_file(7);
         let mut bytes = Vec::new();
         source.write(&mut bytes).unwrap();
-        (bytes, ledger.digest())
+        (bytes, whole, ledger.digest())
     }
 
     fn read_into(store: MemStore, bytes: &[u8]) -> Result<Ledger, SnapshotError> {
@@ -726,8 +745,8 @@ mod tests {
         let mut ledger = file_ledger(&path);
         // One flush of the tail (8192 records, 128 chunks) and some in memory.
         add_transfers(&mut ledger, 1..9001);
-        let (bytes, digest) = referring_checkpoint(&ledger);
-        assert_eq!(transfers_file_tag(&bytes), Some(7));
+        let (bytes, written_whole, digest) = referring_checkpoint(&ledger);
+        assert_eq!(transfers_file_tag(&bytes).unwrap(), Some(7));
         // Offsets and checksums of 128 chunks and 808 records: far less than 9000.
         assert!(bytes.len() < 4 * 128 * 24 + 808 * 60, "{} bytes", bytes.len());
         let referred = std::fs::metadata(&path).unwrap().len();
@@ -747,7 +766,8 @@ mod tests {
 
         // Made whole for another replica: no tag, the same state, read into memory.
         let whole = expand_snapshot(&bytes, &path).unwrap();
-        assert_eq!(transfers_file_tag(&whole), None);
+        assert_eq!(transfers_file_tag(&whole).unwrap(), None);
+        assert!(whole == written_whole, "the same bytes as a whole snapshot written then");
         assert_eq!(read_into(MemStore::default(), &whole).unwrap().digest(), digest);
     }
 
@@ -757,7 +777,7 @@ mod tests {
         let path = dir.path().join("transfers.0");
         let mut ledger = file_ledger(&path);
         add_transfers(&mut ledger, 1..9001);
-        let (bytes, _) = referring_checkpoint(&ledger);
+        let (bytes, _, _) = referring_checkpoint(&ledger);
         drop(ledger);
         let good = std::fs::read(&path).unwrap();
 
@@ -787,6 +807,48 @@ mod tests {
         // A store without a file cannot take it either.
         let error = read_into(MemStore::default(), &bytes).err().expect("refused");
         assert!(error.to_string().contains("there is none"), "{error}");
+    }
+
+    /// A snapshot forged with a valid checksum (a bug, or a hostile file) that refers to
+    /// a transfers file is refused or read, never a panic, whether read or made whole;
+    /// a damaged header is refused before any file is chosen.
+    #[test]
+    fn forged_referring_snapshots_are_refused_without_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("transfers.0");
+        let mut ledger = file_ledger(&path);
+        add_transfers(&mut ledger, 1..8196);
+        let (bytes, _, _) = referring_checkpoint(&ledger);
+        drop(ledger);
+        let good = std::fs::read(&path).unwrap();
+        let body_len = bytes.len() - HASH_SIZE;
+        // Every byte of the header, the accounts and the first chunks' offsets; then a
+        // sample (reading all 128 chunks is slow in a debug build).
+        let positions = (0..body_len).filter(|&i| i < 200 || i % 13 == 0);
+        for position in positions {
+            for value in [bytes[position] ^ 0x40, 0xff] {
+                let mut forged = bytes[..body_len].to_vec();
+                forged[position] = value;
+                let hash = blake3::hash(&forged);
+                forged.extend_from_slice(hash.as_bytes());
+                let _ = transfers_file_tag(&forged);
+                let _ = expand_snapshot(&forged, &path);
+                let store = MemStore::with_existing_transfer_file(&path).unwrap();
+                if read_into(store, &forged).is_ok() {
+                    std::fs::write(&path, &good).unwrap();
+                }
+            }
+        }
+        // Unforged damage: refused by the checksum, before the tag is believed.
+        for position in [0, 9, 20, 27, body_len - 1] {
+            let mut damaged = bytes.clone();
+            damaged[position] ^= 1;
+            assert!(matches!(transfers_file_tag(&damaged), Err(SnapshotError::ChecksumMismatch)));
+        }
+        for len in [0, 10, 31, 40] {
+            assert!(transfers_file_tag(&bytes[..len]).is_err(), "{len} bytes");
+            assert!(expand_snapshot(&bytes[..len], &path).is_err(), "{len} bytes");
+        }
     }
 
     #[test]

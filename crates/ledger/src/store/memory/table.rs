@@ -235,10 +235,13 @@ impl TransferTable {
         }
     }
 
-    /// A table whose records live in `path` (created, or emptied if it exists).
+    /// A table whose records live in `path` (created, or emptied if it exists). The
+    /// directory is synced: a checkpoint may come to refer to the file.
     pub fn in_file(path: &Path) -> std::io::Result<Self> {
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+        File::open(dir.unwrap_or(Path::new(".")))?.sync_all()?;
         Ok(Self::over(file, path))
     }
 
