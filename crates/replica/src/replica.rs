@@ -493,6 +493,12 @@ impl Replica {
         self.halted.as_ref()
     }
 
+    /// Whether the next `poll` has committed entries to apply, or a ready to handle
+    /// (the work a shell may spread over threads: replicas are independent).
+    pub fn has_work(&self) -> bool {
+        self.halted.is_none() && (!self.deferred.is_empty() || self.raw.has_ready())
+    }
+
     /// Advances logical time by one tick; `now_ns` is the shell's clock (it may jump).
     pub fn tick(&mut self, now_ns: u64) {
         if self.halted.is_some() {
