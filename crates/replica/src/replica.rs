@@ -493,10 +493,11 @@ impl Replica {
         self.halted.as_ref()
     }
 
-    /// Whether the next `poll` has committed entries to apply, or a ready to handle
-    /// (the work a shell may spread over threads: replicas are independent).
+    /// Whether the next `poll` has committed entries to apply (the work a shell may
+    /// spread over threads: replicas are independent).
     pub fn has_work(&self) -> bool {
-        self.halted.is_none() && (!self.deferred.is_empty() || self.raw.has_ready())
+        self.halted.is_none()
+            && (!self.deferred.is_empty() || self.raw.raft.raft_log.has_next_entries())
     }
 
     /// Advances logical time by one tick; `now_ns` is the shell's clock (it may jump).

@@ -172,6 +172,9 @@ pub struct Engine {
     rewrite_rounds: u32,
     /// The rewritten log's handle, for the syncer's next job.
     syncer_file: Option<File>,
+    /// Threads besides this one that may apply entries at once (`poll_all`): the
+    /// machine's cores but one.
+    apply_threads: usize,
     failed: Option<String>,
 }
 
@@ -228,6 +231,7 @@ impl Engine {
             rewritten: None,
             rewrite_rounds: 0,
             syncer_file: None,
+            apply_threads: thread::available_parallelism().map_or(0, |n| n.get() - 1),
             failed: None,
         })
     }
@@ -514,7 +518,8 @@ impl Engine {
 
     /// Carries out what every replica's inputs produced, until none has more to say.
     fn flush(&mut self) {
-        loop {
+        // (A failure stops the engine after this round's outputs are carried out.)
+        while self.failed.is_none() {
             let mut quiet = true;
             if let Some((shard, halt)) =
                 self.replicas.iter().find_map(|(&shard, r)| Some((shard, r.halted()?)))
@@ -522,7 +527,11 @@ impl Engine {
                 self.failed = Some(format!("shard {shard} halted: {halt}"));
                 return;
             }
-            for (shard, output) in poll_all(&mut self.replicas) {
+            let (outputs, error) = poll_all(&mut self.replicas, self.apply_threads);
+            if let Some(error) = error {
+                self.failed = Some(format!("cannot start a thread to apply entries: {error}"));
+            }
+            for (shard, output) in outputs {
                 if output.is_empty() {
                     continue;
                 }
@@ -937,9 +946,13 @@ impl Engine {
         }
         let inbox = self.inbox_sender.clone();
         let spawned = thread::Builder::new().name("settle-log-rewrite".into()).spawn(move || {
+            // A report always goes out, so that the rewrite never stays begun (and its
+            // copy of what is appended never grows) for want of one.
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
+                .unwrap_or_else(|_| Err(std::io::Error::other("the rewrite's thread panicked")));
             // Blocking is fine: the engine drains its inbox continuously (and closes it
             // before waiting for this thread at stop).
-            let _ = inbox.send(Input::LogRewritten(step()));
+            let _ = inbox.send(Input::LogRewritten(written));
         });
         match spawned {
             Ok(thread) => self.rewrite_thread = Some(thread),
@@ -986,14 +999,15 @@ impl Engine {
         for (_, reply) in self.changes.drain() {
             let _ = reply.send(Err(NodeError::Stopped));
         }
+        // The inbox closes first, so that no thread's report (the syncer's, a log
+        // rewrite's) can wait on a full one while this one waits for that thread.
+        drop(std::mem::replace(&mut self.inbox, mpsc::sync_channel(0).1));
         self.syncer = None;
         if let Some(thread) = self.syncer_thread.take() {
             thread.join().map_err(|_| NodeError::ThreadPanicked("syncer"))?;
         }
         // A rewrite not put in place leaves the log as it is (its temporary file is
-        // overwritten by the next one). The inbox closes first, so that the thread's
-        // report cannot wait on a full one.
-        drop(std::mem::replace(&mut self.inbox, mpsc::sync_channel(0).1));
+        // overwritten by the next one).
         if let Some(thread) = self.rewrite_thread.take() {
             thread.join().map_err(|_| NodeError::ThreadPanicked("log rewrite"))?;
         }
@@ -1041,37 +1055,46 @@ fn syncer(file: File, jobs: Receiver<SyncJob>, results: SyncSender<Input>) {
 }
 
 /// Polls every replica. Those with entries to apply (the ledger's work) are polled at
-/// the same time when there are two or more: the first here, each other on a thread of
-/// its own (a start costs tens of microseconds, applying a batch milliseconds). The
-/// shards of a node are independent until their outputs are carried out, in shard
-/// order, by the caller.
-fn poll_all(replicas: &mut BTreeMap<u64, Replica>) -> Vec<(u64, settle_replica::Output)> {
-    if replicas.values().filter(|r| r.has_work()).count() < 2 {
-        return replicas.iter_mut().map(|(&shard, r)| (shard, r.poll())).collect();
+/// the same time when there are two or more: the first here, up to `threads_max` others
+/// each on a thread of its own (a start costs tens of microseconds, applying a batch
+/// milliseconds), the rest here after it. The shards of a node are independent until
+/// their outputs are carried out, in shard order, by the caller. A thread that cannot
+/// start leaves its replica unpolled and is reported: the engine then stops.
+fn poll_all(
+    replicas: &mut BTreeMap<u64, Replica>,
+    threads_max: usize,
+) -> (Vec<(u64, settle_replica::Output)>, Option<std::io::Error>) {
+    if threads_max == 0 || replicas.values().filter(|r| r.has_work()).count() < 2 {
+        return (replicas.iter_mut().map(|(&shard, r)| (shard, r.poll())).collect(), None);
     }
     thread::scope(|scope| {
-        let mut here = None;
+        let mut here = Vec::new();
         let mut outputs = Vec::with_capacity(replicas.len());
         let mut threads = Vec::new();
+        let mut error = None;
         for (&shard, replica) in replicas.iter_mut() {
             if !replica.has_work() {
                 outputs.push((shard, replica.poll()));
-            } else if here.is_none() {
-                here = Some((shard, replica));
+            } else if here.is_empty() || threads.len() == threads_max {
+                here.push((shard, replica));
             } else {
-                // A thread that cannot start panics this one: the node stops, as on
-                // any failure of its own resources.
-                threads.push((shard, scope.spawn(move || replica.poll())));
+                let spawned = thread::Builder::new()
+                    .name("settle-apply".into())
+                    .spawn_scoped(scope, move || replica.poll());
+                match spawned {
+                    Ok(thread) => threads.push((shard, thread)),
+                    Err(e) => error = Some(e),
+                }
             }
         }
-        if let Some((shard, replica)) = here {
+        for (shard, replica) in here {
             outputs.push((shard, replica.poll()));
         }
         for (shard, thread) in threads {
             outputs.push((shard, thread.join().expect("a replica's poll panicked")));
         }
         outputs.sort_unstable_by_key(|(shard, _)| *shard);
-        outputs
+        (outputs, error)
     })
 }
 
