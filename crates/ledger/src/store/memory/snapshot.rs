@@ -730,6 +730,19 @@ mod tests {
         (bytes, whole, ledger.digest())
     }
 
+    /// A file ledger with `count` transfers, checkpointed, and dropped: the directory,
+    /// the file, the checkpoint's bytes and the file's bytes.
+    fn checkpointed_file(count: u128) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("transfers.0");
+        let mut ledger = file_ledger(&path);
+        add_transfers(&mut ledger, 1..count + 1);
+        let (bytes, _, _) = referring_checkpoint(&ledger);
+        drop(ledger);
+        let good = std::fs::read(&path).unwrap();
+        (dir, path, bytes, good)
+    }
+
     fn read_into(store: MemStore, bytes: &[u8]) -> Result<Ledger, SnapshotError> {
         let (store, commit_timestamp, _) =
             MemStore::read_snapshot(store, bytes.len() as u64, || Ok(bytes))?;
@@ -773,16 +786,10 @@ mod tests {
 
     #[test]
     fn a_damaged_or_short_transfers_file_refuses_a_checkpoint_that_refers_to_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("transfers.0");
-        let mut ledger = file_ledger(&path);
-        add_transfers(&mut ledger, 1..9001);
-        let (bytes, _, _) = referring_checkpoint(&ledger);
-        drop(ledger);
-        let good = std::fs::read(&path).unwrap();
+        let (_dir, path, bytes, good) = checkpointed_file(9000);
 
-        // A flipped byte in chunk 100: refused, naming the file and the chunk, and the
-        // file is left as it was.
+        // A flipped byte about chunk 100 (of 128, of similar sizes): refused, naming the
+        // file and the chunk, and the file is left as it was.
         let mut damaged = good.clone();
         let at = damaged.len() * 100 / 128 + 3;
         damaged[at] ^= 0x10;
@@ -814,13 +821,7 @@ mod tests {
     /// a damaged header is refused before any file is chosen.
     #[test]
     fn forged_referring_snapshots_are_refused_without_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("transfers.0");
-        let mut ledger = file_ledger(&path);
-        add_transfers(&mut ledger, 1..8196);
-        let (bytes, _, _) = referring_checkpoint(&ledger);
-        drop(ledger);
-        let good = std::fs::read(&path).unwrap();
+        let (_dir, path, bytes, good) = checkpointed_file(8195);
         let body_len = bytes.len() - HASH_SIZE;
         // Every byte of the header, the accounts and the first chunks' offsets; then a
         // sample (reading all 128 chunks is slow in a debug build).
