@@ -325,12 +325,23 @@ impl ShardState {
             }
             // Every side it commits here must take its amount, checked before anything
             // changes: a refusal halfway would leave some sides carried out and the
-            // transaction in doubt.
-            let fits =
-                own_votes.iter().filter(|(i, ..)| commit.commits(txn, *i)).all(|&(i, side, _)| {
-                    let id = txn.transfers[i].id;
-                    matches!(self.ledger.side_to_commit(id, side, commit.amounts[i]), Ok(Some(_)))
-                });
+            // transaction in doubt. This is the first pass over the sides: it touches
+            // them ahead (as the one below does) so that their cache misses overlap,
+            // and the pass below finds them warm.
+            let committing: Vec<(usize, settle_ledger::Side)> = own_votes
+                .iter()
+                .filter(|(i, ..)| commit.commits(txn, *i))
+                .map(|&(i, side, _)| (i, side))
+                .collect();
+            let fits = committing.iter().enumerate().all(|(k, &(i, side))| {
+                if k % TOUCH_AHEAD_SIDES == 0 {
+                    let ahead = &committing[k..committing.len().min(k + TOUCH_AHEAD_SIDES)];
+                    let ahead = ahead.iter().map(|&(i, side)| (&txn.transfers[i], side));
+                    self.ledger.touch_sides(ahead, false);
+                }
+                let id = txn.transfers[i].id;
+                matches!(self.ledger.side_to_commit(id, side, commit.amounts[i]), Ok(Some(_)))
+            });
             if !fits {
                 return Applied::Refused(format!(
                     "commit of txn {id} above what this shard reserved"
