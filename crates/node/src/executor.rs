@@ -332,10 +332,13 @@ impl Executor {
         // Durable through `op`: everything handed to the syncer is written and synced
         // (the syncer syncs every job it writes, this one included).
         self.drain()?;
-        let source = self
+        let mut source = self
             .ledger
             .snapshot_source()
             .map_err(|source| NodeError::DataDir { path: self.config.data_dir.clone(), source })?;
+        // The records already in the transfers file are not written again: the
+        // checkpoint refers to them, so its cost follows what changed.
+        source.refer_to_transfers_file(0);
         self.segment = self.wal.rotate()?;
         self.log_bytes_since_checkpoint = 0;
         let dir = self.config.data_dir.clone();

@@ -102,6 +102,55 @@ async fn state_survives_a_restart_with_a_checkpoint_after_every_group() {
     survives_restart(1).await;
 }
 
+/// A checkpoint refers to the records already in `transfers.dat`: it stays small, a
+/// start adopts the records after verifying them, and a damaged one refuses the start
+/// (naming the file and the chunk) without changing anything.
+#[tokio::test]
+async fn a_checkpoint_refers_to_the_transfers_file_and_a_start_verifies_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path(), 64 << 10)).await.unwrap();
+    let mut client = connect(&node).await;
+    let reply =
+        client.create_accounts(convert::accounts_request(&[account(1), account(2)])).await.unwrap();
+    assert_eq!(reply.get_ref().results, vec![0, 0]);
+    // 9,000 transfers: 8,192 of them go to the file (128 chunks of 64).
+    for batch in 0..9u128 {
+        let transfers: Vec<Transfer> = (0..1000)
+            .map(|i| transfer(1 + batch * 1000 + i, 1, 2, 1, TransferFlags::empty()))
+            .collect();
+        let results = create_transfers(&mut client, &transfers).await;
+        assert!(results.iter().all(|r| r.is_success()));
+    }
+    let before = lookup_accounts(&mut client, &[1, 2]).await;
+    drop(client);
+    // Stopping writes a checkpoint of everything.
+    node.shutdown().await.unwrap();
+    let file = dir.path().join("transfers.dat");
+    let good = std::fs::read(&file).unwrap();
+    let checkpoint = std::fs::metadata(dir.path().join("checkpoint")).unwrap().len();
+    // The 808 records after the chunks are copied, the chunks referred to (24 bytes
+    // each): far less than the file's 8,192 records.
+    assert!(checkpoint * 4 < good.len() as u64, "{checkpoint} vs {} bytes", good.len());
+
+    let mut damaged = good.clone();
+    damaged[100] ^= 0x08;
+    std::fs::write(&file, &damaged).unwrap();
+    let error = Node::start(config(dir.path(), 64 << 10)).await.err().expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("transfers.dat") && message.contains("chunk 0"), "{message}");
+    assert_eq!(std::fs::read(&file).unwrap(), damaged);
+
+    std::fs::write(&file, &good).unwrap();
+    let node = Node::start(config(dir.path(), 64 << 10)).await.unwrap();
+    let mut client = connect(&node).await;
+    assert_eq!(lookup_accounts(&mut client, &[1, 2]).await, before);
+    let again =
+        create_transfers(&mut client, &[transfer(5, 1, 2, 1, TransferFlags::empty())]).await;
+    assert_eq!(again, [settle_ledger::CreateTransferResult::Exists]);
+    drop(client);
+    node.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_requests_are_refused_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,8 +13,9 @@ use wal::{Operation, Record, Wal};
 
 /// The data directory's log, relative to it.
 pub const WAL_DIR: &str = "wal";
-/// The transfer records, relative to the data directory: rebuilt at every start from
-/// the checkpoint and the log, so that only indexes stay in memory.
+/// The transfer records, relative to the data directory, so that only indexes stay in
+/// memory. A checkpoint refers to the records already in it (a start adopts them after
+/// verifying each chunk); the rest comes back from the log.
 pub const TRANSFERS_FILE: &str = "transfers.dat";
 
 /// What recovery rebuilt.
@@ -31,11 +32,15 @@ pub struct Recovered {
 /// (changing nothing on disk but the torn tail) on corruption it cannot safely repair.
 pub fn recover(data_dir: &Path) -> Result<Recovered, NodeError> {
     let transfers = data_dir.join(TRANSFERS_FILE);
-    let store = || {
-        MemStore::with_transfer_file(&transfers)
-            .map_err(|source| NodeError::DataDir { path: transfers.clone(), source })
+    let io_error = |source| NodeError::DataDir { path: transfers.clone(), source };
+    let store = || MemStore::with_transfer_file(&transfers).map_err(io_error);
+    // A checkpoint may refer to the file: it is left as it is until the checkpoint is
+    // verified (then adopted, or emptied for a checkpoint that holds its records).
+    let existing = match transfers.exists() {
+        true => MemStore::with_existing_transfer_file(&transfers).map_err(io_error)?,
+        false => store()?,
     };
-    let (checkpoint_op, mut ledger) = match checkpoint::load(data_dir, store()?)? {
+    let (checkpoint_op, mut ledger) = match checkpoint::load(data_dir, existing)? {
         Some((op, ledger)) => (op, ledger),
         None => (0, Ledger::new(store()?)),
     };

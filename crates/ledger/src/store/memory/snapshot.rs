@@ -372,6 +372,9 @@ impl<R: Read> Parser<R> {
             store.insert_account(account);
         }
         let inline = if file_tag == NO_FILE {
+            // (Verified first: a store over an existing file is emptied only for a
+            // snapshot that holds its records.)
+            store.transfers.start_inline().map_err(SnapshotError::TransfersFile)?;
             self.count(event_size)?
         } else {
             let count = self.u64()?;

@@ -294,6 +294,14 @@ impl TransferTable {
         Ok(())
     }
 
+    /// Empties the file of a table over an existing one (an empty table) for a snapshot
+    /// that holds its records: what the file held is not referred to.
+    pub fn start_inline(&mut self) -> Result<(), String> {
+        let Storage::File(file) = &mut self.storage else { return Ok(()) };
+        assert!(self.len == 0 && file.offsets == [0], "an empty table starts over");
+        file.file.set_len(0).map_err(|e| file.describe(&format!("cannot empty it: {e}")))
+    }
+
     /// Reads adopted chunk `chunk` into `records`, verified; why not, naming the file
     /// and the chunk.
     pub fn read_adopted(&self, chunk: u32, records: &mut Vec<Transfer>) -> Result<(), String> {
