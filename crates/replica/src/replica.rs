@@ -62,9 +62,10 @@ pub struct Config {
     /// Seeds the election timeouts.
     pub seed: u64,
     /// Keep the ledger's transfer records in files named after this path (a new
-    /// generation, `<path>.<n>`, each time the ledger is rebuilt from a snapshot)
-    /// instead of in memory. Only a tail, an index and a checksum per chunk stay in
-    /// memory, and a checkpoint's capture does not copy the records.
+    /// generation, `<path>.<n>`, each time a snapshot is installed) instead of in
+    /// memory. Only a tail, an index and a checksum per chunk stay in memory; a
+    /// checkpoint refers to the records in the file instead of copying them, and a
+    /// start adopts them.
     pub transfers_file: Option<std::path::PathBuf>,
     /// Where the shell keeps snapshot data, if it does: then it is not kept in memory.
     pub snapshot_loader: Option<crate::log_store::SnapshotLoader>,

@@ -111,9 +111,9 @@ impl MemStore {
         }
     }
 
-    /// A store whose transfer records live in the file at `path` (created, or emptied:
-    /// it is rebuilt from a snapshot and the log); everything else stays in memory.
-    /// See `table.rs`.
+    /// A store whose transfer records live in the file at `path` (created, or emptied);
+    /// everything else stays in memory. See `table.rs`, and
+    /// [`MemStore::with_existing_transfer_file`] for a file a checkpoint refers to.
     pub fn with_transfer_file(path: &std::path::Path) -> std::io::Result<Self> {
         Ok(MemStore { transfers: table::TransferTable::in_file(path)?, ..MemStore::default() })
     }
