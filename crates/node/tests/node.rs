@@ -102,7 +102,7 @@ async fn state_survives_a_restart_with_a_checkpoint_after_every_group() {
     survives_restart(1).await;
 }
 
-/// A checkpoint refers to the records already in `transfers.dat`: it stays small, a
+/// A checkpoint refers to the records already in `transfers.0`: it stays small, a
 /// start adopts the records after verifying them, and a damaged one refuses the start
 /// (naming the file and the chunk) without changing anything.
 #[tokio::test]
@@ -125,7 +125,7 @@ async fn a_checkpoint_refers_to_the_transfers_file_and_a_start_verifies_it() {
     drop(client);
     // Stopping writes a checkpoint of everything.
     node.shutdown().await.unwrap();
-    let file = dir.path().join("transfers.dat");
+    let file = dir.path().join("transfers.0");
     let good = std::fs::read(&file).unwrap();
     let checkpoint = std::fs::metadata(dir.path().join("checkpoint")).unwrap().len();
     // The 808 records after the chunks are copied, the chunks referred to (24 bytes
@@ -137,13 +137,20 @@ async fn a_checkpoint_refers_to_the_transfers_file_and_a_start_verifies_it() {
     std::fs::write(&file, &damaged).unwrap();
     let error = Node::start(config(dir.path(), 64 << 10)).await.err().expect("refused");
     let message = error.to_string();
-    assert!(message.contains("transfers.dat") && message.contains("chunk 0"), "{message}");
+    assert!(message.contains("transfers.0") && message.contains("chunk 0"), "{message}");
     assert_eq!(std::fs::read(&file).unwrap(), damaged);
 
     std::fs::write(&file, &good).unwrap();
     let node = Node::start(config(dir.path(), 64 << 10)).await.unwrap();
     let mut client = connect(&node).await;
     assert_eq!(lookup_accounts(&mut client, &[1, 2]).await, before);
+    // Records of an adopted chunk, at the last chunk's edge, and after the chunks.
+    let ids = [5u128, 8192, 8193, 9000];
+    let request = pb::LookupRequest { ids: convert::ids_to_pb(&ids) };
+    let found = client.lookup_transfers(request).await.unwrap();
+    let found: Vec<Transfer> =
+        found.get_ref().transfers.iter().map(|x| Transfer::try_from(x).unwrap()).collect();
+    assert_eq!(found.iter().map(|t| (t.id, t.amount)).collect::<Vec<_>>(), ids.map(|id| (id, 1)));
     let again =
         create_transfers(&mut client, &[transfer(5, 1, 2, 1, TransferFlags::empty())]).await;
     assert_eq!(again, [settle_ledger::CreateTransferResult::Exists]);

@@ -4,7 +4,7 @@
 //! File `checkpoint` in the data directory: a 32-byte header (magic `SCKP`, version u32,
 //! op u64, BLAKE3 of those 16 bytes truncated to 16) followed by the ledger snapshot,
 //! which carries its own checksum (`MemStore::write_snapshot`) and refers to the
-//! records already in `transfers.dat` instead of copying them (the snapshot's format
+//! records already in the transfers file instead of copying them (the snapshot's format
 //! 4; the file is fsynced before). Written to
 //! `checkpoint.tmp`, fsynced, renamed over `checkpoint`, directory fsynced: a crash at
 //! any point leaves either the old or the new checkpoint, whole.

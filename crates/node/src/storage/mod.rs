@@ -16,7 +16,12 @@ pub const WAL_DIR: &str = "wal";
 /// The transfer records, relative to the data directory, so that only indexes stay in
 /// memory. A checkpoint refers to the records already in it (a start adopts them after
 /// verifying each chunk); the rest comes back from the log.
-pub const TRANSFERS_FILE: &str = "transfers.dat";
+pub const TRANSFERS_FILE: &str = "transfers.0";
+/// The transfers file of builds whose checkpoints held every record. A new name for
+/// the one checkpoints refer to keeps a downgrade harmless: an older build empties
+/// this one at its start (then refuses the newer checkpoint), not the one referred to.
+/// Removed once a start succeeds.
+const LEGACY_TRANSFERS_FILE: &str = "transfers.dat";
 
 /// What recovery rebuilt.
 pub struct Recovered {
@@ -47,6 +52,12 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, NodeError> {
     let recovered = wal::recover(&data_dir.join(WAL_DIR), checkpoint_op)?;
     for record in &recovered.records {
         replay(&mut ledger, record)?;
+    }
+    let legacy = data_dir.join(LEGACY_TRANSFERS_FILE);
+    if legacy.exists() {
+        if let Err(error) = std::fs::remove_file(&legacy) {
+            tracing::warn!(path = %legacy.display(), %error, "cannot remove an old transfers file");
+        }
     }
     Ok(Recovered {
         ledger,

@@ -16,8 +16,11 @@
 //! prefix of the file instead of copying it (`SnapshotSource::refer_to_transfers_file`):
 //! the checkpoint fsyncs the file and keeps the chunks' offsets and checksums (BLAKE3,
 //! the first 128 bits), and a start *adopts* those chunks ([`TransferTable::adopt`]):
-//! reads, verifies and indexes them without writing them again, and cuts what follows
-//! (written after the checkpoint, it comes back from the log).
+//! reads, verifies and indexes them without writing them again. What follows them
+//! (written after the checkpoint: it comes back from the log) is overwritten in place,
+//! and a table over an existing file that reads a snapshot holding its records writes
+//! them from the start of the file the same way: a start never truncates the file, so
+//! a refused one changes nothing.
 //!
 //! The index has two parts. Ids that arrive in increasing order (as time-based ids and
 //! counters do) are appended to sorted lists, *runs*, and found by a search back from
@@ -294,14 +297,6 @@ impl TransferTable {
         Ok(())
     }
 
-    /// Empties the file of a table over an existing one (an empty table) for a snapshot
-    /// that holds its records: what the file held is not referred to.
-    pub fn start_inline(&mut self) -> Result<(), String> {
-        let Storage::File(file) = &mut self.storage else { return Ok(()) };
-        assert!(self.len == 0 && file.offsets == [0], "an empty table starts over");
-        file.file.set_len(0).map_err(|e| file.describe(&format!("cannot empty it: {e}")))
-    }
-
     /// Reads adopted chunk `chunk` into `records`, verified; why not, naming the file
     /// and the chunk.
     pub fn read_adopted(&self, chunk: u32, records: &mut Vec<Transfer>) -> Result<(), String> {
@@ -316,13 +311,13 @@ impl TransferTable {
             .map_err(|why| file.describe(&format!("chunk {chunk} at offset {start}: {why}")))
     }
 
-    /// Ends an adoption: every adopted record was pushed; the file is cut after the
-    /// adopted chunks (what followed was written after the checkpoint).
-    pub fn adopted(&mut self) -> Result<(), String> {
-        let Storage::File(file) = &mut self.storage else { unreachable!("adopt checked") };
+    /// Ends an adoption: every adopted record was pushed. What follows the adopted
+    /// chunks in the file (written after the checkpoint) is left as it is: new records
+    /// overwrite it in place, and nothing reads past the offsets. So a start refused
+    /// later (by the rest of the snapshot, or the log) has changed nothing.
+    pub fn adopted(&mut self) {
+        let Storage::File(file) = &self.storage else { unreachable!("adopt checked") };
         assert_eq!(file.adopting, 0, "every adopted record pushed");
-        let end = file.offsets[file.offsets.len() - 1];
-        file.file.set_len(end).map_err(|e| file.describe(&format!("cannot cut it: {e}")))
     }
 
     pub fn len(&self) -> usize {
