@@ -819,6 +819,33 @@ mod tests {
         assert!(error.to_string().contains("there is none"), "{error}");
     }
 
+    /// A snapshot that holds its records (an older build's checkpoint) read into a store
+    /// over an existing file: the records are written over what the file held, and a
+    /// damaged snapshot leaves the file as it was.
+    #[test]
+    fn a_snapshot_that_holds_its_records_writes_over_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = file_ledger(&dir.path().join("old"));
+        add_transfers(&mut ledger, 1..9001);
+        let (mut whole, digest) = (Vec::new(), ledger.digest());
+        ledger.snapshot_source().unwrap().write_version(&mut whole, 2).unwrap();
+        let path = dir.path().join("transfers.0");
+        let junk = vec![0x5a; 300_000];
+        std::fs::write(&path, &junk).unwrap();
+
+        let mut damaged = whole.clone();
+        damaged[40] ^= 1;
+        let store = MemStore::with_existing_transfer_file(&path).unwrap();
+        assert!(read_into(store, &damaged).is_err());
+        assert!(std::fs::read(&path).unwrap() == junk, "a refused read changes nothing");
+
+        let store = MemStore::with_existing_transfer_file(&path).unwrap();
+        let restored = read_into(store, &whole).unwrap();
+        assert_eq!(restored.digest(), digest);
+        let found = restored.lookup_transfers(&[1, 4096, 8192, 8193, 9000]);
+        assert_eq!(found.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 4096, 8192, 8193, 9000]);
+    }
+
     /// A snapshot forged with a valid checksum (a bug, or a hostile file) that refers to
     /// a transfers file is refused or read, never a panic, whether read or made whole;
     /// a damaged header is refused before any file is chosen.
