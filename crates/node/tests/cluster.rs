@@ -391,7 +391,7 @@ async fn checkpoints_and_log_rewrites_keep_everything_across_restarts() {
     let generations: Vec<u64> = std::fs::read_dir(&follower_dir)
         .unwrap()
         .filter_map(|e| {
-            e.unwrap().file_name().to_str()?.strip_prefix("shard-1.transfers.")?.parse().ok()
+            e.unwrap().file_name().to_str()?.strip_prefix("shard-1.records.")?.parse().ok()
         })
         .collect();
     // (With a checkpoint every 4 entries and 1 kept, it may install a few snapshots; the
@@ -467,7 +467,7 @@ async fn a_start_verifies_the_transfers_file_a_checkpoint_refers_to() {
     }
     let total = 10 * (next - 1);
     node.shutdown().await.unwrap();
-    let file = dir.path().join("node-1/shard-1.transfers.0");
+    let file = dir.path().join("node-1/shard-1.records.0");
     let good = std::fs::read(&file).unwrap();
     assert!(good.len() > 100_000, "{} bytes in the transfers file", good.len());
     // The checkpoints left (the one the log names, maybe one older) refer to that file.
@@ -481,7 +481,7 @@ async fn a_start_verifies_the_transfers_file_a_checkpoint_refers_to() {
     damaged[10] ^= 0x20;
     std::fs::write(&file, &damaged).unwrap();
     let error = start().await.err().expect("a damaged chunk refuses the start").to_string();
-    assert!(error.contains("shard-1.transfers.0") && error.contains("chunk 0"), "{error}");
+    assert!(error.contains("shard-1.records.0") && error.contains("chunk 0"), "{error}");
     assert_eq!(std::fs::read(&file).unwrap(), damaged);
 
     // Garbage after the chunks is what a crash leaves of writes after the checkpoint:
@@ -489,7 +489,11 @@ async fn a_start_verifies_the_transfers_file_a_checkpoint_refers_to() {
     let mut longer = good.clone();
     longer.extend_from_slice(&[0xab; 5000]);
     std::fs::write(&file, &longer).unwrap();
+    // A file an older build left (its checkpoints held every record) goes at start.
+    let legacy = dir.path().join("node-1/shard-1.transfers.0");
+    std::fs::write(&legacy, b"left by an older build").unwrap();
     let node = start().await.unwrap();
+    assert!(!legacy.exists());
     let accounts = lookup_accounts(addresses[0], &[1, 2]).await;
     assert_eq!((accounts[0].debits_posted, accounts[1].credits_posted), (total, total));
     for batch in 0..3 {

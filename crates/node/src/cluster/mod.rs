@@ -71,7 +71,11 @@ impl Default for Tuning {
 }
 
 /// A replica's settings on this node: its ledger keeps transfer records in
-/// `shard-<id>.transfers.<generation>` files in the data directory.
+/// `shard-<id>.records.<generation>` files in the data directory.
+///
+/// (Builds whose checkpoints held every record named them `shard-<id>.transfers.<n>`
+/// and removed them all at start: the new name keeps a downgrade from destroying what
+/// a newer checkpoint refers to; the older build then refuses the checkpoint's format.)
 pub(crate) fn replica_config(
     node_id: u64,
     shard: u64,
@@ -87,7 +91,7 @@ pub(crate) fn replica_config(
     config.keep_entries = (tuning.checkpoint_entries / 4).max(1);
     config.checkpoint_bytes = tuning.checkpoint_bytes;
     config.keep_bytes = tuning.checkpoint_bytes / 4;
-    let transfers_file = data_dir.join(format!("shard-{shard}.transfers"));
+    let transfers_file = data_dir.join(format!("shard-{shard}.records"));
     config.transfers_file = Some(transfers_file.clone());
     config.shard = u32::try_from(shard).expect("the config keeps shard ids below 2^32");
     config.commit = settle_commit::Config::new(acceptors_of(replicas));
@@ -118,20 +122,24 @@ pub(crate) fn acceptors_of(replicas: usize) -> u8 {
 
 /// Removes `shard`'s transfers files but those of the generations `keep` names: at
 /// start, all but the one its replica uses (which its checkpoint may refer to); at run
-/// time, those before the generation the log's latest snapshot record needs. Failing to
+/// time, those before the generation the log's latest snapshot record needs. Files an
+/// older build left (`shard-<id>.transfers.<n>`, never referred to) go too. Failing to
 /// delete only wastes space, so it is logged, not fatal.
 pub(crate) fn remove_transfer_files(
     data_dir: &std::path::Path,
     shard: u64,
     keep: impl Fn(u64) -> bool,
 ) {
-    let prefix = format!("shard-{shard}.transfers.");
+    let (prefix, legacy) = (format!("shard-{shard}.records."), format!("shard-{shard}.transfers."));
     let Ok(entries) = std::fs::read_dir(data_dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(generation) = name.strip_prefix(&prefix) else { continue };
-        if !generation.parse().is_ok_and(&keep) {
+        let remove = match name.strip_prefix(&prefix) {
+            Some(generation) => !generation.parse().is_ok_and(&keep),
+            None => name.starts_with(&legacy),
+        };
+        if remove {
             if let Err(error) = std::fs::remove_file(entry.path()) {
                 tracing::warn!(file = name, %error, "cannot remove an old transfers file");
             }
