@@ -136,8 +136,9 @@ pub struct Engine {
     syncing: bool,
     /// Ready numbers written and not yet covered by a sync, per shard.
     unsynced: BTreeMap<u64, u64>,
-    /// Checkpoint records written to the log and not yet synced / in the sync running:
-    /// once durable, older snapshot files of the shard can go.
+    /// Snapshot records (shard, index, transfers file generation) written to the log
+    /// and not yet synced / in the sync running: once durable, older snapshot files of
+    /// the shard can go, and its files of earlier generations (`snapshots_durable`).
     checkpoints_unsynced: Vec<(u64, u64, u64)>,
     checkpoints_syncing: Vec<(u64, u64, u64)>,
     waiting: HashMap<Token, oneshot::Sender<Result<Reply, NodeError>>>,
@@ -941,9 +942,7 @@ impl Engine {
         &mut self,
         step: impl FnOnce() -> std::io::Result<(File, u64)> + Send + 'static,
     ) {
-        if let Some(thread) = self.rewrite_thread.take() {
-            let _ = thread.join(); // it sent its result last
-        }
+        self.join_rewrite_thread();
         let inbox = self.inbox_sender.clone();
         let spawned = thread::Builder::new().name("settle-log-rewrite".into()).spawn(move || {
             // A report always goes out, so that the rewrite never stays begun (and its
@@ -960,11 +959,17 @@ impl Engine {
         }
     }
 
+    /// Reaps the rewrite's last thread, which already reported (it sends its result
+    /// last).
+    fn join_rewrite_thread(&mut self) {
+        if let Some(thread) = self.rewrite_thread.take() {
+            let _ = thread.join();
+        }
+    }
+
     /// Puts the rewritten log in place: the base, then what was appended since.
     fn finish_rewrite(&mut self, file: File, base_len: u64) {
-        if let Some(thread) = self.rewrite_thread.take() {
-            let _ = thread.join(); // it sent its result last
-        }
+        self.join_rewrite_thread();
         let before = self.log.len();
         if let Err(error) = self.log.finish_rewrite(file, base_len) {
             self.failed = Some(format!("rewrite of {} failed: {error}", self.log.path().display()));

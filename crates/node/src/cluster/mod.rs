@@ -101,14 +101,8 @@ pub(crate) fn replica_config(
             // For a follower: a checkpoint that refers to this node's transfers file
             // gets the records it refers to copied in.
             let data = snapshots::read(&dir, shard, index)?;
-            match settle_ledger::store::transfers_file_tag(&data).map_err(std::io::Error::other)? {
-                None => Ok(data),
-                Some(generation) => {
-                    let file = settle_replica::generation_path(&transfers_file, generation);
-                    settle_ledger::store::expand_snapshot(&data, &file)
-                        .map_err(std::io::Error::other)
-                }
-            }
+            let file_of = |generation| settle_replica::generation_path(&transfers_file, generation);
+            settle_ledger::store::expand_snapshot(data, file_of).map_err(std::io::Error::other)
         })));
     config
 }

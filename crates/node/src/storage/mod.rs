@@ -39,8 +39,8 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, NodeError> {
     let transfers = data_dir.join(TRANSFERS_FILE);
     let io_error = |source| NodeError::DataDir { path: transfers.clone(), source };
     let store = || MemStore::with_transfer_file(&transfers).map_err(io_error);
-    // A checkpoint may refer to the file: it is left as it is until the checkpoint is
-    // verified (then adopted, or emptied for a checkpoint that holds its records).
+    // A checkpoint may refer to the file: it is opened as it is (a checkpoint's chunks
+    // are adopted once verified; other records are written over what it held).
     let existing = match transfers.exists() {
         true => MemStore::with_existing_transfer_file(&transfers).map_err(io_error)?,
         false => store()?,

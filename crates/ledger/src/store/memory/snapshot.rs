@@ -544,15 +544,14 @@ pub fn transfers_file_tag(snapshot: &[u8]) -> Result<Option<u64>, SnapshotError>
 }
 
 /// `snapshot` as one that holds its records: a checkpoint that refers to a transfers
-/// file (`transfers_file`, the one its tag names) gets the referred chunks copied in,
-/// each verified, for a replica that has no such file. Others come back as they are.
+/// file (`file_of` its tag) gets the referred chunks copied in, each verified, for a
+/// replica that has no such file. Others come back as they are (verified too).
 pub fn expand_snapshot(
-    snapshot: &[u8],
-    transfers_file: &std::path::Path,
+    snapshot: Vec<u8>,
+    file_of: impl FnOnce(u64) -> std::path::PathBuf,
 ) -> Result<Vec<u8>, SnapshotError> {
-    if transfers_file_tag(snapshot)?.is_none() {
-        return Ok(snapshot.to_vec());
-    }
+    let Some(tag) = transfers_file_tag(&snapshot)? else { return Ok(snapshot) };
+    let transfers_file = &file_of(tag);
     // Verified above, and at least a header long.
     let body = &snapshot[..snapshot.len() - HASH_SIZE];
     // Walk to the chunks: the header, the accounts (compact records), the count.
@@ -781,7 +780,7 @@ mod tests {
         assert_eq!(found.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 9000, 9001, 20000]);
 
         // Made whole for another replica: no tag, the same state, read into memory.
-        let whole = expand_snapshot(&bytes, &path).unwrap();
+        let whole = expand_snapshot(bytes.clone(), |_| path.clone()).unwrap();
         assert_eq!(transfers_file_tag(&whole).unwrap(), None);
         assert!(whole == written_whole, "the same bytes as a whole snapshot written then");
         assert_eq!(read_into(MemStore::default(), &whole).unwrap().digest(), digest);
@@ -804,7 +803,7 @@ mod tests {
         assert!(matches!(error, SnapshotError::TransfersFile(_)), "{message}");
         assert!(message.contains("transfers.0") && message.contains("chunk 10"), "{message}");
         assert_eq!(std::fs::read(&path).unwrap(), damaged);
-        let error = expand_snapshot(&bytes, &path).expect_err("refused");
+        let error = expand_snapshot(bytes.clone(), |_| path.clone()).expect_err("refused");
         assert!(error.to_string().contains("checksum mismatch"), "{error}");
 
         // Shorter than the chunks: refused, and nothing is cut.
@@ -863,7 +862,7 @@ mod tests {
                 let hash = blake3::hash(&forged);
                 forged.extend_from_slice(hash.as_bytes());
                 let _ = transfers_file_tag(&forged);
-                let _ = expand_snapshot(&forged, &path);
+                let _ = expand_snapshot(forged.clone(), |_| path.clone());
                 let store = MemStore::with_existing_transfer_file(&path).unwrap();
                 if read_into(store, &forged).is_ok() {
                     std::fs::write(&path, &good).unwrap();
@@ -878,7 +877,10 @@ mod tests {
         }
         for len in [0, 10, 31, 40] {
             assert!(transfers_file_tag(&bytes[..len]).is_err(), "{len} bytes");
-            assert!(expand_snapshot(&bytes[..len], &path).is_err(), "{len} bytes");
+            assert!(
+                expand_snapshot(bytes[..len].to_vec(), |_| path.clone()).is_err(),
+                "{len} bytes"
+            );
         }
     }
 
