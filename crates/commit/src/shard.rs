@@ -480,7 +480,25 @@ impl ShardCore {
                     let vote = record.vote.clone();
                     self.send(Address::Shard(self.shard()), id, Body::Prepared { txn, vote });
                 }
-                None => self.prepare_here(txn),
+                None => {
+                    // The coordinator asks the other participants while this one
+                    // prepares. (Gray & Lamport's initiating participant prepares
+                    // first and then tells the coordinator, which only then asks the
+                    // others: the same messages and forced writes, one message delay
+                    // and one forced write's latency more.)
+                    let coordination = Coordination::new(txn.clone(), Phase::Voting, self.now_ms);
+                    self.coordinating.insert(id, coordination);
+                    for shard in txn.participants() {
+                        if shard != self.shard() {
+                            self.send(
+                                Address::Shard(shard),
+                                id,
+                                Body::Prepare { txn: txn.clone() },
+                            );
+                        }
+                    }
+                    self.prepare_here(txn);
+                }
             },
         }
         Ok(())
@@ -558,7 +576,10 @@ impl ShardCore {
         match txn.protocol {
             Protocol::TwoPhase | Protocol::ThreePhase => {
                 if txn.coordinator() == self.shard() {
-                    self.send(coordinator, id, Body::Prepared { txn, vote });
+                    // The initiating participant: its prepare began with the client's
+                    // request, whatever this core's coordinator role heard since.
+                    let message = Message { txn: id, depth: 1, body: Body::Prepared { txn, vote } };
+                    self.commands.push(Command::Send { to: coordinator, message });
                 } else {
                     self.send(coordinator, id, Body::Vote { vote });
                 }

@@ -171,7 +171,12 @@ fn print_table(protocol: Protocol, args: &Args, reports: &[Report]) {
     };
     row(
         "message delays to decision",
-        format!("median {}, max {} (2pc 4, paxos-commit 5 in the paper)", depth(0.5), depth(1.0)),
+        format!(
+            "median {}, max {} (paper: 2pc 4, paxos-commit 5; settle's 2pc \
+             asks the other participants while the first prepares: 3)",
+            depth(0.5),
+            depth(1.0)
+        ),
     );
     let forced = (m.forced_commit_path + m.acceptor_writes) as f64 / txns;
     let paper_writes =
