@@ -3,8 +3,8 @@
 //!
 //! Loop: take the inputs waiting (client requests, peer messages, sync completions; up
 //! to [`INPUT_BATCH_MAX`]), tick every replica when a tick is due (one timer for all
-//! groups), then poll every replica (those with entries to apply at the same time, on
-//! threads of their own: `poll_all`) and carry out its output, in shard order: messages go to the
+//! groups), then poll every replica (those with entries to apply at the same time: the
+//! `apply` pool) and carry out its output, in shard order: messages go to the
 //! transport, grouped per destination node; records of all groups are appended to the
 //! shared log in one write; replies go to clients. When the syncer is idle and there is
 //! something to make durable, it gets one job: one fsync covering every group's
@@ -24,6 +24,7 @@ use settle_ledger::{Reply, BATCH_EVENTS_MAX};
 use settle_replica::{encode_message, Message, MessageType, Record, Refusal, Replica, Token};
 use tokio::sync::oneshot;
 
+use super::apply::ApplyPool;
 use super::config::ClusterConfig;
 use super::log::GroupLog;
 use super::snapshots;
@@ -173,9 +174,9 @@ pub struct Engine {
     rewrite_rounds: u32,
     /// The rewritten log's handle, for the syncer's next job.
     syncer_file: Option<File>,
-    /// Threads besides this one that may apply entries at once (`poll_all`): the
-    /// machine's cores but one.
-    apply_threads: usize,
+    /// Threads besides this one that apply entries at once (the machine's cores but
+    /// one).
+    apply: ApplyPool,
     failed: Option<String>,
 }
 
@@ -197,6 +198,8 @@ impl Engine {
         let handle = log
             .sync_handle()
             .map_err(|source| NodeError::DataDir { path: log.path().to_path_buf(), source })?;
+        let apply_threads = thread::available_parallelism().map_or(0, |n| n.get() - 1);
+        let apply = ApplyPool::start(apply_threads).map_err(NodeError::Thread)?;
         let results = inbox_sender.clone();
         let syncer_thread = thread::Builder::new()
             .name("settle-syncer".into())
@@ -232,7 +235,7 @@ impl Engine {
             rewritten: None,
             rewrite_rounds: 0,
             syncer_file: None,
-            apply_threads: thread::available_parallelism().map_or(0, |n| n.get() - 1),
+            apply,
             failed: None,
         })
     }
@@ -528,11 +531,7 @@ impl Engine {
                 self.failed = Some(format!("shard {shard} halted: {halt}"));
                 return;
             }
-            let (outputs, error) = poll_all(&mut self.replicas, self.apply_threads);
-            if let Some(error) = error {
-                self.failed = Some(format!("cannot start a thread to apply entries: {error}"));
-            }
-            for (shard, output) in outputs {
+            for (shard, output) in self.apply.poll_all(&mut self.replicas) {
                 if output.is_empty() {
                     continue;
                 }
@@ -1057,50 +1056,6 @@ fn syncer(file: File, jobs: Receiver<SyncJob>, results: SyncSender<Input>) {
             return;
         }
     }
-}
-
-/// Polls every replica. Those with entries to apply (the ledger's work) are polled at
-/// the same time when there are two or more: the first here, up to `threads_max` others
-/// each on a thread of its own (a start costs tens of microseconds, applying a batch
-/// milliseconds), the rest here after it. The shards of a node are independent until
-/// their outputs are carried out, in shard order, by the caller. A thread that cannot
-/// start leaves its replica unpolled and is reported: the engine then stops.
-fn poll_all(
-    replicas: &mut BTreeMap<u64, Replica>,
-    threads_max: usize,
-) -> (Vec<(u64, settle_replica::Output)>, Option<std::io::Error>) {
-    if threads_max == 0 || replicas.values().filter(|r| r.has_work()).count() < 2 {
-        return (replicas.iter_mut().map(|(&shard, r)| (shard, r.poll())).collect(), None);
-    }
-    thread::scope(|scope| {
-        let mut here = Vec::new();
-        let mut outputs = Vec::with_capacity(replicas.len());
-        let mut threads = Vec::new();
-        let mut error = None;
-        for (&shard, replica) in replicas.iter_mut() {
-            if !replica.has_work() {
-                outputs.push((shard, replica.poll()));
-            } else if here.is_empty() || threads.len() == threads_max {
-                here.push((shard, replica));
-            } else {
-                let spawned = thread::Builder::new()
-                    .name("settle-apply".into())
-                    .spawn_scoped(scope, move || replica.poll());
-                match spawned {
-                    Ok(thread) => threads.push((shard, thread)),
-                    Err(e) => error = Some(e),
-                }
-            }
-        }
-        for (shard, replica) in here {
-            outputs.push((shard, replica.poll()));
-        }
-        for (shard, thread) in threads {
-            outputs.push((shard, thread.join().expect("a replica's poll panicked")));
-        }
-        outputs.sort_unstable_by_key(|(shard, _)| *shard);
-        (outputs, error)
-    })
 }
 
 /// Hands an input to the engine without blocking an async task: a full inbox refuses

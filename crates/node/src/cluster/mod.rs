@@ -5,7 +5,8 @@
 //! `settle-client` follows.
 //!
 //! Layout: `config` (the TOML file), `log` (the shared log file), `engine` (the thread
-//! driving the replicas, and its syncer), `transport` (Raft messages over gRPC),
+//! driving the replicas, and its syncer), `apply` (the threads that apply shards at
+//! once), `transport` (Raft messages over gRPC),
 //! `admin` (membership changes over gRPC).
 //!
 //! Lifecycle. `ClusterNode::start` takes the data directory's lock, reads the shared log
@@ -15,6 +16,7 @@
 //! and lets the syncer finish.
 
 mod admin;
+mod apply;
 pub mod config;
 pub mod engine;
 mod log;
