@@ -586,7 +586,15 @@ impl Engine {
                 }
             }
             quiet &= !self.drive_acceptors();
-            self.start_sync();
+            // Protocol messages between this node's shards make more records at once (a
+            // participant's prepare beside its coordinator's own): when no replica has
+            // entries to apply, whose work the sync would overlap, they join this sync
+            // instead of waiting for the next. (A quiet round always starts it.)
+            let records_follow =
+                !self.local_commit.is_empty() && !self.replicas.values().any(Replica::has_work);
+            if !records_follow {
+                self.start_sync();
+            }
             for (shard, from_shard, message) in std::mem::take(&mut self.local_commit) {
                 quiet = false;
                 if let Some(replica) = self.replicas.get_mut(&shard) {
