@@ -500,6 +500,11 @@ fn write_entry(w: &mut Writer, entry: &Entry) {
             w.txn(txn);
             w.outcome(outcome);
         }
+        Record::ResolvePrepared { txn, outcome } => {
+            w.u8(10);
+            w.u128(*txn);
+            w.outcome(outcome);
+        }
         Record::Pulse => w.u8(7),
         Record::ReadPoint { client, at, incarnation } => {
             w.u8(8);
@@ -588,6 +593,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
         7 => Record::Pulse,
         8 => Record::ReadPoint { client: r.u64()?, at: r.u64()?, incarnation: r.u32()? },
         9 => Record::ShardMap(r.shard_map()?),
+        10 => Record::ResolvePrepared { txn: r.u128()?, outcome: r.outcome()? },
         _ => return Err(DecodeError::Invalid("record kind")),
     };
     r.end()?;

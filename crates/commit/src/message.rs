@@ -179,6 +179,12 @@ pub enum Record {
     Decide { txn: Txn, outcome: Outcome },
     /// Participant: carry out the outcome on this shard's sides.
     Resolve { txn: Txn, outcome: Outcome },
+    /// Participant: `Resolve` of a transaction whose participant record this shard
+    /// holds, naming it instead of carrying it (a resolution's bytes were mostly the
+    /// transaction's transfers, which the prepare wrote already). Written only while
+    /// the record holds that transaction; applied as that `Resolve`, and as nothing
+    /// when no record holds it any more (an earlier resolution carried it out).
+    ResolvePrepared { txn: TxnId, outcome: Outcome },
     /// 2PC coordinator: every participant carried these decisions out; drop them.
     Forget { txns: Vec<TxnId> },
     /// Expire the pending transfers whose deadline passed (where the shell has no

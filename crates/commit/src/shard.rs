@@ -604,6 +604,21 @@ impl ShardCore {
     /// An entry this core handed out is durable in the group.
     pub fn persisted(&mut self, now_ms: u64, entry: &Entry) -> Applied {
         self.now_ms = self.now_ms.max(now_ms);
+        // A resolution that names its transaction is that resolution here (what
+        // follows needs the transaction), or nothing when carried out already.
+        let named;
+        let entry = match &entry.record {
+            Record::ResolvePrepared { txn: id, outcome } => {
+                let Some(record) = self.state.participants.get(id) else {
+                    self.persisting.remove(&(*id, PERSIST_RESOLVE));
+                    return self.state.apply(entry);
+                };
+                let record = Record::Resolve { txn: record.txn.clone(), outcome: outcome.clone() };
+                named = Entry { timestamp: entry.timestamp, record };
+                &named
+            }
+            _ => entry,
+        };
         let applied = self.state.apply(entry);
         let kind = match &entry.record {
             Record::Local { .. } | Record::Forget { .. } | Record::ReadPoint { .. } => None,
@@ -624,6 +639,7 @@ impl ShardCore {
                 self.release_deferred(txn);
                 Some((txn.id(), PERSIST_RESOLVE))
             }
+            Record::ResolvePrepared { .. } => unreachable!("made a resolution above"),
         };
         if let Some(key) = kind {
             self.persisting.remove(&key);
@@ -1084,7 +1100,17 @@ impl ShardCore {
                 return;
             }
         }
-        self.persist(id, PERSIST_RESOLVE, Record::Resolve { txn, outcome });
+        self.persist_resolve(txn, outcome);
+    }
+
+    /// A resolution, naming the transaction when this shard's record holds it.
+    fn persist_resolve(&mut self, txn: Txn, outcome: Outcome) {
+        let id = txn.id();
+        let record = match self.state.participants.get(&id) {
+            Some(record) if record.txn == txn => Record::ResolvePrepared { txn: id, outcome },
+            _ => Record::Resolve { txn, outcome },
+        };
+        self.persist(id, PERSIST_RESOLVE, record);
     }
 
     /// Whether an honest coordinator could have sent `commit` for `record`: one amount
@@ -1160,11 +1186,7 @@ impl ShardCore {
         }
         let outcome = outcome.expect("chosen above");
         self.terminations.remove(&id);
-        self.persist(
-            id,
-            PERSIST_RESOLVE,
-            Record::Resolve { txn: txn.clone(), outcome: outcome.clone() },
-        );
+        self.persist_resolve(txn.clone(), outcome.clone());
         for shard in others {
             let body = Body::Decision { txn: txn.clone(), outcome: outcome.clone() };
             self.send(Address::Shard(shard), id, body);

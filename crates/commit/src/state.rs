@@ -166,6 +166,13 @@ impl ShardState {
                 Applied::Coordinator(id)
             }
             Record::Resolve { txn, outcome } => self.resolve(entry.timestamp, txn, outcome),
+            Record::ResolvePrepared { txn: id, outcome } => match self.participants.get(id) {
+                Some(record) => {
+                    let txn = record.txn.clone();
+                    self.resolve(entry.timestamp, &txn, outcome)
+                }
+                None => Applied::Participant(*id),
+            },
             Record::Pulse => {
                 let at = self.ledger.next_batch_timestamp(entry.timestamp, 1);
                 self.ledger.expire_pending_transfers(at).expect("the ledger's next timestamp");

@@ -130,7 +130,9 @@ fn a_participant_commits_the_committed_units_and_releases_the_rest() {
     let body = Body::Decision { txn: txn.clone(), outcome: Outcome::Commit(commit) };
     core.receive(NOW_MS + 2, Address::Shard(0), message(body));
     let entry = persisted_entry(&mut core).expect("the resolution is written");
-    assert!(matches!(entry.record, Record::Resolve { .. }));
+    // Prepared here: the record holds the transaction, so the resolution names it.
+    let named = matches!(entry.record, Record::ResolvePrepared { txn: id, .. } if id == txn.id());
+    assert!(named, "{:?}", entry.record);
     core.persisted(NOW_MS + 3, &entry);
 
     let store = core.state().ledger.store();
@@ -145,6 +147,12 @@ fn a_participant_commits_the_committed_units_and_releases_the_rest() {
     assert_eq!((two.credits_posted, two.credits_pending), (5, 0));
     assert_eq!((three.credits_posted, three.credits_pending), (8, 0));
     assert_eq!(core.state().resolved_here(&txn), Some(vec![true, false, false, true]));
+
+    // Written again (a resend, a new leader), it finds no record: it changes nothing.
+    let digest = core.state().ledger.digest();
+    core.persisted(NOW_MS + 4, &entry);
+    assert_eq!(core.state().ledger.digest(), digest);
+    assert!(!core.state().participants.contains_key(&txn.id()));
 }
 
 /// A commit of a unit this shard refused is not from an honest coordinator.

@@ -463,7 +463,10 @@ impl World {
                         .expect("an entry decodes");
                     if entry.record.commit_path() {
                         self.forced_commit_path += 1;
-                    } else if matches!(entry.record, Record::Resolve { .. }) {
+                    } else if matches!(
+                        entry.record,
+                        Record::Resolve { .. } | Record::ResolvePrepared { .. }
+                    ) {
                         self.forced_resolution += 1;
                     } else if matches!(entry.record, Record::Local { .. }) {
                         self.local_batches += 1;
@@ -512,16 +515,17 @@ impl World {
 
     /// In-doubt bookkeeping for the lab.
     fn note_applied(&mut self, shard: u32, entry: &Entry) {
-        match &entry.record {
+        let resolved = match &entry.record {
             Record::Prepare { txn } => {
                 self.doubt_since.entry((shard, txn.id())).or_insert(self.now_ms);
+                return;
             }
-            Record::Resolve { txn, .. } => {
-                if let Some(since) = self.doubt_since.remove(&(shard, txn.id())) {
-                    self.longest_in_doubt_ms = self.longest_in_doubt_ms.max(self.now_ms - since);
-                }
-            }
-            _ => {}
+            Record::Resolve { txn, .. } => txn.id(),
+            Record::ResolvePrepared { txn, .. } => *txn,
+            _ => return,
+        };
+        if let Some(since) = self.doubt_since.remove(&(shard, resolved)) {
+            self.longest_in_doubt_ms = self.longest_in_doubt_ms.max(self.now_ms - since);
         }
     }
 
