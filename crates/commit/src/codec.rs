@@ -500,6 +500,11 @@ fn write_entry(w: &mut Writer, entry: &Entry) {
             w.txn(txn);
             w.outcome(outcome);
         }
+        Record::DecidePrepared { txn, outcome } => {
+            w.u8(11);
+            w.u128(*txn);
+            w.outcome(outcome);
+        }
         Record::ResolvePrepared { txn, outcome } => {
             w.u8(10);
             w.u128(*txn);
@@ -594,6 +599,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
         8 => Record::ReadPoint { client: r.u64()?, at: r.u64()?, incarnation: r.u32()? },
         9 => Record::ShardMap(r.shard_map()?),
         10 => Record::ResolvePrepared { txn: r.u128()?, outcome: r.outcome()? },
+        11 => Record::DecidePrepared { txn: r.u128()?, outcome: r.outcome()? },
         _ => return Err(DecodeError::Invalid("record kind")),
     };
     r.end()?;

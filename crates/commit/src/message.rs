@@ -177,6 +177,13 @@ pub enum Record {
     CoordinatorPreCommit { txn: Txn, commit: Commit },
     /// 2PC and 3PC coordinator: the decision. The first one written wins.
     Decide { txn: Txn, outcome: Outcome },
+    /// `Decide` of a transaction whose participant record this shard (the
+    /// coordinator's, which holds every unit's first debit side) holds, naming it
+    /// instead of carrying it. Written only while the record holds that transaction;
+    /// applied as that `Decide`, and as nothing when no record holds it any more (it
+    /// was decided and carried out here already: a decision goes before its
+    /// resolution, and a resolution is what removes the record).
+    DecidePrepared { txn: TxnId, outcome: Outcome },
     /// Participant: carry out the outcome on this shard's sides.
     Resolve { txn: Txn, outcome: Outcome },
     /// Participant: `Resolve` of a transaction whose participant record this shard
@@ -207,6 +214,7 @@ impl Record {
                 | Record::PreCommit { .. }
                 | Record::CoordinatorPreCommit { .. }
                 | Record::Decide { .. }
+                | Record::DecidePrepared { .. }
         )
     }
 }

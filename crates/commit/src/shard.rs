@@ -635,6 +635,7 @@ impl ShardCore {
             Record::CoordinatorPreCommit { txn, .. } | Record::Decide { txn, .. } => {
                 Some((txn.id(), PERSIST_COORDINATOR))
             }
+            Record::DecidePrepared { txn, .. } => Some((*txn, PERSIST_COORDINATOR)),
             Record::Resolve { txn, .. } => {
                 self.release_deferred(txn);
                 Some((txn.id(), PERSIST_RESOLVE))
@@ -771,7 +772,20 @@ impl ShardCore {
                     commit: commit.clone(),
                 });
             }
-            None => {}
+            None => {
+                // A named decision that found its transaction decided, carried out
+                // and forgotten here already: answer as a resubmission would be.
+                if self.coordinating.get(&id).is_some_and(|c| c.phase == Phase::Deciding) {
+                    let coordination = self.coordinating.remove(&id).expect("checked");
+                    let clients = self.waiting.remove(&id).unwrap_or_default();
+                    if let Some(results) = self.state.resolved_results(&coordination.txn) {
+                        for client in clients {
+                            let results = results.clone();
+                            self.commands.push(Command::Reply { client, txn: id, results });
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -940,7 +954,7 @@ impl ShardCore {
             }
             _ => {
                 coordination.phase = Phase::Deciding;
-                self.persist(id, PERSIST_COORDINATOR, Record::Decide { txn, outcome });
+                self.persist_decide(txn, outcome);
             }
         }
     }
@@ -950,7 +964,7 @@ impl ShardCore {
         coordination.phase = Phase::Deciding;
         let txn = coordination.txn.clone();
         let outcome = Outcome::gave_up(&txn);
-        self.persist(id, PERSIST_COORDINATOR, Record::Decide { txn, outcome });
+        self.persist_decide(txn, outcome);
     }
 
     fn precommit_ack(&mut self, id: TxnId, from: ShardId, aborted: bool) {
@@ -980,7 +994,7 @@ impl ShardCore {
         let txn = coordination.txn.clone();
         let commit = coordination.commit.clone().expect("precommitted with a commit");
         let outcome = Outcome::Commit(commit);
-        self.persist(id, PERSIST_COORDINATOR, Record::Decide { txn, outcome });
+        self.persist_decide(txn, outcome);
     }
 
     fn inquire(&mut self, txn: Txn, from: Address) {
@@ -1101,6 +1115,16 @@ impl ShardCore {
             }
         }
         self.persist_resolve(txn, outcome);
+    }
+
+    /// A decision, naming the transaction when this shard's participant record holds it.
+    fn persist_decide(&mut self, txn: Txn, outcome: Outcome) {
+        let id = txn.id();
+        let record = match self.state.participants.get(&id) {
+            Some(record) if record.txn == txn => Record::DecidePrepared { txn: id, outcome },
+            _ => Record::Decide { txn, outcome },
+        };
+        self.persist(id, PERSIST_COORDINATOR, record);
     }
 
     /// A resolution, naming the transaction when this shard's record holds it.

@@ -166,6 +166,14 @@ impl ShardState {
                 Applied::Coordinator(id)
             }
             Record::Resolve { txn, outcome } => self.resolve(entry.timestamp, txn, outcome),
+            Record::DecidePrepared { txn: id, outcome } => match self.participants.get(id) {
+                Some(record) => {
+                    let txn = record.txn.clone();
+                    let record = Record::Decide { txn, outcome: outcome.clone() };
+                    self.apply(&Entry { timestamp: entry.timestamp, record })
+                }
+                None => Applied::Coordinator(*id),
+            },
             Record::ResolvePrepared { txn: id, outcome } => match self.participants.get(id) {
                 Some(record) => {
                     let txn = record.txn.clone();

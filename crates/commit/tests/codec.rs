@@ -84,6 +84,7 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         Record::Decide { txn: txn(), outcome: commit.clone() },
         Record::Resolve { txn: txn(), outcome: abort.clone() },
         Record::ResolvePrepared { txn: 1 << 100, outcome: Outcome::Commit(partial()) },
+        Record::DecidePrepared { txn: 12, outcome: Outcome::Commit(partial()) },
         Record::ReadPoint { client: 3, at: 1 << 60, incarnation: 9 },
         Record::Prepare { txn: batch() },
         Record::Decide { txn: batch(), outcome: Outcome::Commit(partial()) },
