@@ -123,6 +123,17 @@ impl std::fmt::Debug for Encoded {
     }
 }
 
+/// The participants of a transaction placed so (not empty): the coordinator (the first
+/// transfer's debit shard) first, then the others ascending.
+fn participants_of(placement: &[[ShardId; 2]]) -> Vec<ShardId> {
+    let coordinator = placement[0][0];
+    let mut others: Vec<ShardId> =
+        placement.iter().flatten().copied().filter(|&shard| shard != coordinator).collect();
+    others.sort_unstable();
+    others.dedup();
+    std::iter::once(coordinator).chain(others).collect()
+}
+
 impl Txn {
     /// A transaction of one unit; `None` when it is empty, too long, badly placed, or
     /// names one transfer id twice (each side of a transfer is reserved under its id).
@@ -136,6 +147,31 @@ impl Txn {
         }
         let end = transfers.len() as u16;
         Txn::batch(protocol, transfers, placement, vec![end])
+    }
+
+    /// The participants a transaction of this one unit would have (coordinator first,
+    /// then ascending), without making it: `None` exactly when [`Txn::new`] would
+    /// refuse the unit. (A router sorts a request's units by participants before it
+    /// batches them into transactions: a transaction made per unit was most of its
+    /// work.)
+    pub fn unit_participants(
+        transfers: &[Transfer],
+        placement: &[[ShardId; 2]],
+    ) -> Option<Vec<ShardId>> {
+        if transfers.is_empty()
+            || transfers.len() > UNIT_TRANSFERS_MAX
+            || transfers.len() != placement.len()
+        {
+            return None;
+        }
+        if transfers.len() > 1 {
+            let mut ids: Vec<u128> = transfers.iter().map(|t| t.id).collect();
+            ids.sort_unstable();
+            if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+                return None;
+            }
+        }
+        Some(participants_of(placement))
     }
 
     /// A transaction of several units (`unit_ends` as in [`Txn::unit_ends`]); `None`
@@ -188,13 +224,7 @@ impl Txn {
             let hash = blake3::hash(&named);
             u128::from_le_bytes(hash.as_bytes()[..16].try_into().expect("16 bytes"))
         };
-        // The participants, coordinator first, then ascending.
-        let coordinator = placement[0][0];
-        let mut others: Vec<ShardId> =
-            placement.iter().flatten().copied().filter(|&shard| shard != coordinator).collect();
-        others.sort_unstable();
-        others.dedup();
-        let participants = std::iter::once(coordinator).chain(others).collect();
+        let participants = participants_of(&placement).into();
         let placement = placement.into();
         let unit_ends = unit_ends.into();
         let encoded = Encoded::default();

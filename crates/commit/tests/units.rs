@@ -249,3 +249,31 @@ fn a_side_held_by_another_transaction_is_not_taken_over() {
     assert!(store.transfer(11).is_some());
     assert_eq!(store.account(2).unwrap().credits_pending, 5 + 7);
 }
+
+/// A router sorts units by their participants without making a transaction of each:
+/// `Txn::unit_participants` says what `Txn::new` would, for units it takes and ones it
+/// refuses.
+#[test]
+fn unit_participants_agree_with_a_transaction_of_the_unit() {
+    let chain = |n: u128| (1..=n).map(|id| transfer(id, 1, 2, 1)).collect::<Vec<_>>();
+    let mut twice = chain(3);
+    twice[2].id = 1;
+    let cases: Vec<(Vec<Transfer>, Vec<[u32; 2]>)> = vec![
+        (chain(1), vec![[0, 1]]),
+        (chain(1), vec![[2, 2]]),
+        (chain(3), vec![[3, 1], [0, 3], [2, 0]]),
+        (chain(64), vec![[1, 0]; 64]),
+        (chain(65), vec![[1, 0]; 65]),
+        (twice, vec![[0, 1]; 3]),
+        (Vec::new(), Vec::new()),
+        (chain(2), vec![[0, 1]]),
+    ];
+    for (transfers, placement) in cases {
+        let made = Txn::new(Protocol::TwoPhase, transfers.clone(), placement.clone());
+        let expected = made.map(|txn| txn.participants());
+        let what = format!("{} transfers placed {placement:?}", transfers.len());
+        assert_eq!(Txn::unit_participants(&transfers, &placement), expected, "{what}");
+    }
+    let placement = [[3, 1], [0, 3], [2, 0]];
+    assert_eq!(Txn::unit_participants(&chain(3), &placement), Some(vec![3, 0, 1, 2]));
+}

@@ -26,10 +26,11 @@
 //!
 //! Touches: the engine's request channel, gRPC clients to the other nodes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures_util::future::join_all;
+use rustc_hash::FxHashSet;
 use settle_commit::placement::shard_of;
 use settle_commit::{Protocol, ShardMap, Txn};
 use settle_ledger::{
@@ -117,13 +118,13 @@ fn batch_units(
     };
     for units in by_participants.into_values() {
         let mut group: Vec<PlacedUnit> = Vec::new();
-        let (mut transfers, mut ids) = (0, HashSet::new());
+        let (mut transfers, mut ids) = (0, FxHashSet::default());
         for unit in units {
             let range = unit.0.clone();
             let full = transfers + range.len() > settle_commit::TXN_TRANSFERS_MAX;
             if full || placed[range.clone()].iter().any(|t| ids.contains(&t.id)) {
                 close(&mut group);
-                (transfers, ids) = (0, HashSet::new());
+                (transfers, ids) = (0, FxHashSet::default());
             }
             transfers += range.len();
             ids.extend(placed[range].iter().map(|t| t.id));
@@ -509,11 +510,10 @@ impl Router {
                 .collect();
             // A unit no transaction can hold (a chain too long, an id twice) goes to the
             // home's ledger, which reports why.
-            match Txn::new(protocol, placed[unit.clone()].to_vec(), placement.clone()) {
-                Some(txn) => by_participants
-                    .entry(txn.participants())
-                    .or_default()
-                    .push((unit.clone(), placement)),
+            match Txn::unit_participants(&placed[unit.clone()], &placement) {
+                Some(participants) => {
+                    by_participants.entry(participants).or_default().push((unit.clone(), placement))
+                }
                 None => local.extend(unit.clone()),
             }
         }
