@@ -104,12 +104,7 @@ impl Writer {
 
     /// Writes `txn` as it was written the first time (`Txn::encoded`).
     fn txn(&mut self, txn: &Txn) {
-        let bytes = txn.encoded().get_or_init(|| {
-            let mut w = Writer(Vec::new());
-            w.txn_fields(txn);
-            w.0
-        });
-        self.0.extend_from_slice(bytes);
+        self.0.extend_from_slice(encoded_txn(txn));
     }
 
     fn txn_fields(&mut self, txn: &Txn) {
@@ -458,8 +453,52 @@ impl<'a> Reader<'a> {
 }
 
 /// Encodes an entry for a shard's log.
+/// `txn` as records and messages carry it, encoded the first time it is asked for.
+fn encoded_txn(txn: &Txn) -> &[u8] {
+    txn.encoded().get_or_init(|| {
+        // About the bench's compact transfers and their placement: a guess, so that the
+        // buffer seldom grows (it is copied at each doubling).
+        let mut w = Writer(Vec::with_capacity(16 + 40 * txn.transfers.len()));
+        w.txn_fields(txn);
+        w.0
+    })
+}
+
+/// About what `write_entry` writes for `entry` (exactly, for its transaction, whose
+/// encoding this makes now), so that a round's buffer is allocated once: grown by
+/// doubling, the buffer of a round of prepares (hundreds of KiB) was copied and
+/// faulted in again at each step, the largest kernel cost of the engine thread.
+fn entry_len_hint(entry: &Entry) -> usize {
+    let commit = |commit: &Commit| {
+        let aborted: usize = commit.aborted.iter().map(|a| 16 + 4 * a.results.len()).sum();
+        // Varint amounts: three bytes hold amounts below 2^21.
+        16 + 3 * commit.amounts.len() + aborted
+    };
+    let outcome = |outcome: &Outcome| match outcome {
+        Outcome::Commit(c) => commit(c),
+        Outcome::Abort { results, .. } => 8 + 4 * results.len(),
+    };
+    let record = match &entry.record {
+        Record::Local { transfers, .. } => RECORD_SIZE * transfers.len(),
+        Record::Prepare { txn } => encoded_txn(txn).len(),
+        Record::PreCommit { commit: c, .. } => commit(c),
+        Record::CoordinatorPreCommit { txn, commit: c } => encoded_txn(txn).len() + commit(c),
+        Record::Decide { txn, outcome: o } | Record::Resolve { txn, outcome: o } => {
+            encoded_txn(txn).len() + outcome(o)
+        }
+        Record::DecidePrepared { outcome: o, .. } | Record::ResolvePrepared { outcome: o, .. } => {
+            outcome(o)
+        }
+        Record::Forget { txns } => 16 * txns.len(),
+        Record::ShardMap(map) => map.shards.iter().map(|s| 12 + 8 * s.replicas.len()).sum(),
+        Record::Pulse | Record::ReadPoint { .. } => 0,
+    };
+    // Tag, timestamp, kind, and the fixed fields of any record.
+    64 + record
+}
+
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(64));
+    let mut w = Writer(Vec::with_capacity(entry_len_hint(entry)));
     write_entry(&mut w, entry);
     w.0
 }
@@ -535,7 +574,8 @@ fn write_entry(w: &mut Writer, entry: &Entry) {
 /// asked for in one round as one Raft entry, not one each. Applied in order.
 pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
     assert!(entries.len() <= ENTRIES_MAX, "a bounded batch of entries");
-    let mut w = Writer(Vec::with_capacity(64 * entries.len()));
+    let capacity = 5 + entries.iter().map(|entry| 4 + entry_len_hint(entry)).sum::<usize>();
+    let mut w = Writer(Vec::with_capacity(capacity));
     w.u8(ENTRIES_TAG);
     w.len(entries.len());
     for entry in entries {
@@ -872,4 +912,52 @@ pub fn decode_records(bytes: &[u8]) -> Result<Records, DecodeError> {
     };
     r.end()?;
     Ok((participants, coordinated, map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::{Protocol, UnitAbort};
+
+    /// The hint holds what is written, so a round's buffer is not grown (and copied).
+    #[test]
+    fn an_entrys_length_hint_holds_it() {
+        let transfer = |id: u128| Transfer {
+            id,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 1 << 20,
+            ledger: 1,
+            code: 1,
+            ..Default::default()
+        };
+        let transfers: Vec<Transfer> = (1..=1024).map(transfer).collect();
+        let txn = Txn::new(Protocol::TwoPhase, transfers[..1].to_vec(), vec![[0, 1]])
+            .expect("a transaction");
+        let batch = Txn::batch(
+            Protocol::TwoPhase,
+            transfers.clone(),
+            vec![[0, 1]; 1024],
+            (1..=1024).collect(),
+        )
+        .expect("a batch");
+        let abort = UnitAbort { unit: 3, results: vec![R::ExceedsCredits; 2], record_failed: true };
+        let commit = Commit { amounts: vec![1 << 20; 1024], at: 7, aborted: vec![abort] };
+        let records = vec![
+            Record::Local { client: 1, transfers: transfers.clone() },
+            Record::Prepare { txn: txn.clone() },
+            Record::Prepare { txn: batch.clone() },
+            Record::Decide { txn: batch.clone(), outcome: Outcome::Commit(commit.clone()) },
+            Record::Resolve { txn: batch.clone(), outcome: Outcome::gave_up(&batch) },
+            Record::DecidePrepared { txn: batch.id(), outcome: Outcome::Commit(commit.clone()) },
+            Record::ResolvePrepared { txn: batch.id(), outcome: Outcome::Commit(commit) },
+            Record::Forget { txns: (0..100).collect() },
+            Record::Pulse,
+        ];
+        for record in records {
+            let entry = Entry { timestamp: 9, record };
+            let written = encode_entry(&entry).len();
+            assert!(entry_len_hint(&entry) >= written, "{written} bytes: {:?}", entry.record);
+        }
+    }
 }
