@@ -93,6 +93,16 @@ impl GroupLog {
             file.sync_all().map_err(io_error)?;
         }
         file.flush().map_err(io_error)?;
+        // A rewrite that crashed before its rename (the rename is what puts it in
+        // place): its file is nothing, and would sit there until the next rewrite.
+        let rewrite = rewrite_path(&path);
+        match fs::remove_file(&rewrite) {
+            Ok(()) => {
+                tracing::info!(path = %rewrite.display(), "removed an unfinished log rewrite")
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(NodeError::DataDir { path: rewrite, source }),
+        }
         let log = GroupLog { file, path, len: valid as u64, since_base: None };
         Ok(Recovered { log, records, truncated_bytes })
     }
@@ -228,5 +238,24 @@ mod tests {
         assert_eq!(acceptor_bytes(&recovered.records), acceptor_bytes(&expected));
         assert_eq!(recovered.log.len(), len);
         assert!(!rewrite_path(&dir.path().join(FILE_NAME)).exists());
+    }
+
+    /// A rewrite's file left by a crash before its rename goes at the next start; the
+    /// log is what it was.
+    #[test]
+    fn an_unfinished_rewrite_is_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = GroupLog::open(dir.path()).unwrap().log;
+        log.append(&encoded(&[record(1), record(2)])).unwrap();
+        log.begin_rewrite();
+        write_base(log.path(), vec![record(9)]).unwrap();
+        let leftover = rewrite_path(log.path());
+        assert!(leftover.exists());
+        drop(log); // The crash: no swap.
+
+        let recovered = GroupLog::open(dir.path()).unwrap();
+        assert!(!leftover.exists(), "the unfinished rewrite is gone");
+        let expected = [record(1), record(2)];
+        assert_eq!(acceptor_bytes(&recovered.records), acceptor_bytes(&expected));
     }
 }
