@@ -139,6 +139,11 @@ async fn a_checkpoint_refers_to_the_transfers_file_and_a_start_verifies_it() {
     let message = error.to_string();
     assert!(message.contains("transfers.0") && message.contains("chunk 0"), "{message}");
     assert_eq!(std::fs::read(&file).unwrap(), damaged);
+    // A missing file refuses the start too, and the start leaves none behind.
+    std::fs::remove_file(&file).unwrap();
+    let error = Node::start(config(dir.path(), 64 << 10)).await.err().expect("refused");
+    assert!(error.to_string().contains("transfers.0"), "{error}");
+    assert!(!file.exists(), "a refused start made no transfers file");
 
     std::fs::write(&file, &good).unwrap();
     let node = Node::start(config(dir.path(), 64 << 10)).await.unwrap();

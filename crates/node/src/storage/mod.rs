@@ -37,22 +37,14 @@ pub struct Recovered {
 /// (changing nothing on disk but the torn tail) on corruption it cannot safely repair.
 pub fn recover(data_dir: &Path) -> Result<Recovered, NodeError> {
     let transfers = data_dir.join(TRANSFERS_FILE);
-    let io_error = |source| NodeError::DataDir { path: transfers.clone(), source };
-    let store = || MemStore::with_transfer_file(&transfers).map_err(io_error);
-    // A checkpoint may refer to the file: it is opened as it is (a checkpoint's chunks
-    // are adopted once verified; other records are written over what it held).
-    let existing = match transfers.exists() {
-        true => MemStore::with_existing_transfer_file(&transfers).map_err(io_error)?,
-        false => store()?,
-    };
-    let (checkpoint_op, mut ledger) = match checkpoint::load(data_dir, existing)? {
-        Some((op, ledger)) => (op, ledger),
-        None => (0, Ledger::new(store()?)),
-    };
-    let recovered = wal::recover(&data_dir.join(WAL_DIR), checkpoint_op)?;
-    for record in &recovered.records {
-        replay(&mut ledger, record)?;
+    let created = !transfers.exists();
+    let recovered = rebuild(data_dir, &transfers);
+    if recovered.is_err() && created {
+        // Refused: the file this start made goes too (a checkpoint may refer to the
+        // one that is missing; it is the operator's to bring back).
+        let _ = std::fs::remove_file(&transfers);
     }
+    let (ledger, recovered, checkpoint_op) = recovered?;
     let legacy = data_dir.join(LEGACY_TRANSFERS_FILE);
     if legacy.exists() {
         if let Err(error) = std::fs::remove_file(&legacy) {
@@ -66,6 +58,27 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, NodeError> {
         replayed: recovered.records.len(),
         truncated_bytes: recovered.truncated_bytes,
     })
+}
+
+/// The ledger of the checkpoint and the log after it, the log, and the checkpoint's op.
+fn rebuild(data_dir: &Path, transfers: &Path) -> Result<(Ledger, wal::Recovered, u64), NodeError> {
+    let io_error = |source| NodeError::DataDir { path: transfers.to_path_buf(), source };
+    let store = || MemStore::with_transfer_file(transfers).map_err(io_error);
+    // A checkpoint may refer to the file: it is opened as it is (a checkpoint's chunks
+    // are adopted once verified; other records are written over what it held).
+    let existing = match transfers.exists() {
+        true => MemStore::with_existing_transfer_file(transfers).map_err(io_error)?,
+        false => store()?,
+    };
+    let (checkpoint_op, mut ledger) = match checkpoint::load(data_dir, existing)? {
+        Some((op, ledger)) => (op, ledger),
+        None => (0, Ledger::new(store()?)),
+    };
+    let recovered = wal::recover(&data_dir.join(WAL_DIR), checkpoint_op)?;
+    for record in &recovered.records {
+        replay(&mut ledger, record)?;
+    }
+    Ok((ledger, recovered, checkpoint_op))
 }
 
 /// Re-executes one logged batch exactly as it first ran.
