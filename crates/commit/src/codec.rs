@@ -452,9 +452,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encodes an entry for a shard's log.
 /// `txn` as records and messages carry it, encoded the first time it is asked for.
-fn encoded_txn(txn: &Txn) -> &[u8] {
+pub(crate) fn encoded_txn(txn: &Txn) -> &[u8] {
     txn.encoded().get_or_init(|| {
         // About the bench's compact transfers and their placement: a guess, so that the
         // buffer seldom grows (it is copied at each doubling).
@@ -497,6 +496,7 @@ fn entry_len_hint(entry: &Entry) -> usize {
     64 + record
 }
 
+/// Encodes an entry for a shard's log.
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(entry_len_hint(entry)));
     write_entry(&mut w, entry);
@@ -539,14 +539,16 @@ fn write_entry(w: &mut Writer, entry: &Entry) {
             w.txn(txn);
             w.outcome(outcome);
         }
-        Record::DecidePrepared { txn, outcome } => {
+        Record::DecidePrepared { txn, digest, outcome } => {
             w.u8(11);
             w.u128(*txn);
+            w.u128(*digest);
             w.outcome(outcome);
         }
-        Record::ResolvePrepared { txn, outcome } => {
+        Record::ResolvePrepared { txn, digest, outcome } => {
             w.u8(10);
             w.u128(*txn);
+            w.u128(*digest);
             w.outcome(outcome);
         }
         Record::Pulse => w.u8(7),
@@ -638,8 +640,8 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
         7 => Record::Pulse,
         8 => Record::ReadPoint { client: r.u64()?, at: r.u64()?, incarnation: r.u32()? },
         9 => Record::ShardMap(r.shard_map()?),
-        10 => Record::ResolvePrepared { txn: r.u128()?, outcome: r.outcome()? },
-        11 => Record::DecidePrepared { txn: r.u128()?, outcome: r.outcome()? },
+        10 => Record::ResolvePrepared { txn: r.u128()?, digest: r.u128()?, outcome: r.outcome()? },
+        11 => Record::DecidePrepared { txn: r.u128()?, digest: r.u128()?, outcome: r.outcome()? },
         _ => return Err(DecodeError::Invalid("record kind")),
     };
     r.end()?;
@@ -949,8 +951,16 @@ mod tests {
             Record::Prepare { txn: batch.clone() },
             Record::Decide { txn: batch.clone(), outcome: Outcome::Commit(commit.clone()) },
             Record::Resolve { txn: batch.clone(), outcome: Outcome::gave_up(&batch) },
-            Record::DecidePrepared { txn: batch.id(), outcome: Outcome::Commit(commit.clone()) },
-            Record::ResolvePrepared { txn: batch.id(), outcome: Outcome::Commit(commit) },
+            Record::DecidePrepared {
+                txn: batch.id(),
+                digest: batch.digest(),
+                outcome: Outcome::Commit(commit.clone()),
+            },
+            Record::ResolvePrepared {
+                txn: batch.id(),
+                digest: 7,
+                outcome: Outcome::Commit(commit),
+            },
             Record::Forget { txns: (0..100).collect() },
             Record::Pulse,
         ];

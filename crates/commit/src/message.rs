@@ -179,19 +179,21 @@ pub enum Record {
     Decide { txn: Txn, outcome: Outcome },
     /// `Decide` of a transaction whose participant record this shard (the
     /// coordinator's, which holds every unit's first debit side) holds, naming it
-    /// instead of carrying it. Written only while the record holds that transaction;
-    /// applied as that `Decide`, and as nothing when no record holds it any more (it
-    /// was decided and carried out here already: a decision goes before its
-    /// resolution, and a resolution is what removes the record).
-    DecidePrepared { txn: TxnId, outcome: Outcome },
+    /// (its id and `Txn::digest`) instead of carrying it. Written only while the record
+    /// holds that transaction; applied as that `Decide`, and as nothing when no record
+    /// holds it any more (it was decided and carried out here already: a decision goes
+    /// before its resolution, and a resolution is what removes the record) or when
+    /// the record holds another transaction of that id (a client reused the id).
+    DecidePrepared { txn: TxnId, digest: u128, outcome: Outcome },
     /// Participant: carry out the outcome on this shard's sides.
     Resolve { txn: Txn, outcome: Outcome },
     /// Participant: `Resolve` of a transaction whose participant record this shard
-    /// holds, naming it instead of carrying it (a resolution's bytes were mostly the
-    /// transaction's transfers, which the prepare wrote already). Written only while
-    /// the record holds that transaction; applied as that `Resolve`, and as nothing
-    /// when no record holds it any more (an earlier resolution carried it out).
-    ResolvePrepared { txn: TxnId, outcome: Outcome },
+    /// holds, naming it (its id and `Txn::digest`) instead of carrying it (a
+    /// resolution's bytes were mostly the transaction's transfers, which the prepare
+    /// wrote already). Written only while the record holds that transaction; applied
+    /// as that `Resolve`, and as nothing when no record holds it any more (an earlier
+    /// resolution carried it out) or when it holds another transaction of that id.
+    ResolvePrepared { txn: TxnId, digest: u128, outcome: Outcome },
     /// 2PC coordinator: every participant carried these decisions out; drop them.
     Forget { txns: Vec<TxnId> },
     /// Expire the pending transfers whose deadline passed (where the shell has no

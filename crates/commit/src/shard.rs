@@ -480,6 +480,11 @@ impl ShardCore {
                     let vote = record.vote.clone();
                     self.send(Address::Shard(self.shard()), id, Body::Prepared { txn, vote });
                 }
+                // This participant's prepare waits for a transaction in doubt here (the
+                // post or void of its pending transfer): the others are asked once it
+                // voted, so that they do not hold reservations, and the vote timeout
+                // does not run, meanwhile (Gray & Lamport's order).
+                None if self.waits_for(&txn).is_some() => self.prepare_here(txn),
                 None => {
                     // The coordinator asks the other participants while this one
                     // prepares. (Gray & Lamport's initiating participant prepares
@@ -608,12 +613,12 @@ impl ShardCore {
         // follows needs the transaction), or nothing when carried out already.
         let named;
         let entry = match &entry.record {
-            Record::ResolvePrepared { txn: id, outcome } => {
-                let Some(record) = self.state.participants.get(id) else {
+            Record::ResolvePrepared { txn: id, digest, outcome } => {
+                let Some(txn) = self.state.named(*id, *digest) else {
                     self.persisting.remove(&(*id, PERSIST_RESOLVE));
                     return self.state.apply(entry);
                 };
-                let record = Record::Resolve { txn: record.txn.clone(), outcome: outcome.clone() };
+                let record = Record::Resolve { txn, outcome: outcome.clone() };
                 named = Entry { timestamp: entry.timestamp, record };
                 &named
             }
@@ -774,7 +779,9 @@ impl ShardCore {
             }
             None => {
                 // A named decision that found its transaction decided, carried out
-                // and forgotten here already: answer as a resubmission would be.
+                // and forgotten here already: answer as a resubmission would be. (When
+                // the ledger cannot say, the shell answers "outcome unknown" after its
+                // timeout, and a retry finds the outcome.)
                 if self.coordinating.get(&id).is_some_and(|c| c.phase == Phase::Deciding) {
                     let coordination = self.coordinating.remove(&id).expect("checked");
                     let clients = self.waiting.remove(&id).unwrap_or_default();
@@ -1121,7 +1128,9 @@ impl ShardCore {
     fn persist_decide(&mut self, txn: Txn, outcome: Outcome) {
         let id = txn.id();
         let record = match self.state.participants.get(&id) {
-            Some(record) if record.txn == txn => Record::DecidePrepared { txn: id, outcome },
+            Some(record) if record.txn == txn => {
+                Record::DecidePrepared { txn: id, digest: txn.digest(), outcome }
+            }
             _ => Record::Decide { txn, outcome },
         };
         self.persist(id, PERSIST_COORDINATOR, record);
@@ -1131,7 +1140,9 @@ impl ShardCore {
     fn persist_resolve(&mut self, txn: Txn, outcome: Outcome) {
         let id = txn.id();
         let record = match self.state.participants.get(&id) {
-            Some(record) if record.txn == txn => Record::ResolvePrepared { txn: id, outcome },
+            Some(record) if record.txn == txn => {
+                Record::ResolvePrepared { txn: id, digest: txn.digest(), outcome }
+            }
             _ => Record::Resolve { txn, outcome },
         };
         self.persist(id, PERSIST_RESOLVE, record);

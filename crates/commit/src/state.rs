@@ -166,21 +166,19 @@ impl ShardState {
                 Applied::Coordinator(id)
             }
             Record::Resolve { txn, outcome } => self.resolve(entry.timestamp, txn, outcome),
-            Record::DecidePrepared { txn: id, outcome } => match self.participants.get(id) {
-                Some(record) => {
-                    let txn = record.txn.clone();
+            Record::DecidePrepared { txn: id, digest, outcome } => match self.named(*id, *digest) {
+                Some(txn) => {
                     let record = Record::Decide { txn, outcome: outcome.clone() };
                     self.apply(&Entry { timestamp: entry.timestamp, record })
                 }
                 None => Applied::Coordinator(*id),
             },
-            Record::ResolvePrepared { txn: id, outcome } => match self.participants.get(id) {
-                Some(record) => {
-                    let txn = record.txn.clone();
-                    self.resolve(entry.timestamp, &txn, outcome)
+            Record::ResolvePrepared { txn: id, digest, outcome } => {
+                match self.named(*id, *digest) {
+                    Some(txn) => self.resolve(entry.timestamp, &txn, outcome),
+                    None => Applied::Participant(*id),
                 }
-                None => Applied::Participant(*id),
-            },
+            }
             Record::Pulse => {
                 let at = self.ledger.next_batch_timestamp(entry.timestamp, 1);
                 self.ledger.expire_pending_transfers(at).expect("the ledger's next timestamp");
@@ -416,6 +414,14 @@ impl ShardState {
             self.participants.remove(&id);
         }
         Applied::Participant(id)
+    }
+
+    /// The transaction a record naming it (`DecidePrepared`, `ResolvePrepared`) means:
+    /// the one this shard's participant record holds under `id`, if its digest is
+    /// `digest` (another transaction of that id is not it).
+    pub fn named(&self, id: TxnId, digest: u128) -> Option<Txn> {
+        let record = self.participants.get(&id)?;
+        (record.txn.digest() == digest).then(|| record.txn.clone())
     }
 
     /// Whether side `side` of transfer `id` is reserved here and not yet resolved.

@@ -99,13 +99,20 @@ pub struct Txn {
 /// the decision, each resolution), and writing its thousand transfers again each time
 /// was a tenth of the cross-shard engine thread. Shared by the clones; not part of
 /// the transaction's value (every instance compares equal).
+/// Its digest is made once too (see [`Txn::digest`]).
 #[derive(Clone, Default)]
-pub(crate) struct Encoded(Arc<OnceLock<Box<[u8]>>>);
+pub(crate) struct Encoded(Arc<EncodedOnce>);
+
+#[derive(Default)]
+pub(crate) struct EncodedOnce {
+    bytes: OnceLock<Box<[u8]>>,
+    digest: OnceLock<u128>,
+}
 
 impl Encoded {
     /// The encoding, made by `write` the first time.
     pub(crate) fn get_or_init(&self, write: impl FnOnce() -> Vec<u8>) -> &[u8] {
-        self.0.get_or_init(|| write().into_boxed_slice())
+        self.0.bytes.get_or_init(|| write().into_boxed_slice())
     }
 }
 
@@ -268,6 +275,18 @@ impl Txn {
 
     pub(crate) fn encoded(&self) -> &Encoded {
         &self.encoded
+    }
+
+    /// What a record that names this transaction instead of carrying it
+    /// (`Record::DecidePrepared`, `Record::ResolvePrepared`) says of its content: the
+    /// first 128 bits of the BLAKE3 hash of its encoding. The id alone does not say it:
+    /// a client may reuse a transfer's id for another transaction once the first is
+    /// carried out, and a named record still in the log must not apply to that one.
+    pub fn digest(&self) -> u128 {
+        *self.encoded.0.digest.get_or_init(|| {
+            let hash = blake3::hash(crate::codec::encoded_txn(self));
+            u128::from_le_bytes(hash.as_bytes()[..16].try_into().expect("16 bytes"))
+        })
     }
 
     /// The coordinator: the shard of the first transfer's debit account.

@@ -287,3 +287,77 @@ fn late_messages_after_a_side_committed_and_dropped_its_reservation_change_nothi
     core.persisted(NOW_MS + 20, &contradiction);
     settled(&core);
 }
+
+/// A coordinator asks the other participants while its own shard prepares, except
+/// when that prepare waits for a transaction in doubt here (a post of its pending
+/// transfer): then the others are asked once it voted, so that they hold nothing, and
+/// the vote timeout does not run, while it waits.
+#[test]
+fn a_coordinator_whose_prepare_waits_asks_the_others_once_it_voted() {
+    use settle_ledger::TransferFlags;
+    let mut ledger = Ledger::new(Default::default());
+    let account = Account { id: 1, ledger: 1, code: 1, ..Default::default() };
+    ledger.create_accounts(NOW_MS * 1_000_000 - 1, &[account]).unwrap();
+    let mut core = ShardCore::new(Config::new(1), ShardState::new(0, ledger), 1, NOW_MS);
+    let prepares_to_shard_one = |commands: &[Command], id: u128| {
+        commands.iter().any(|command| {
+            matches!(command, Command::Send { to: Address::Shard(1), message }
+                if message.txn == id && matches!(message.body, Body::Prepare { .. }))
+        })
+    };
+    let persists = |commands: Vec<Command>| -> Vec<settle_commit::Entry> {
+        commands
+            .into_iter()
+            .filter_map(|command| match command {
+                Command::Persist(entry) => Some(entry),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // Pending transfer 7 (1 → 2): shard 1 is asked at once, beside this shard's prepare.
+    let base = one_to_two(0);
+    let pending = Transfer { id: 7, flags: TransferFlags::PENDING, ..base };
+    let pending_txn = Txn::new(Protocol::TwoPhase, vec![pending], vec![[0, 1]]).unwrap();
+    core.submit(NOW_MS, 1, pending_txn.clone()).unwrap();
+    let commands = core.take_commands();
+    assert!(prepares_to_shard_one(&commands, 7), "asked while this shard prepares");
+    let entries = persists(commands);
+    assert_eq!(entries.len(), 1);
+    core.persisted(NOW_MS + 1, &entries[0]);
+    core.take_commands(); // The own vote, to this shard's coordinator role.
+
+    // Its post, submitted while 7 is in doubt here: this shard's prepare waits, and
+    // shard 1 is not asked.
+    let post =
+        Transfer { id: 8, pending_id: 7, flags: TransferFlags::POST_PENDING_TRANSFER, ..base };
+    let post_txn = Txn::new(Protocol::TwoPhase, vec![post], vec![[0, 1]]).unwrap();
+    core.submit(NOW_MS + 2, 2, post_txn).unwrap();
+    let commands = core.take_commands();
+    assert!(!prepares_to_shard_one(&commands, 8), "not asked while the prepare waits");
+    assert!(persists(commands).is_empty(), "the prepare waits");
+
+    // 7 commits here: the post prepares, votes, and then shard 1 is asked.
+    let at = match &core.state().participants[&7].vote {
+        Vote::Sides(sides) => sides[0].at,
+        Vote::Aborted => panic!("prepared"),
+    };
+    let outcome = Outcome::Commit(Commit { amounts: vec![5], at, aborted: vec![] });
+    let body = Body::Decision { txn: pending_txn, outcome };
+    core.receive(NOW_MS + 3, Address::Shard(0), Message { txn: 7, depth: 3, body });
+    let resolve = persists(core.take_commands());
+    core.persisted(NOW_MS + 4, &resolve[0]);
+    let prepare = persists(core.take_commands());
+    assert!(
+        matches!(&prepare[..], [entry] if matches!(&entry.record, Record::Prepare { txn } if txn.id() == 8))
+    );
+    core.persisted(NOW_MS + 5, &prepare[0]);
+    let vote = core.take_commands();
+    let Some(Command::Send { message, .. }) =
+        vote.into_iter().find(|c| matches!(c, Command::Send { message, .. } if message.txn == 8))
+    else {
+        panic!("the post's vote goes to the coordinator role");
+    };
+    core.receive(NOW_MS + 6, Address::Shard(0), message);
+    assert!(prepares_to_shard_one(&core.take_commands(), 8), "asked once this shard voted");
+}

@@ -131,8 +131,16 @@ fn a_participant_commits_the_committed_units_and_releases_the_rest() {
     core.receive(NOW_MS + 2, Address::Shard(0), message(body));
     let entry = persisted_entry(&mut core).expect("the resolution is written");
     // Prepared here: the record holds the transaction, so the resolution names it.
-    let named = matches!(entry.record, Record::ResolvePrepared { txn: id, .. } if id == txn.id());
-    assert!(named, "{:?}", entry.record);
+    let Record::ResolvePrepared { txn: id, digest, outcome } = entry.record.clone() else {
+        panic!("a prepared transaction is named: {:?}", entry.record);
+    };
+    assert_eq!((id, digest), (txn.id(), txn.digest()));
+    // One naming another transaction of this id (another digest) is not this one's.
+    let digest_before = core.state().ledger.digest();
+    let other = Record::ResolvePrepared { txn: id, digest: digest ^ 1, outcome };
+    core.persisted(NOW_MS + 3, &settle_commit::Entry { timestamp: entry.timestamp, record: other });
+    assert_eq!(core.state().ledger.digest(), digest_before);
+    assert!(core.state().participants.contains_key(&id), "still in doubt");
     core.persisted(NOW_MS + 3, &entry);
 
     let store = core.state().ledger.store();

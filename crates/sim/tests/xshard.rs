@@ -88,10 +88,19 @@ fn fault_free_costs_equal_gray_and_lamport() {
                     "forced writes, {what}"
                 );
                 // 2PC's coordinator asks the other participants while the initiating
-                // one prepares: one message delay fewer than Gray & Lamport's 4.
-                let delays = if protocol == Protocol::TwoPhase { 3 } else { 5 };
+                // one prepares: one message delay fewer than Gray & Lamport's 4, except
+                // for a transaction whose own prepare waits for one in doubt there (a
+                // post of its pending transfer), which keeps their order.
                 let depths = &m.decision_depths;
-                assert!(depths.iter().all(|&d| d == delays), "message delays, {what}: {depths:?}");
+                let expected = |d: &u32| match protocol {
+                    Protocol::TwoPhase => *d == 3 || *d == 4,
+                    _ => *d == 5,
+                };
+                assert!(depths.iter().all(expected), "message delays, {what}: {depths:?}");
+                if protocol == Protocol::TwoPhase {
+                    let fewer = depths.iter().filter(|&&d| d == 3).count();
+                    assert!(fewer * 10 >= depths.len() * 9, "message delays, {what}: {depths:?}");
+                }
             }
         }
     }
