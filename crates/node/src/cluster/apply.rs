@@ -21,6 +21,8 @@ use std::thread;
 
 use settle_replica::Replica;
 
+use super::TIMELINE;
+
 /// What the pool polls: a replica (a stand-in in tests).
 pub trait Shard: Send + 'static {
     type Output: Send + 'static;
@@ -98,12 +100,14 @@ impl<S: Shard> ApplyPool<S> {
                 handed.push(worker);
             }
         }
-        let mut outputs: Vec<(u64, S::Output)> =
-            replicas.iter_mut().map(|(&shard, replica)| (shard, replica.poll())).collect();
+        let mut outputs: Vec<(u64, S::Output)> = replicas
+            .iter_mut()
+            .map(|(&shard, replica)| (shard, traced_poll(shard, replica)))
+            .collect();
         for worker in handed {
             let (shard, replica, output) = match worker.take_back() {
                 Some((shard, mut replica)) => {
-                    let output = replica.poll();
+                    let output = traced_poll(shard, &mut *replica);
                     (shard, replica, output)
                 }
                 None => {
@@ -158,6 +162,17 @@ impl<S: Shard> Worker<S> {
     }
 }
 
+/// `replica.poll()`, between two timeline events when the work is worth one.
+fn traced_poll<S: Shard>(shard: u64, replica: &mut S) -> S::Output {
+    if !replica.has_work() {
+        return replica.poll();
+    }
+    tracing::trace!(target: TIMELINE, shard, "applying");
+    let output = replica.poll();
+    tracing::trace!(target: TIMELINE, shard, "applied");
+    output
+}
+
 /// A thread's loop: take what is handed, poll it, hand it back; until `Stop`.
 fn work<S: Shard>(shared: &Shared<S>) {
     let lock = || shared.slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -166,7 +181,8 @@ fn work<S: Shard>(shared: &Shared<S>) {
         match std::mem::replace(&mut *slot, Slot::Polling) {
             Slot::Queued(shard, mut replica) => {
                 drop(slot);
-                let output = panic::catch_unwind(AssertUnwindSafe(|| replica.poll()));
+                let poll = || traced_poll(shard, &mut *replica);
+                let output = panic::catch_unwind(AssertUnwindSafe(poll));
                 slot = lock();
                 if matches!(*slot, Slot::Stop) {
                     return; // The engine is gone (it panicked while this polled).

@@ -29,6 +29,7 @@ use super::config::ClusterConfig;
 use super::log::GroupLog;
 use super::snapshots;
 use super::transport::Outbound;
+use super::TIMELINE;
 use crate::executor::{Command, Request};
 use crate::NodeError;
 
@@ -249,7 +250,10 @@ impl Engine {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(timeout) {
                 Ok(Input::Stop) => stopping = true,
-                Ok(input) => self.handle(input),
+                Ok(input) => {
+                    tracing::trace!(target: TIMELINE, "engine woke");
+                    self.handle(input)
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stopping = true,
             }
@@ -337,6 +341,7 @@ impl Engine {
                 }
             }
             Input::Synced(Ok(SyncJob { numbers, mut records, .. })) => {
+                tracing::trace!(target: TIMELINE, "synced");
                 self.syncing = false;
                 // Reused for the next group of records (a fresh buffer would be faulted
                 // in anew).
@@ -402,6 +407,7 @@ impl Engine {
                 }
             }
             Command::Txns(txns) => {
+                tracing::trace!(target: TIMELINE, shard, txns = txns.len(), "transactions in");
                 self.txn_requests.insert(token, (vec![None; txns.len()], txns.len()));
                 for (slot, txn) in txns.into_iter().enumerate() {
                     let part = self.next_token;
@@ -428,6 +434,7 @@ impl Engine {
         if *remaining > 0 {
             return;
         }
+        tracing::trace!(target: TIMELINE, "transactions answered");
         let (slots, _) = self.txn_requests.remove(&token).expect("checked");
         let results = slots.into_iter().flatten().flatten().collect();
         if let Some(reply) = self.waiting.remove(&token) {
@@ -848,6 +855,7 @@ impl Engine {
         }
         self.syncing = true;
         let records = std::mem::replace(&mut self.write_buffer, std::mem::take(&mut self.spare));
+        tracing::trace!(target: TIMELINE, bytes = records.len(), "sync handed over");
         self.log.appended(&records);
         let syncer = self.syncer.as_ref().expect("the syncer runs until stop");
         let file = self.syncer_file.take();
@@ -1055,8 +1063,12 @@ fn syncer(file: File, jobs: Receiver<SyncJob>, results: SyncSender<Input>) {
             file = new;
         }
         let outcome = std::io::Write::write_all(&mut &file, &records)
-            .and_then(|()| file.sync_data())
+            .and_then(|()| {
+                tracing::trace!(target: TIMELINE, bytes = records.len(), "log written");
+                file.sync_data()
+            })
             .map(|()| SyncJob { records, numbers, file: None });
+        tracing::trace!(target: TIMELINE, "log synced");
         let failed = outcome.is_err();
         // Blocking is fine: the engine drains its inbox continuously, and never waits
         // on the syncer while holding a job back.

@@ -15,6 +15,14 @@
 //! `ClusterNode::shutdown` stops serving, stops the engine (waiting clients are told),
 //! and lets the syncer finish.
 
+/// The target of the events that lay out where a request's time goes, off unless
+/// asked for (`RUST_LOG=settle::timeline=trace`): the engine's wakeups, its syncs and
+/// the syncer's write and fsync, each replica's poll (and on which thread), requests
+/// of transactions in and answered, the router's requests in, sent to the engine and
+/// out. Each line has the subscriber's timestamp (microseconds): ordered, they are
+/// the timeline of a batch. (Each event is one check of a cached flag when off.)
+pub(crate) const TIMELINE: &str = "settle::timeline";
+
 mod admin;
 mod apply;
 pub mod config;

@@ -46,6 +46,7 @@ use tonic::transport::Channel;
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use super::config::ClusterConfig;
+use super::TIMELINE;
 use crate::executor::{Command, Request};
 use crate::server::{check_count, invalid, status_of};
 use crate::NodeError;
@@ -534,6 +535,7 @@ impl Router {
             }
             let (units, txns): (Vec<Vec<std::ops::Range<usize>>>, Vec<Txn>) =
                 txns.into_iter().unzip();
+            tracing::trace!(target: TIMELINE, shard, txns = txns.len(), "transactions sent");
             match self.engine(shard, Command::Txns(txns)).await? {
                 // The transactions' results one after the other, as their units.
                 Reply::TransferResults(results) => {
@@ -938,6 +940,7 @@ impl pb::ledger_server::Ledger for Router {
         &self,
         request: GrpcRequest<pb::CreateTransfersRequest>,
     ) -> Result<Response<pb::CreateTransfersReply>, Status> {
+        tracing::trace!(target: TIMELINE, "transfers request in");
         let only = named_shard(request.metadata())?;
         let protocol = self.protocol(request.metadata())?;
         let transfers = convert::request_transfers(request.get_ref()).map_err(invalid)?;
@@ -948,6 +951,7 @@ impl pb::ledger_server::Ledger for Router {
             Router::create_transfers(self, transfers, protocol, only).await?
         };
         let reply = pb::CreateTransfersReply { results: convert::transfer_results_to_pb(&results) };
+        tracing::trace!(target: TIMELINE, transfers = results.len(), "transfers request out");
         Ok(self.hint_leader(reply, forwarded))
     }
 
