@@ -130,8 +130,10 @@ async fn writes_follow_the_shard_map_and_a_stale_map_is_refreshed() {
     assert!(map.version >= version, "{} < {version}", map.version);
     assert_eq!(map.replicas(2), Some(&[1, 3, 4][..]), "fetched again");
 
-    // Every effect landed once.
-    let balances = client.lookup_accounts(&[a, b, a2, b2]).await.unwrap();
+    // Every effect landed once. (A snapshot read: it waits for the cross-shard
+    // transfers' resolutions at their participants, which follow the replies; a plain
+    // lookup may come before them.)
+    let (_, balances) = client.read_snapshot(&[a, b, a2, b2], None).await.unwrap();
     let net: Vec<i128> =
         balances.iter().map(|x| x.credits_posted as i128 - x.debits_posted as i128).collect();
     assert_eq!(net, vec![3 - 3, -3 - 3, 3 - 3, 3 + 3]);
