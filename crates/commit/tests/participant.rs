@@ -42,12 +42,25 @@ fn prepared() -> (ShardCore, Txn, u64) {
     let entry = persisted_entry(&mut core).expect("the prepare is written");
     assert!(matches!(entry.record, Record::Prepare { .. }));
     core.persisted(NOW_MS + 1, &entry);
-    let at = match &core.state().participants[&7].vote {
-        Vote::Sides(sides) => sides[0].at,
-        Vote::Aborted => panic!("prepared"),
-    };
+    let at = prepared_at(&core, 7);
     core.take_commands();
     (core, txn, at)
+}
+
+/// When transaction `id`'s first side here was prepared.
+fn prepared_at(core: &ShardCore, id: u128) -> u64 {
+    match &core.state().participants[&id].vote {
+        Vote::Sides(sides) => sides[0].at,
+        Vote::Aborted => panic!("prepared"),
+    }
+}
+
+/// Transaction 7 (one transfer of 5, prepared here) is committed: its decision arrives.
+fn commit_seven(core: &mut ShardCore, txn: Txn) {
+    let at = prepared_at(core, 7);
+    let outcome = Outcome::Commit(Commit { amounts: vec![5], at, aborted: vec![] });
+    let body = Body::Decision { txn, outcome };
+    core.receive(NOW_MS + 3, Address::Shard(0), Message { txn: 7, depth: 3, body });
 }
 
 fn persisted_entry(core: &mut ShardCore) -> Option<settle_commit::Entry> {
@@ -144,13 +157,7 @@ fn a_post_of_a_pending_transfer_in_doubt_waits_for_its_outcome() {
     }
 
     // The pending transfer commits here: the post is prepared, once, and can commit.
-    let at = match &core.state().participants[&7].vote {
-        Vote::Sides(sides) => sides[0].at,
-        Vote::Aborted => panic!("prepared"),
-    };
-    let outcome = Outcome::Commit(Commit { amounts: vec![5], at, aborted: vec![] });
-    let body = Body::Decision { txn: pending_txn, outcome };
-    core.receive(NOW_MS + 3, Address::Shard(0), Message { txn: 7, depth: 3, body });
+    commit_seven(&mut core, pending_txn);
     let resolve = persisted_entry(&mut core).expect("the pending transfer's resolution");
     core.persisted(NOW_MS + 4, &resolve);
     let prepares: Vec<_> = core
@@ -338,13 +345,7 @@ fn a_coordinator_whose_prepare_waits_asks_the_others_once_it_voted() {
     assert!(persists(commands).is_empty(), "the prepare waits");
 
     // 7 commits here: the post prepares, votes, and then shard 1 is asked.
-    let at = match &core.state().participants[&7].vote {
-        Vote::Sides(sides) => sides[0].at,
-        Vote::Aborted => panic!("prepared"),
-    };
-    let outcome = Outcome::Commit(Commit { amounts: vec![5], at, aborted: vec![] });
-    let body = Body::Decision { txn: pending_txn, outcome };
-    core.receive(NOW_MS + 3, Address::Shard(0), Message { txn: 7, depth: 3, body });
+    commit_seven(&mut core, pending_txn);
     let resolve = persists(core.take_commands());
     core.persisted(NOW_MS + 4, &resolve[0]);
     let prepare = persists(core.take_commands());
