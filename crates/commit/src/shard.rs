@@ -409,6 +409,16 @@ impl ShardCore {
         }
     }
 
+    /// Asks every participant of `txn` but `except` (one that prepared, or prepares,
+    /// already) to prepare.
+    fn ask_to_prepare(&mut self, txn: &Txn, except: ShardId) {
+        for shard in txn.participants() {
+            if shard != except {
+                self.send(Address::Shard(shard), txn.id(), Body::Prepare { txn: txn.clone() });
+            }
+        }
+    }
+
     fn heard(&mut self, message: &Message) {
         let depth = self.depth.entry(message.txn).or_insert(0);
         *depth = (*depth).max(message.depth);
@@ -493,15 +503,7 @@ impl ShardCore {
                     // and one forced write's latency more.)
                     let coordination = Coordination::new(txn.clone(), Phase::Voting, self.now_ms);
                     self.coordinating.insert(id, coordination);
-                    for shard in txn.participants() {
-                        if shard != self.shard() {
-                            self.send(
-                                Address::Shard(shard),
-                                id,
-                                Body::Prepare { txn: txn.clone() },
-                            );
-                        }
-                    }
+                    self.ask_to_prepare(&txn, self.shard());
                     self.prepare_here(txn);
                 }
             },
@@ -933,11 +935,7 @@ impl ShardCore {
         }
         coordination.votes.insert(from, vote);
         if first {
-            for shard in txn.participants() {
-                if shard != from {
-                    self.send(Address::Shard(shard), id, Body::Prepare { txn: txn.clone() });
-                }
-            }
+            self.ask_to_prepare(&txn, from);
         }
         self.try_decide(id);
     }
@@ -1044,11 +1042,7 @@ impl ShardCore {
                     self.persist(id, PERSIST_PREPARE, Record::Prepare { txn: txn.clone() });
                 }
                 self.coordinating.insert(id, coordination);
-                for shard in txn.participants() {
-                    if shard != self.shard() {
-                        self.send(Address::Shard(shard), id, Body::Prepare { txn: txn.clone() });
-                    }
-                }
+                self.ask_to_prepare(&txn, self.shard());
                 self.try_decide(id);
             }
             Protocol::PaxosCommit => {
@@ -1127,11 +1121,9 @@ impl ShardCore {
     /// A decision, naming the transaction when this shard's participant record holds it.
     fn persist_decide(&mut self, txn: Txn, outcome: Outcome) {
         let id = txn.id();
-        let record = match self.state.participants.get(&id) {
-            Some(record) if record.txn == txn => {
-                Record::DecidePrepared { txn: id, digest: txn.digest(), outcome }
-            }
-            _ => Record::Decide { txn, outcome },
+        let record = match self.held_digest(&txn) {
+            Some(digest) => Record::DecidePrepared { txn: id, digest, outcome },
+            None => Record::Decide { txn, outcome },
         };
         self.persist(id, PERSIST_COORDINATOR, record);
     }
@@ -1139,13 +1131,18 @@ impl ShardCore {
     /// A resolution, naming the transaction when this shard's record holds it.
     fn persist_resolve(&mut self, txn: Txn, outcome: Outcome) {
         let id = txn.id();
-        let record = match self.state.participants.get(&id) {
-            Some(record) if record.txn == txn => {
-                Record::ResolvePrepared { txn: id, digest: txn.digest(), outcome }
-            }
-            _ => Record::Resolve { txn, outcome },
+        let record = match self.held_digest(&txn) {
+            Some(digest) => Record::ResolvePrepared { txn: id, digest, outcome },
+            None => Record::Resolve { txn, outcome },
         };
         self.persist(id, PERSIST_RESOLVE, record);
+    }
+
+    /// `txn`'s digest, when this shard's participant record holds it (a record may then
+    /// name it instead of carrying it: `ShardState::named`).
+    fn held_digest(&self, txn: &Txn) -> Option<u128> {
+        let record = self.state.participants.get(&txn.id())?;
+        (record.txn == *txn).then(|| txn.digest())
     }
 
     /// Whether an honest coordinator could have sent `commit` for `record`: one amount
@@ -1240,11 +1237,7 @@ impl ShardCore {
             return;
         }
         self.coordinating.insert(id, Coordination::new(txn.clone(), Phase::Voting, self.now_ms));
-        for shard in txn.participants() {
-            if shard != self.shard() {
-                self.send(Address::Shard(shard), id, Body::Prepare { txn: txn.clone() });
-            }
-        }
+        self.ask_to_prepare(&txn, self.shard());
     }
 
     fn quorum(&self) -> usize {

@@ -419,7 +419,7 @@ impl ShardState {
     /// The transaction a record naming it (`DecidePrepared`, `ResolvePrepared`) means:
     /// the one this shard's participant record holds under `id`, if its digest is
     /// `digest` (another transaction of that id is not it).
-    pub fn named(&self, id: TxnId, digest: u128) -> Option<Txn> {
+    pub(crate) fn named(&self, id: TxnId, digest: u128) -> Option<Txn> {
         let record = self.participants.get(&id)?;
         (record.txn.digest() == digest).then(|| record.txn.clone())
     }

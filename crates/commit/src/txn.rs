@@ -130,6 +130,17 @@ impl std::fmt::Debug for Encoded {
     }
 }
 
+/// Whether two of `transfers` have the same id (each side of a transfer is reserved
+/// under its id, so a transaction names each once).
+fn an_id_repeats(transfers: &[Transfer]) -> bool {
+    if transfers.len() < 2 {
+        return false;
+    }
+    let mut ids: Vec<u128> = transfers.iter().map(|t| t.id).collect();
+    ids.sort_unstable();
+    ids.windows(2).any(|pair| pair[0] == pair[1])
+}
+
 /// The participants of a transaction placed so (not empty): the coordinator (the first
 /// transfer's debit shard) first, then the others ascending.
 fn participants_of(placement: &[[ShardId; 2]]) -> Vec<ShardId> {
@@ -171,12 +182,8 @@ impl Txn {
         {
             return None;
         }
-        if transfers.len() > 1 {
-            let mut ids: Vec<u128> = transfers.iter().map(|t| t.id).collect();
-            ids.sort_unstable();
-            if ids.windows(2).any(|pair| pair[0] == pair[1]) {
-                return None;
-            }
+        if an_id_repeats(transfers) {
+            return None;
         }
         Some(participants_of(placement))
     }
@@ -210,9 +217,7 @@ impl Txn {
             }
             start = end;
         }
-        let mut ids: Vec<u128> = transfers.iter().map(|t| t.id).collect();
-        ids.sort_unstable();
-        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+        if an_id_repeats(&transfers) {
             return None;
         }
         let transfers: Arc<[Transfer]> = transfers

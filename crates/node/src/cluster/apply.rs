@@ -124,9 +124,15 @@ impl<S: Shard> ApplyPool<S> {
     }
 }
 
+impl<S: Shard> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, Slot<S>> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl<S: Shard> Worker<S> {
     fn lock(&self) -> MutexGuard<'_, Slot<S>> {
-        self.shared.slot.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.lock()
     }
 
     fn hand(&self, shard: u64, replica: Box<S>) {
@@ -140,12 +146,12 @@ impl<S: Shard> Worker<S> {
     /// The replica handed out, if its thread has not taken it yet.
     fn take_back(&self) -> Option<(u64, Box<S>)> {
         let mut slot = self.lock();
-        if !matches!(*slot, Slot::Queued(..)) {
-            return None;
-        }
         match std::mem::replace(&mut *slot, Slot::Idle) {
             Slot::Queued(shard, replica) => Some((shard, replica)),
-            _ => unreachable!("checked above"),
+            taken => {
+                *slot = taken;
+                None
+            }
         }
     }
 
@@ -175,15 +181,14 @@ fn traced_poll<S: Shard>(shard: u64, replica: &mut S) -> S::Output {
 
 /// A thread's loop: take what is handed, poll it, hand it back; until `Stop`.
 fn work<S: Shard>(shared: &Shared<S>) {
-    let lock = || shared.slot.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut slot = lock();
+    let mut slot = shared.lock();
     loop {
         match std::mem::replace(&mut *slot, Slot::Polling) {
             Slot::Queued(shard, mut replica) => {
                 drop(slot);
                 let poll = || traced_poll(shard, &mut *replica);
                 let output = panic::catch_unwind(AssertUnwindSafe(poll));
-                slot = lock();
+                slot = shared.lock();
                 if matches!(*slot, Slot::Stop) {
                     return; // The engine is gone (it panicked while this polled).
                 }
