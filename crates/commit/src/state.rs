@@ -331,29 +331,25 @@ impl ShardState {
         }
         let own_votes = record.vote.own_sides(txn, self.shard);
         if let Outcome::Commit(commit) = outcome {
-            if !commit.fits(txn) || !record.vote.allows(txn, self.shard, commit) {
+            // (`Vote::allows`, on the sides already at hand.)
+            let unprepared = own_votes.iter().any(|&(i, _, vote)| {
+                commit.commits(txn, i) && !matches!(vote, Some(SideVote::Prepared { .. }))
+            });
+            if !commit.fits(txn) || unprepared {
                 return Applied::Refused(format!(
                     "commit of txn {id}, which this shard did not prepare"
                 ));
             }
             // Every side it commits here must take its amount, checked before anything
             // changes: a refusal halfway would leave some sides carried out and the
-            // transaction in doubt. This is the first pass over the sides: it touches
-            // them ahead (as the one below does) so that their cache misses overlap,
-            // and the pass below finds them warm.
-            let committing: Vec<(usize, settle_ledger::Side)> = own_votes
-                .iter()
-                .filter(|(i, ..)| commit.commits(txn, *i))
-                .map(|&(i, side, _)| (i, side))
-                .collect();
-            let fits = committing.iter().enumerate().all(|(k, &(i, side))| {
-                if k % TOUCH_AHEAD_SIDES == 0 {
-                    let ahead = &committing[k..committing.len().min(k + TOUCH_AHEAD_SIDES)];
-                    let ahead = ahead.iter().map(|&(i, side)| (&txn.transfers[i], side));
-                    self.ledger.touch_sides(ahead, false);
-                }
-                let id = txn.transfers[i].id;
-                matches!(self.ledger.side_to_commit(id, side, commit.amounts[i]), Ok(Some(_)))
+            // transaction in doubt. The votes say what each side reserved: while this
+            // record holds a side's `Prepared` vote, its reservation is that one,
+            // prepared, with that amount (nothing else commits, releases or replaces
+            // it: another transaction's prepare of the id votes busy, and its
+            // resolution leaves the side alone), so the check reads no ledger rows.
+            let fits = own_votes.iter().all(|&(i, _, vote)| match vote {
+                Some(SideVote::Prepared { amount, .. }) => commit.amounts[i] <= amount,
+                _ => true,
             });
             if !fits {
                 return Applied::Refused(format!(

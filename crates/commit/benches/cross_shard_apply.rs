@@ -1,0 +1,160 @@
+//! One shard's state applying the records of cross-shard transactions, as a shard of
+//! `settle bench --shards 2 --cross-shard-percent 100` does: transactions of 1024
+//! single-transfer units, half coordinated here (this shard holds their debit sides)
+//! and half by the other shard (this one holds their credit sides), 5,000 accounts
+//! here. Each measured iteration prepares a batch's worth of transactions, then
+//! commits them by name (`ResolvePrepared`), as the 2PC shell writes them. One core, no
+//! IO; what it measures is the apply work per side that `settle bench` spends on its
+//! engine and apply threads.
+//!
+//! Criterion reports elements/s = sides/s, for the prepares and the resolutions apart.
+//!
+//! Run: `cargo bench -p settle-commit --bench cross_shard_apply`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use settle_commit::{Applied, Commit, Entry, Outcome, Protocol, Record, ShardState, Txn};
+use settle_ledger::{Account, Ledger, MemStore, Transfer, BATCH_EVENTS_MAX};
+
+/// Accounts on this shard (ids 1..=HERE); the other shard's are the next as many.
+const HERE: u128 = 5_000;
+const TXN_TRANSFERS: usize = 1024;
+/// A batch of 8189 cross-shard transfers makes 8 transactions.
+const TXNS_PER_ITERATION: usize = 8;
+/// Iterations before the state starts over, which bounds memory.
+const ITERATIONS_PER_STATE: usize = 128;
+
+/// xorshift64*: a fixed, dependency-free stream of account picks.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn here(&mut self) -> u128 {
+        1 + u128::from(self.next()) % HERE
+    }
+    fn there(&mut self) -> u128 {
+        HERE + self.here()
+    }
+}
+
+fn state_with_accounts() -> ShardState {
+    let mut ledger = Ledger::new(MemStore::with_capacity(HERE as usize));
+    let accounts: Vec<Account> =
+        (1..=HERE).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+    let mut timestamp = 0;
+    for chunk in accounts.chunks(BATCH_EVENTS_MAX) {
+        timestamp += chunk.len() as u64;
+        let results = ledger.create_accounts(timestamp, chunk).expect("valid batch");
+        assert!(results.iter().all(|r| r.is_success()));
+    }
+    ShardState::new(0, ledger)
+}
+
+/// A transaction of 1024 one-transfer units with ids from `first_id`: coordinated here
+/// (debits here, credits on shard 1) or by shard 1.
+fn txn(rng: &mut Rng, first_id: u128, coordinated_here: bool) -> Txn {
+    let (transfers, placement) = (0..TXN_TRANSFERS)
+        .map(|i| {
+            let (debit, credit, placement) = if coordinated_here {
+                (rng.here(), rng.there(), [0, 1])
+            } else {
+                (rng.there(), rng.here(), [1, 0])
+            };
+            let transfer = Transfer {
+                id: first_id + i as u128,
+                debit_account_id: debit,
+                credit_account_id: credit,
+                amount: 1,
+                ledger: 1,
+                code: 1,
+                ..Default::default()
+            };
+            (transfer, placement)
+        })
+        .unzip();
+    let unit_ends = (1..=TXN_TRANSFERS as u16).collect();
+    Txn::batch(Protocol::TwoPhase, transfers, placement, unit_ends).expect("a valid transaction")
+}
+
+fn cross_shard_apply(c: &mut Criterion) {
+    let mut rng = Rng(0x5e77_1e01);
+    let mut group = c.benchmark_group("cross_shard_apply");
+    group.throughput(Throughput::Elements((TXNS_PER_ITERATION * TXN_TRANSFERS) as u64));
+    group.sample_size(20);
+    let mut state = state_with_accounts();
+    let mut iterations_left = ITERATIONS_PER_STATE;
+    let mut next_id = 1u128;
+    let mut clock = 1u64 << 32;
+    let mut prepared_s = 0.0;
+    let mut resolved_s = 0.0;
+    group.bench_function("prepare_then_resolve/1024x8", |b| {
+        b.iter_custom(|iterations| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iterations {
+                // Untimed: the transactions, and a fresh state now and then.
+                if iterations_left == 0 {
+                    state = state_with_accounts();
+                    iterations_left = ITERATIONS_PER_STATE;
+                }
+                iterations_left -= 1;
+                let txns: Vec<Txn> = (0..TXNS_PER_ITERATION)
+                    .map(|k| {
+                        let txn = txn(&mut rng, next_id, k % 2 == 0);
+                        next_id += TXN_TRANSFERS as u128;
+                        txn
+                    })
+                    .collect();
+                // The coordinator's shell names them; a shard on the same node shares
+                // the digest it computed (`Txn` clones share it).
+                let digests: Vec<u128> = txns.iter().map(Txn::digest).collect();
+                let start = Instant::now();
+                for txn in &txns {
+                    clock += 1;
+                    let entry =
+                        Entry { timestamp: clock, record: Record::Prepare { txn: txn.clone() } };
+                    let applied = state.apply(&entry);
+                    debug_assert_eq!(applied, Applied::Participant(txn.id()));
+                    black_box(applied);
+                }
+                let prepared = start.elapsed();
+                let start = Instant::now();
+                for (txn, &digest) in txns.iter().zip(&digests) {
+                    clock += 1;
+                    let commit = Commit {
+                        amounts: vec![1; TXN_TRANSFERS],
+                        at: state.ledger.commit_timestamp(),
+                        aborted: Vec::new(),
+                    };
+                    let outcome = Outcome::Commit(commit);
+                    let record = Record::ResolvePrepared { txn: txn.id(), digest, outcome };
+                    let applied = state.apply(&Entry { timestamp: clock, record });
+                    debug_assert_eq!(applied, Applied::Participant(txn.id()));
+                    black_box(applied);
+                }
+                let resolved = start.elapsed();
+                assert!(state.participants.is_empty(), "every transaction resolved");
+                prepared_s += prepared.as_secs_f64();
+                resolved_s += resolved.as_secs_f64();
+                elapsed += prepared + resolved;
+            }
+            elapsed
+        });
+    });
+    group.finish();
+    let total = prepared_s + resolved_s;
+    println!(
+        "of the time: prepares {:.0}%, resolutions {:.0}%",
+        100.0 * prepared_s / total,
+        100.0 * resolved_s / total
+    );
+}
+
+criterion_group!(benches, cross_shard_apply);
+criterion_main!(benches);
