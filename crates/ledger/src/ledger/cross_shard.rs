@@ -446,10 +446,10 @@ impl<S: Store> Ledger<S> {
         Ok(SideResolution::Committed)
     }
 
-    /// What `commit_side` checks before it changes anything, for a caller that carries
-    /// out several sides and must not stop halfway: the side's reservation when it is
-    /// prepared and `amount` fits in it; `None` when the side already committed.
-    pub fn side_to_commit(
+    /// What `commit_side` checks before it changes anything: the side's reservation
+    /// when it is prepared and `amount` fits in it; `None` when the side already
+    /// committed.
+    fn side_to_commit(
         &self,
         id: u128,
         side: Side,
