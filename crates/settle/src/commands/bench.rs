@@ -103,6 +103,12 @@ pub struct Args {
     /// With --shards: the share of transfers whose two accounts live on different shards.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=100))]
     pub cross_shard_percent: u64,
+    /// With --shards: run the two phases in this many alternating rounds (single-shard,
+    /// cross-shard, single-shard, ...), each of --transfer-count / ROUNDS transfers, and
+    /// compare the two rates over all rounds. On a machine whose speed drifts (a shared
+    /// VM) the rounds see the same drift, where one phase after the other does not.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub rounds: u64,
     /// With --shards: the atomic-commit protocol of the local cluster (2pc or 3pc).
     #[arg(long, default_value = "2pc", value_parser = super::parse_protocol)]
     pub protocol: settle_sim::xshard::Protocol,
@@ -125,9 +131,42 @@ struct Report {
     failure_examples: Vec<(u128, CreateTransferResult)>,
 }
 
+impl Report {
+    fn new() -> Report {
+        Report {
+            transfers: 0,
+            batches: 0,
+            elapsed: Duration::ZERO,
+            latencies: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("the histogram bounds are valid"),
+            failures: BTreeMap::new(),
+            failure_examples: Vec::new(),
+        }
+    }
+
+    /// Adds another run of the same phase (a round).
+    fn add(&mut self, other: Report) {
+        self.transfers += other.transfers;
+        self.batches += other.batches;
+        self.elapsed += other.elapsed;
+        self.latencies.add(&other.latencies).expect("histograms of the same bounds");
+        for (result, count) in other.failures {
+            *self.failures.entry(result).or_default() += count;
+        }
+        let room = FAILURES_SHOWN.saturating_sub(self.failure_examples.len());
+        self.failure_examples.extend(other.failure_examples.into_iter().take(room));
+    }
+}
+
 pub async fn run(args: Args) -> Result<ExitCode, Error> {
     if !(args.zipfian_exponent.is_finite() && args.zipfian_exponent >= 0.0) {
         return Err(Error::Other("--zipfian-exponent must be a number >= 0".into()));
+    }
+    if args.rounds > 1 && args.shards < 2 {
+        return Err(Error::Other("--rounds alternates the phases of --shards 2 or more".into()));
+    }
+    if args.rounds > args.transfer_count {
+        return Err(Error::Other("--rounds must not exceed --transfer-count".into()));
     }
     if args.shards > 1 && args.account_distribution != Distribution::Uniform {
         return Err(Error::Other("--shards runs the uniform distribution only".into()));
@@ -169,10 +208,14 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
 
     if args.shards > 1 {
         println!(
-            "shards: {} (accounts placed by settle_commit::placement), {}% of transfers across shards, {}",
+            "shards: {} (accounts placed by settle_commit::placement), {}% of transfers across shards, {}{}",
             args.shards,
             args.cross_shard_percent,
-            args.protocol.name()
+            args.protocol.name(),
+            match args.rounds {
+                1 => String::new(),
+                rounds => format!(", phases alternating in {rounds} rounds"),
+            }
         );
     }
     let outcome = tokio::select! {
@@ -262,10 +305,18 @@ async fn workload(args: &Args, addresses: &[String]) -> Result<(Report, Option<R
         // memory), so that neither measured phase pays for starting up.
         let warm_up = Args { transfer_count: (args.transfer_count / 10).max(1), ..args.clone() };
         run_phase(&warm_up, &session, 0, 1).await?;
-        let first_id = warm_up.transfer_count as u128 + 1;
-        let single = run_phase(args, &session, 0, first_id).await?;
-        let first_id = first_id + args.transfer_count as u128;
-        let cross = run_phase(args, &session, args.cross_shard_percent, first_id).await?;
+        let mut first_id = warm_up.transfer_count as u128 + 1;
+        let (mut single, mut cross) = (Report::new(), Report::new());
+        for round in 0..args.rounds {
+            // The rounds split the transfers as evenly as they go.
+            let count = args.transfer_count * (round + 1) / args.rounds
+                - args.transfer_count * round / args.rounds;
+            let phase = Args { transfer_count: count, ..args.clone() };
+            single.add(run_phase(&phase, &session, 0, first_id).await?);
+            first_id += count as u128;
+            cross.add(run_phase(&phase, &session, args.cross_shard_percent, first_id).await?);
+            first_id += count as u128;
+        }
         return Ok((cross, Some(single)));
     }
     Ok((run_phase(args, &session, 0, 1).await?, None))
@@ -309,15 +360,7 @@ async fn run_phase(
         .progress_chars("=> "),
     );
 
-    let mut report = Report {
-        transfers: 0,
-        batches: 0,
-        elapsed: Duration::ZERO,
-        latencies: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .expect("the histogram bounds are valid"),
-        failures: BTreeMap::new(),
-        failure_examples: Vec::new(),
-    };
+    let mut report = Report::new();
 
     // Up to `in_flight` requests outstanding; answers are taken in sending order.
     let in_flight_max = args.in_flight as usize;
@@ -715,6 +758,33 @@ fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_add_up_to_one_report() {
+        let round = |transfers: u64, latency_us: u64, failed: u64| {
+            let mut report = Report::new();
+            report.transfers = transfers;
+            report.batches = 1;
+            report.elapsed = Duration::from_millis(transfers);
+            report.latencies.record(latency_us).unwrap();
+            for id in 0..failed {
+                report.failure_examples.push((u128::from(id), CreateTransferResult::Exists));
+            }
+            if failed > 0 {
+                report.failures.insert(CreateTransferResult::Exists, failed);
+            }
+            report
+        };
+        let mut total = round(100, 1_000, 0);
+        total.add(round(300, 9_000, 7));
+        total.add(round(200, 2_000, 6));
+        assert_eq!((total.transfers, total.batches), (600, 3));
+        assert_eq!(total.elapsed, Duration::from_millis(600));
+        assert_eq!(total.latencies.len(), 3);
+        assert!(total.latencies.max() >= 9_000);
+        assert_eq!(total.failures[&CreateTransferResult::Exists], 13);
+        assert_eq!(total.failure_examples.len(), FAILURES_SHOWN, "examples stay capped");
+    }
 
     #[test]
     fn vm_hwm_is_read_in_bytes() {
