@@ -647,3 +647,66 @@ fn a_prepared_side_holds_its_id_against_single_shard_transfers() {
     assert_eq!(shard.side_state(9, Side::Debit), None);
     assert_eq!(shard.side_state(9, Side::Credit), None);
 }
+
+/// A chain across shards may hold a transfer whose two accounts both live here. While
+/// its sides are prepared, the same transfer sent alone (a client's retry grouped
+/// otherwise) is refused like another request under that id: the chain's commit
+/// stores it, and created here too it would be posted twice.
+#[test]
+fn a_transfer_prepared_on_both_sides_here_is_not_created_again_by_its_retry() {
+    const S: u64 = 1_000_000_000;
+    let mut shard = Ledger::default();
+    let accounts = [common::account(1, common::LEDGER), common::account(2, common::LEDGER)];
+    shard.create_accounts(10, &accounts).unwrap();
+    let chained = common::transfer(7, 1, 2, 5);
+    for (at, side) in [(S, Side::Debit), (S + 1, Side::Credit)] {
+        assert!(matches!(shard.prepare_side(at, &chained, side), Ok(SideVote::Prepared { .. })));
+    }
+    let results = shard.create_transfers(S + 10, &[chained]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::IdAlreadyFailed]);
+    let before = shard.lookup_accounts(&[1, 2]);
+    assert_eq!((before[0].debits_posted, before[1].credits_posted), (0, 0));
+
+    for (at, side) in [(2 * S, Side::Debit), (2 * S + 1, Side::Credit)] {
+        assert_eq!(shard.commit_side(at, 7, side, 5, S + 1), Ok(SideResolution::Committed));
+    }
+    let after = shard.lookup_accounts(&[1, 2]);
+    assert_eq!((after[0].debits_posted, after[1].credits_posted), (5, 5), "posted once");
+    assert_eq!((after[0].debits_pending, after[1].credits_pending), (0, 0));
+    // Once committed, the retry finds it.
+    let results = shard.create_transfers(3 * S, &[chained]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::Exists]);
+}
+
+/// A pending transfer whose two accounts live here, held by a cross-shard post
+/// prepared here (its chain spans shards), is not posted or voided by a single-shard
+/// request meanwhile: the held post decides it, as a busy side does across shards.
+#[test]
+fn a_pending_transfer_held_by_a_prepared_post_is_not_resolved_locally() {
+    const S: u64 = 1_000_000_000;
+    let mut shard = Ledger::default();
+    let accounts = [common::account(1, common::LEDGER), common::account(2, common::LEDGER)];
+    shard.create_accounts(10, &accounts).unwrap();
+    let results = shard.create_transfers(S, &[common::pending(7, 1, 2, 5)]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::Ok]);
+    let held_post = common::post(8, 7, 5);
+    for (at, side) in [(2 * S, Side::Debit), (2 * S + 1, Side::Credit)] {
+        assert!(matches!(shard.prepare_side(at, &held_post, side), Ok(SideVote::Prepared { .. })));
+    }
+    for (at, local) in [(3 * S, common::post(9, 7, 5)), (3 * S + 1, common::void(10, 7))] {
+        let results = shard.create_transfers(at, &[local]).unwrap();
+        assert_eq!(results, vec![CreateTransferResult::IdAlreadyFailed], "{local:?}");
+    }
+    assert_eq!(shard.pending_state(7), Some(PendingState::Pending));
+
+    for (at, side) in [(4 * S, Side::Debit), (4 * S + 1, Side::Credit)] {
+        assert_eq!(shard.commit_side(at, 8, side, 5, 2 * S + 1), Ok(SideResolution::Committed));
+    }
+    assert_eq!(shard.pending_state(7), Some(PendingState::Posted));
+    let accounts = shard.lookup_accounts(&[1, 2]);
+    assert_eq!((accounts[0].debits_pending, accounts[0].debits_posted), (0, 5), "posted once");
+    assert_eq!((accounts[1].credits_pending, accounts[1].credits_posted), (0, 5));
+    // Now the pending transfer is posted: a local void says so.
+    let results = shard.create_transfers(5 * S, &[common::void(11, 7)]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::PendingTransferAlreadyPosted]);
+}

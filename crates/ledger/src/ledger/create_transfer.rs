@@ -25,7 +25,7 @@ impl<S: Store> Ledger<S> {
     }
 
     fn create_transfer_checked(&mut self, t: &Transfer) -> R {
-        if let Some(result) = self.event_error(t) {
+        if let Some(result) = self.event_error(t, false) {
             return result;
         }
         let pending = t.flags.contains(TransferFlags::PENDING);
@@ -90,8 +90,9 @@ impl<S: Store> Ledger<S> {
     }
 
     /// Steps 1-14 of SEMANTICS.md: everything decided by the event itself and the ids in
-    /// use, before any account or pending transfer is read.
-    pub(super) fn event_error(&self, t: &Transfer) -> Option<R> {
+    /// use, before any account or pending transfer is read. `preparing`: for a
+    /// cross-shard side's prepare (`prepare_side`), not a single-shard create.
+    pub(super) fn event_error(&self, t: &Transfer, preparing: bool) -> Option<R> {
         if t.flags.bits() & !TransferFlags::all().bits() != 0 {
             return Some(R::ReservedFlag);
         }
@@ -106,11 +107,15 @@ impl<S: Store> Ledger<S> {
             TransferId::Failed => return Some(R::IdAlreadyFailed),
             TransferId::Free => {}
         }
-        // The id is held by another request's cross-shard side prepared here: that one
-        // has it until it commits (then it exists) or aborts.
+        // The id is held by a cross-shard side prepared here: that one has it until it
+        // commits (then it exists) or aborts. Also when the request is the same: a
+        // single-shard create of it would be posted again when the side commits. Only
+        // the prepare of the same request's other side (`preparing`: a transfer whose
+        // two accounts live here, in a chain across shards) goes on.
         let held = [Side::Debit, Side::Credit].into_iter().any(|side| {
             self.store.reservation(t.id, side).is_some_and(|r| {
-                r.state == ReservationState::Prepared && !same_request(&r.transfer, t)
+                r.state == ReservationState::Prepared
+                    && !(preparing && same_request(&r.transfer, t))
             })
         });
         if held {
@@ -192,6 +197,11 @@ impl<S: Store> Ledger<S> {
         else {
             return R::PendingTransferNotFound;
         };
+        // A cross-shard post or void prepared here (in a chain across shards) holds it:
+        // that one decides it, as a busy side aborts across shards (`combine_votes`).
+        if self.store.pending_locked_by(p.id).is_some() {
+            return R::IdAlreadyFailed;
+        }
         let resolved = resolve_post_or_void(t, &p, post);
         // As in `create_transfer_checked`: pure predicates, so the highest precedence wins.
         let failure = [

@@ -271,7 +271,7 @@ impl<S: Store> Ledger<S> {
     }
 
     fn prepare_event(&mut self, t: &Transfer, side: Side) -> SideVote {
-        if let Some(result) = self.event_error(t) {
+        if let Some(result) = self.event_error(t, true) {
             return SideVote::Rejected { result, account_ledger: None };
         }
         let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
