@@ -186,7 +186,10 @@ result_enum! {
         Exists = 22 => "exists",
         /// Not created: an earlier transfer with this id failed with a transient error
         /// (see [`CreateTransferResult::is_transient`]). Ids are unique forever, so the id
-        /// cannot succeed later: retry with a new id.
+        /// cannot succeed later: retry with a new id. settle: also while the id is held
+        /// by a cross-shard transfer in flight at its shard (until that commits, when the
+        /// id exists, or aborts), and for a post or void of a pending transfer that a
+        /// cross-shard post or void in flight holds (that id is burned).
         IdAlreadyFailed = 23 => "id_already_failed",
         /// Not created: incompatible flags: `pending` with post/void; post with void;
         /// post/void with `balancing_*` or `closing_*`.

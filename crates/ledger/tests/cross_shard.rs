@@ -710,3 +710,33 @@ fn a_pending_transfer_held_by_a_prepared_post_is_not_resolved_locally() {
     let results = shard.create_transfers(5 * S, &[common::void(11, 7)]).unwrap();
     assert_eq!(results, vec![CreateTransferResult::PendingTransferAlreadyPosted]);
 }
+
+/// The abort path of a held void: a single-shard post refused while the void held the
+/// pending transfer burned its id; once the void aborts, the pending transfer is free
+/// again, and a post under a new id posts it.
+#[test]
+fn a_pending_transfer_is_free_again_when_the_void_holding_it_aborts() {
+    const S: u64 = 1_000_000_000;
+    let mut shard = Ledger::default();
+    let accounts = [common::account(1, common::LEDGER), common::account(2, common::LEDGER)];
+    shard.create_accounts(10, &accounts).unwrap();
+    let results = shard.create_transfers(S, &[common::pending(7, 1, 2, 5)]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::Ok]);
+    let held_void = common::void(8, 7);
+    for (at, side) in [(2 * S, Side::Debit), (2 * S + 1, Side::Credit)] {
+        assert!(matches!(shard.prepare_side(at, &held_void, side), Ok(SideVote::Prepared { .. })));
+    }
+    let results = shard.create_transfers(3 * S, &[common::post(9, 7, 5)]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::IdAlreadyFailed]);
+    for (at, side) in [(4 * S, Side::Debit), (4 * S + 1, Side::Credit)] {
+        assert_eq!(shard.abort_side(at, &held_void, side, true), Ok(SideResolution::Aborted));
+    }
+    assert_eq!(shard.pending_state(7), Some(PendingState::Pending));
+    let results = shard.create_transfers(5 * S, &[common::post(9, 7, 5)]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::IdAlreadyFailed], "burned");
+    let results = shard.create_transfers(5 * S + 1, &[common::post(12, 7, 5)]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::Ok]);
+    let accounts = shard.lookup_accounts(&[1, 2]);
+    assert_eq!((accounts[0].debits_pending, accounts[0].debits_posted), (0, 5));
+    assert_eq!((accounts[1].credits_pending, accounts[1].credits_posted), (0, 5));
+}

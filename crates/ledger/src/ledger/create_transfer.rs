@@ -2,7 +2,8 @@
 //! ("create_transfers — checks in order", "Post and void", "Exists"), and its effects.
 //!
 //! Every function here checks first and mutates only after the last check passed, so a
-//! failing event leaves no trace (except a failed-id record for transient errors).
+//! failing event leaves no trace (except a failed-id record for transient errors, and
+//! for a post or void refused because a cross-shard one holds its pending transfer).
 
 use super::cross_shard::same_request;
 use super::{Ledger, Side};
@@ -198,8 +199,11 @@ impl<S: Store> Ledger<S> {
             return R::PendingTransferNotFound;
         };
         // A cross-shard post or void prepared here (in a chain across shards) holds it:
-        // that one decides it, as a busy side aborts across shards (`combine_votes`).
+        // that one decides it. As a busy side's unit does across shards
+        // (`combine_votes`, `txn::decide`), this one fails and burns its id (free and
+        // unheld: `event_error` said so), so that it cannot succeed later either.
         if self.store.pending_locked_by(p.id).is_some() {
+            self.store.record_failed_id(t.id);
             return R::IdAlreadyFailed;
         }
         let resolved = resolve_post_or_void(t, &p, post);
