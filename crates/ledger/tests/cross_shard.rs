@@ -678,21 +678,30 @@ fn a_transfer_prepared_on_both_sides_here_is_not_created_again_by_its_retry() {
     assert_eq!(results, vec![CreateTransferResult::Exists]);
 }
 
+/// A shard holding accounts 1 and 2 and pending transfer 7 (1 -> 2, amount 5), and
+/// `hold`, a post or void of it in a chain across shards, prepared on both of its
+/// sides here at `at` and `at + 1`.
+fn pending_held_by(hold: Transfer, at: u64) -> Ledger {
+    let mut shard = Ledger::default();
+    let accounts = [common::account(1, common::LEDGER), common::account(2, common::LEDGER)];
+    shard.create_accounts(10, &accounts).unwrap();
+    let results = shard.create_transfers(at / 2, &[common::pending(7, 1, 2, 5)]).unwrap();
+    assert_eq!(results, vec![CreateTransferResult::Ok]);
+    for (at, side) in [(at, Side::Debit), (at + 1, Side::Credit)] {
+        assert!(matches!(shard.prepare_side(at, &hold, side), Ok(SideVote::Prepared { .. })));
+    }
+    assert_eq!(shard.store().pending_locked_by(7), Some(hold.id));
+    shard
+}
+
 /// A pending transfer whose two accounts live here, held by a cross-shard post
 /// prepared here (its chain spans shards), is not posted or voided by a single-shard
 /// request meanwhile: the held post decides it, as a busy side does across shards.
 #[test]
 fn a_pending_transfer_held_by_a_prepared_post_is_not_resolved_locally() {
     const S: u64 = 1_000_000_000;
-    let mut shard = Ledger::default();
-    let accounts = [common::account(1, common::LEDGER), common::account(2, common::LEDGER)];
-    shard.create_accounts(10, &accounts).unwrap();
-    let results = shard.create_transfers(S, &[common::pending(7, 1, 2, 5)]).unwrap();
-    assert_eq!(results, vec![CreateTransferResult::Ok]);
     let held_post = common::post(8, 7, 5);
-    for (at, side) in [(2 * S, Side::Debit), (2 * S + 1, Side::Credit)] {
-        assert!(matches!(shard.prepare_side(at, &held_post, side), Ok(SideVote::Prepared { .. })));
-    }
+    let mut shard = pending_held_by(held_post, 2 * S);
     for (at, local) in [(3 * S, common::post(9, 7, 5)), (3 * S + 1, common::void(10, 7))] {
         let results = shard.create_transfers(at, &[local]).unwrap();
         assert_eq!(results, vec![CreateTransferResult::IdAlreadyFailed], "{local:?}");
@@ -717,15 +726,8 @@ fn a_pending_transfer_held_by_a_prepared_post_is_not_resolved_locally() {
 #[test]
 fn a_pending_transfer_is_free_again_when_the_void_holding_it_aborts() {
     const S: u64 = 1_000_000_000;
-    let mut shard = Ledger::default();
-    let accounts = [common::account(1, common::LEDGER), common::account(2, common::LEDGER)];
-    shard.create_accounts(10, &accounts).unwrap();
-    let results = shard.create_transfers(S, &[common::pending(7, 1, 2, 5)]).unwrap();
-    assert_eq!(results, vec![CreateTransferResult::Ok]);
     let held_void = common::void(8, 7);
-    for (at, side) in [(2 * S, Side::Debit), (2 * S + 1, Side::Credit)] {
-        assert!(matches!(shard.prepare_side(at, &held_void, side), Ok(SideVote::Prepared { .. })));
-    }
+    let mut shard = pending_held_by(held_void, 2 * S);
     let results = shard.create_transfers(3 * S, &[common::post(9, 7, 5)]).unwrap();
     assert_eq!(results, vec![CreateTransferResult::IdAlreadyFailed]);
     for (at, side) in [(4 * S, Side::Debit), (4 * S + 1, Side::Credit)] {
