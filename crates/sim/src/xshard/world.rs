@@ -25,6 +25,8 @@ use super::{Faults, Options};
 const TICK_MS: u64 = 10;
 /// A client resubmits an unanswered request after this long.
 const CLIENT_TIMEOUT_MS: u64 = 2_000;
+/// Most single-shard requests waiting to race a chain (`World::alone`).
+const ALONE_MAX: usize = 64;
 /// After the faults heal, the run drains for at most this long.
 pub const DRAIN_MS: u64 = 60_000;
 const ACCOUNTS_PER_SHARD: usize = 6;
@@ -126,6 +128,10 @@ pub struct World {
     pub accounts: Vec<(u128, u32)>,
     /// Committed pending transfers a client may post or void.
     pendings: Vec<Transfer>,
+    /// Single-shard requests that race a chain across shards (at most `ALONE_MAX`): a
+    /// member of the chain sent again on its own (a client's retry grouped otherwise),
+    /// or a post or void of a pending transfer the chain posts or voids.
+    alone: Vec<(u32, Transfer)>,
     next_id: u128,
     /// Cut links (from group, to group) by partition id.
     partitions: BTreeMap<u64, Vec<(u32, u32)>>,
@@ -233,6 +239,7 @@ impl World {
             clients,
             accounts,
             pendings: Vec::new(),
+            alone: Vec::new(),
             next_id: 1_000_000,
             partitions: BTreeMap::new(),
             partition_seq: 0,
@@ -906,7 +913,34 @@ impl World {
         Txn::of_units(self.options.protocol, units).expect("fresh ids, one home")
     }
 
+    /// A post (60%, of part of the amount) or void of `pending`, under a fresh id.
+    fn post_or_void(&mut self, pending: &Transfer) -> Transfer {
+        let post = self.workload_rng.gen_bool(0.6);
+        let (flags, amount) = if post {
+            (TransferFlags::POST_PENDING_TRANSFER, self.workload_rng.gen_range(1..=pending.amount))
+        } else {
+            (TransferFlags::VOID_PENDING_TRANSFER, pending.amount)
+        };
+        let mut t =
+            self.transfer(pending.debit_account_id, pending.credit_account_id, amount, flags);
+        t.pending_id = pending.id;
+        t
+    }
+
+    /// Queues `transfer` to be sent on its own to `shard`, racing the chain it was
+    /// drawn with (dropped when `ALONE_MAX` wait already).
+    fn race_alone(&mut self, shard: u32, transfer: Transfer) {
+        if self.alone.len() < ALONE_MAX {
+            self.alone.push((shard, transfer));
+        }
+    }
+
     fn any_op(&mut self) -> Op {
+        if !self.alone.is_empty() && self.workload_rng.gen_bool(0.3) {
+            let (shard, transfer) =
+                self.alone.swap_remove(self.workload_rng.gen_range(0..self.alone.len()));
+            return Op::Local { shard, transfers: vec![transfer] };
+        }
         let roll: f64 = self.workload_rng.gen();
         let amount = self.workload_rng.gen_range(1..=20);
         let transfers = if roll < 0.4 {
@@ -928,19 +962,7 @@ impl World {
         } else if roll < 0.75 && !self.pendings.is_empty() {
             let pending =
                 self.pendings.swap_remove(self.workload_rng.gen_range(0..self.pendings.len()));
-            let post = self.workload_rng.gen_bool(0.6);
-            let (flags, amount) = if post {
-                (
-                    TransferFlags::POST_PENDING_TRANSFER,
-                    self.workload_rng.gen_range(1..=pending.amount),
-                )
-            } else {
-                (TransferFlags::VOID_PENDING_TRANSFER, pending.amount)
-            };
-            let mut t =
-                self.transfer(pending.debit_account_id, pending.credit_account_id, amount, flags);
-            t.pending_id = pending.id;
-            vec![t]
+            vec![self.post_or_void(&pending)]
         } else {
             // A chain a → b → c (→ a), on three different shards when there are three.
             let mut chain_accounts = vec![self.account()];
@@ -982,6 +1004,30 @@ impl World {
                     last.flags |= TransferFlags::LINKED;
                 }
                 chain.push(local);
+                if self.workload_rng.gen_bool(0.5) {
+                    self.race_alone(home.1, local);
+                }
+            }
+            // Sometimes the chain ends by posting or voiding a pending transfer whose
+            // two accounts share a shard, and a single-shard post or void of it races
+            // the chain (which holds it while prepared).
+            let shards = self.options.shards;
+            let local_pendings: Vec<usize> = (0..self.pendings.len())
+                .filter(|&i| {
+                    let p = &self.pendings[i];
+                    shard_of(p.debit_account_id, shards) == shard_of(p.credit_account_id, shards)
+                })
+                .collect();
+            if !local_pendings.is_empty() && self.workload_rng.gen_bool(0.2) {
+                let pick = local_pendings[self.workload_rng.gen_range(0..local_pendings.len())];
+                let pending = self.pendings.swap_remove(pick);
+                let held = self.post_or_void(&pending);
+                if let Some(last) = chain.last_mut() {
+                    last.flags |= TransferFlags::LINKED;
+                }
+                chain.push(held);
+                let racing = self.post_or_void(&pending);
+                self.race_alone(shard_of(pending.debit_account_id, shards), racing);
             }
             chain
         };
