@@ -580,3 +580,76 @@ pub fn at_end(world: &mut World) {
     limits(world);
     world.violations.extend(found);
 }
+
+#[cfg(test)]
+mod tests {
+    use settle_commit::ShardState;
+    use settle_ledger::{
+        Account, Ledger, MemStore, Side, SideVote, Store, Transfer, TransferFlags,
+    };
+
+    use super::balances_from_transfers;
+
+    fn account(id: u128) -> Account {
+        Account { id, ledger: 1, code: 1, ..Default::default() }
+    }
+
+    fn transfer(id: u128, amount: u128, flags: TransferFlags) -> Transfer {
+        let t = Transfer {
+            id,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount,
+            flags,
+            ..Default::default()
+        };
+        Transfer { ledger: 1, code: 1, ..t }
+    }
+
+    /// Posted and pending transfers, a post, a void and a side prepared across shards
+    /// add up to the balances; a balance that moved without a transfer (as one carried
+    /// out twice moves it) does not.
+    #[test]
+    fn balances_add_up_to_the_stored_transfers_and_reservations() {
+        let mut ledger = Ledger::new(MemStore::default());
+        ledger.create_accounts(10, &[account(1), account(2)]).unwrap();
+        let batch = [
+            transfer(7, 5, TransferFlags::empty()),
+            transfer(8, 3, TransferFlags::PENDING),
+            transfer(9, 4, TransferFlags::PENDING),
+        ];
+        ledger.create_transfers(20, &batch).unwrap();
+        let post = Transfer {
+            id: 10,
+            pending_id: 8,
+            amount: 2,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Default::default()
+        };
+        let void = Transfer {
+            id: 11,
+            pending_id: 9,
+            flags: TransferFlags::VOID_PENDING_TRANSFER,
+            ..Default::default()
+        };
+        ledger.create_transfers(30, &[post, void]).unwrap();
+        // Account 1's side of a transfer to account 3, held on another shard.
+        let across = Transfer { credit_account_id: 3, ..transfer(12, 6, TransferFlags::empty()) };
+        let vote = ledger.prepare_side(40, &across, Side::Debit).unwrap();
+        assert!(matches!(vote, SideVote::Prepared { .. }));
+        let state = ShardState::new(0, ledger);
+        let found = balances_from_transfers(&state, &[(1, 0), (2, 0), (3, 1)]);
+        assert_eq!(found.len(), 2, "only the accounts this shard holds");
+        for (id, held, expected) in found {
+            assert_eq!(held, expected, "account {id}");
+        }
+        let a = state.ledger.store().account(1).unwrap();
+        assert_eq!((a.debits_posted, a.debits_pending), (7, 6));
+
+        let mut store = MemStore::default();
+        store.insert_account(Account { debits_posted: 5, timestamp: 1, ..account(1) });
+        let state = ShardState::new(0, Ledger::new(store));
+        let found = balances_from_transfers(&state, &[(1, 0)]);
+        assert_eq!(found, vec![(1, [5, 0, 0, 0], [0, 0, 0, 0])]);
+    }
+}
