@@ -331,11 +331,7 @@ impl ShardState {
         }
         let own_votes = record.vote.own_sides(txn, self.shard);
         if let Outcome::Commit(commit) = outcome {
-            // (`Vote::allows`, on the sides already at hand.)
-            let unprepared = own_votes.iter().any(|&(i, _, vote)| {
-                commit.commits(txn, i) && !matches!(vote, Some(SideVote::Prepared { .. }))
-            });
-            if !commit.fits(txn) || unprepared {
+            if !commit.fits(txn) || !commit.prepared_on(txn, &own_votes) {
                 return Applied::Refused(format!(
                     "commit of txn {id}, which this shard did not prepare"
                 ));

@@ -352,9 +352,7 @@ impl Vote {
     /// Whether this vote, `shard`'s for `txn`, prepared every side `commit` commits
     /// there. An honest coordinator never sends a commit this refuses.
     pub fn allows(&self, txn: &Txn, shard: ShardId, commit: &Commit) -> bool {
-        self.own_sides(txn, shard).into_iter().all(|(index, _, vote)| {
-            !commit.commits(txn, index) || matches!(vote, Some(SideVote::Prepared { .. }))
-        })
+        commit.prepared_on(txn, &self.own_sides(txn, shard))
     }
 
     /// `shard`'s sides of `txn` (as `Txn::sides_of`), each with its vote here if any.
@@ -418,6 +416,14 @@ impl Commit {
     /// Whether transfer `index` of `txn` commits.
     pub fn commits(&self, txn: &Txn, index: usize) -> bool {
         self.aborted.is_empty() || self.aborted_unit(txn.unit_of(index)).is_none()
+    }
+
+    /// Whether every side of `sides` (a shard's, as `Vote::own_sides` gives them) that
+    /// this commit commits voted `Prepared` (`Vote::allows`).
+    pub fn prepared_on(&self, txn: &Txn, sides: &[(usize, Side, Option<SideVote>)]) -> bool {
+        sides.iter().all(|&(index, _, vote)| {
+            !self.commits(txn, index) || matches!(vote, Some(SideVote::Prepared { .. }))
+        })
     }
 
     /// Whether every unit aborts.

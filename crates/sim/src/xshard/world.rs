@@ -1000,10 +1000,7 @@ impl World {
                 let amount = self.workload_rng.gen_range(1..=20);
                 let mut local = self.transfer(home.0, to, amount, flags);
                 local.timeout = u32::from(pending);
-                if let Some(last) = chain.last_mut() {
-                    last.flags |= TransferFlags::LINKED;
-                }
-                chain.push(local);
+                extend_chain(&mut chain, local);
                 if self.workload_rng.gen_bool(0.5) {
                     self.race_alone(home.1, local);
                 }
@@ -1022,10 +1019,7 @@ impl World {
                 let pick = local_pendings[self.workload_rng.gen_range(0..local_pendings.len())];
                 let pending = self.pendings.swap_remove(pick);
                 let held = self.post_or_void(&pending);
-                if let Some(last) = chain.last_mut() {
-                    last.flags |= TransferFlags::LINKED;
-                }
-                chain.push(held);
+                extend_chain(&mut chain, held);
                 let racing = self.post_or_void(&pending);
                 self.race_alone(shard_of(pending.debit_account_id, shards), racing);
             }
@@ -1043,6 +1037,14 @@ impl World {
             Op::Txn(Txn::new(self.options.protocol, transfers, placement).expect("a short chain"))
         }
     }
+}
+
+/// Appends `transfer` to `chain` as its new last member.
+fn extend_chain(chain: &mut Vec<Transfer>, transfer: Transfer) {
+    if let Some(last) = chain.last_mut() {
+        last.flags |= TransferFlags::LINKED;
+    }
+    chain.push(transfer);
 }
 
 fn zero_account() -> Account {
