@@ -185,6 +185,15 @@ pub enum Record {
     /// before its resolution, and a resolution is what removes the record) or when
     /// the record holds another transaction of that id (a client reused the id).
     DecidePrepared { txn: TxnId, digest: u128, outcome: Outcome },
+    /// 2PC's coordinator as the last agent (Gray & Reuter's last-agent optimization):
+    /// every other participant voted (`votes`, by shard), and this shard, which
+    /// prepared nothing of `txn` yet, prepares its own sides, decides, and carries the
+    /// decision out on them, all in this one write; the decision then goes to the
+    /// others. Applied as a `Decide` (the first decision written wins) when a
+    /// decision is written already, or this shard's participant record holds `txn`
+    /// (it prepared as a classic participant: its vote counts, and its resolution
+    /// follows the decision as usual).
+    DecideLast { txn: Txn, votes: Vec<(ShardId, Vote)> },
     /// Participant: carry out the outcome on this shard's sides.
     Resolve { txn: Txn, outcome: Outcome },
     /// Participant: `Resolve` of a transaction whose participant record this shard
@@ -217,6 +226,7 @@ impl Record {
                 | Record::CoordinatorPreCommit { .. }
                 | Record::Decide { .. }
                 | Record::DecidePrepared { .. }
+                | Record::DecideLast { .. }
         )
     }
 }

@@ -5,12 +5,14 @@
 use std::collections::BTreeMap;
 
 use settle_ledger::store::{ReservationState, Store};
-use settle_ledger::{BatchError, CreateTransferResult as R, Ledger, SideError, SideVote, Transfer};
+use settle_ledger::{
+    BatchError, CreateTransferResult as R, Ledger, Side, SideError, SideVote, Transfer,
+};
 
 use crate::message::{ClientRef, Entry, Record, ThreePhaseState};
 use crate::read::ReadError;
 use crate::shard_map::ShardMap;
-use crate::txn::{Commit, Outcome, ShardId, SideEntry, Txn, TxnId, Vote};
+use crate::txn::{decide, Commit, Outcome, ShardId, SideEntry, Txn, TxnId, Vote};
 
 /// Sides whose rows are touched together before they are prepared or carried out (see
 /// `Ledger::touch_sides`): enough for their cache misses to overlap, few enough that
@@ -65,6 +67,9 @@ pub enum Applied {
     Participant(TxnId),
     /// A coordinator record changed.
     Coordinator(TxnId),
+    /// The last agent (`Record::DecideLast`): the decision is written and carried out
+    /// on this shard's own sides with it; it goes to the other participants.
+    DecidedHere(TxnId),
     /// Housekeeping (decisions forgotten, pending transfers expired): nothing for the
     /// protocols to act on.
     Maintenance,
@@ -165,6 +170,7 @@ impl ShardState {
                 }
                 Applied::Coordinator(id)
             }
+            Record::DecideLast { txn, votes } => self.decide_last(entry.timestamp, txn, votes),
             Record::Resolve { txn, outcome } => self.resolve(entry.timestamp, txn, outcome),
             Record::DecidePrepared { txn: id, digest, outcome } => match self.named(*id, *digest) {
                 Some(txn) => {
@@ -284,19 +290,7 @@ impl ShardState {
                 self.ledger.touch_sides(ahead, true);
             }
             let at = self.tick(timestamp);
-            let transfer = &txn.transfers[index];
-            // A side already prepared here is another transaction's (this one has no
-            // record yet): a retry of some of a batch's units grouped with others, or a
-            // request naming one id twice. It is that one's to commit or release; this
-            // one is busy, so it aborts the unit (the ledger would replay the vote as if
-            // it were this transaction's own).
-            let vote = if self.prepared_here(transfer.id, side) {
-                SideVote::Busy
-            } else {
-                self.ledger
-                    .prepare_side(at, transfer, side)
-                    .expect("a one-event prepare at the ledger's next timestamp")
-            };
+            let vote = self.prepare_one(at, &txn.transfers[index], side);
             entries.push(SideEntry { transfer: index as u16, side, vote, at });
         }
         let record = ParticipantRecord {
@@ -307,6 +301,117 @@ impl ShardState {
         };
         self.participants.insert(id, record);
         Applied::Participant(id)
+    }
+
+    /// Prepares side `side` of `transfer` at `at`: this shard's vote for it.
+    fn prepare_one(&mut self, at: u64, transfer: &Transfer, side: Side) -> SideVote {
+        // A side already prepared here is another transaction's (this one has no record
+        // yet): a retry of some of a batch's units grouped with others, or a request
+        // naming one id twice. It is that one's to commit or release; this one is busy,
+        // so it aborts the unit (the ledger would replay the vote as if it were this
+        // transaction's own).
+        if self.prepared_here(transfer.id, side) {
+            return SideVote::Busy;
+        }
+        self.ledger
+            .prepare_side(at, transfer, side)
+            .expect("a one-event prepare at the ledger's next timestamp")
+    }
+
+    /// The last agent (`Record::DecideLast`): every other participant voted (`others`),
+    /// and this shard prepares its own sides, decides, and carries the decision out on
+    /// them, in this one apply; no participant record is kept (nothing of `txn` is in
+    /// doubt here). A transfer of a unit of its own whose other side is elsewhere (the
+    /// common case: the coordinator holds each unit's first debit side) is validated
+    /// and, when it commits, posted in one pass (`Ledger::prepare_and_commit_side`);
+    /// any other side is prepared, and carried out once the decision is known.
+    ///
+    /// Timestamps: this shard's sides are prepared after the latest of the others'
+    /// prepares, so the agreed commit timestamp (the latest prepare, `decide`) is the
+    /// last of this apply's, and this shard's clock reaches it with this entry: a
+    /// snapshot read here (a record of its own, before or after this one) sees all of
+    /// the transaction's sides here or none, as the others do by the agreed timestamp.
+    fn decide_last(&mut self, timestamp: u64, txn: &Txn, others: &[(ShardId, Vote)]) -> Applied {
+        let id = txn.id();
+        let shard = self.shard;
+        if txn.protocol != crate::txn::Protocol::TwoPhase {
+            return Applied::Refused(format!("last agent's decision of txn {id}, not 2PC"));
+        }
+        if self.coordinated.contains_key(&id) {
+            // Decided already (another leader's decision was written first): that one
+            // stands, and nothing of this shard's sides was prepared for this one.
+            return Applied::Coordinator(id);
+        }
+        let mut votes: BTreeMap<ShardId, Vote> =
+            others.iter().filter(|(from, _)| *from != shard).cloned().collect();
+        if let Some(record) = self.participants.get(&id) {
+            votes.insert(shard, record.vote.clone());
+            let outcome = decide(txn, &votes);
+            self.coordinated.insert(id, CoordinatorRecord::Decided { txn: txn.clone(), outcome });
+            return Applied::Coordinator(id);
+        }
+        if self.resolved_here(txn).is_some() {
+            // Carried out and forgotten already (this record applied before).
+            return Applied::Coordinator(id);
+        }
+        let side_votes = crate::txn::side_votes(txn, &votes);
+        let start = timestamp.max(crate::txn::latest_prepare(votes.values()));
+        let sides = txn.sides_of(shard);
+        let mut entries = Vec::with_capacity(sides.len());
+        // Per side: posted in the one pass (so not to carry out again).
+        let mut posted = Vec::with_capacity(sides.len());
+        for (k, &(index, side)) in sides.iter().enumerate() {
+            if k % TOUCH_AHEAD_SIDES == 0 {
+                let ahead = &sides[k..sides.len().min(k + TOUCH_AHEAD_SIDES)];
+                let ahead = ahead.iter().map(|&(i, side)| (&txn.transfers[i], side));
+                self.ledger.touch_sides(ahead, true);
+            }
+            let at = self.tick(start);
+            let transfer = &txn.transfers[index];
+            let other = side.other().code() as usize;
+            let alone = txn.alone(index) && txn.placement[index][other] != shard;
+            let one_pass = if alone && !self.prepared_here(transfer.id, side) {
+                let other_vote = side_votes[index][other];
+                self.ledger
+                    .prepare_and_commit_side(at, transfer, side, other_vote)
+                    .expect("a one-event prepare at the ledger's next timestamp")
+            } else {
+                None
+            };
+            posted.push(one_pass.is_some());
+            let vote = match one_pass {
+                Some(vote) => vote,
+                None => self.prepare_one(at, transfer, side),
+            };
+            entries.push(SideEntry { transfer: index as u16, side, vote, at });
+        }
+        let own = Vote::Sides(entries);
+        let own_votes = own.own_sides(txn, shard);
+        votes.insert(shard, own);
+        let outcome = decide(txn, &votes);
+        // A side posted in the one pass is one whose unit (itself) commits: it is done.
+        let done: Vec<bool> = own_votes
+            .iter()
+            .zip(&posted)
+            .map(|(&(index, _, _), &posted)| {
+                posted && matches!(&outcome, Outcome::Commit(commit) if commit.commits(txn, index))
+            })
+            .collect();
+        debug_assert!(
+            own_votes.iter().zip(&done).all(|(&(index, side, _), &done)| {
+                !done
+                    || matches!(&outcome, Outcome::Commit(commit)
+                        if self.ledger.side_state(txn.transfers[index].id, side).is_some_and(
+                            |(held, state)| state == ReservationState::Committed
+                                && held.amount == commit.amounts[index]))
+            }),
+            "txn {id}: a side posted in one pass is not committed with the decided amount"
+        );
+        if let Err(why) = self.carry_out(start, txn, &outcome, &own_votes, &done) {
+            return Applied::Refused(why);
+        }
+        self.coordinated.insert(id, CoordinatorRecord::Decided { txn: txn.clone(), outcome });
+        Applied::DecidedHere(id)
     }
 
     fn resolve(&mut self, timestamp: u64, txn: &Txn, outcome: &Outcome) -> Applied {
@@ -370,7 +475,36 @@ impl ShardState {
                 "txn {id}: a side this record holds prepared is not so in the ledger"
             );
         }
+        if let Err(why) = self.carry_out(timestamp, txn, outcome, &own_votes, &[]) {
+            return Applied::Refused(why);
+        }
+        let record = self.participants.get_mut(&id).expect("inserted above");
+        record.outcome = Some(outcome.clone());
+        // Carried out: the ledger's reservations now say how it ended (`resolved_here`),
+        // so the record goes (3PC keeps it for the termination protocol's questions).
+        if txn.protocol != crate::txn::Protocol::ThreePhase {
+            self.participants.remove(&id);
+        }
+        Applied::Participant(id)
+    }
+
+    /// Carries `outcome` out on this shard's sides of `txn` (`own_votes`, as
+    /// `Vote::own_sides` gives them), but those `done` marks (by position; a shorter
+    /// `done` marks none). An error is a contradiction between the outcome and the
+    /// ledger: the sides before it are carried out.
+    fn carry_out(
+        &mut self,
+        timestamp: u64,
+        txn: &Txn,
+        outcome: &Outcome,
+        own_votes: &[(usize, Side, Option<SideVote>)],
+        done: &[bool],
+    ) -> Result<(), String> {
+        let id = txn.id();
         for (k, (index, side, vote)) in own_votes.iter().enumerate() {
+            if done.get(k) == Some(&true) {
+                continue;
+            }
             if k % TOUCH_AHEAD_SIDES == 0 {
                 let ahead = &own_votes[k..own_votes.len().min(k + TOUCH_AHEAD_SIDES)];
                 let ahead = ahead.iter().map(|&(i, side, _)| (&txn.transfers[i], side));
@@ -393,7 +527,7 @@ impl ShardState {
                     if let Err(error) =
                         self.ledger.commit_side(at, transfer.id, *side, amounts[*index], *agreed_at)
                     {
-                        return Applied::Refused(format!("commit of txn {id}: {error:?}"));
+                        return Err(format!("commit of txn {id}: {error:?}"));
                     }
                 }
                 // Held prepared by another transaction (see `prepare`): not this one's.
@@ -408,21 +542,12 @@ impl ShardState {
                         // (an earlier transaction): nothing of this one is here to release.
                         Err(SideError::Conflict { state: ReservationState::Committed })
                             if !matches!(vote, Some(SideVote::Prepared { .. })) => {}
-                        Err(error) => {
-                            return Applied::Refused(format!("abort of txn {id}: {error:?}"))
-                        }
+                        Err(error) => return Err(format!("abort of txn {id}: {error:?}")),
                     }
                 }
             }
         }
-        let record = self.participants.get_mut(&id).expect("inserted above");
-        record.outcome = Some(outcome.clone());
-        // Carried out: the ledger's reservations now say how it ended (`resolved_here`),
-        // so the record goes (3PC keeps it for the termination protocol's questions).
-        if txn.protocol != crate::txn::Protocol::ThreePhase {
-            self.participants.remove(&id);
-        }
-        Applied::Participant(id)
+        Ok(())
     }
 
     /// The transaction a record naming it (`DecidePrepared`, `ResolvePrepared`) means:

@@ -274,6 +274,13 @@ impl Txn {
         self.unit_ends.partition_point(|&end| end as usize <= index)
     }
 
+    /// Whether transfer `index` is a unit of its own.
+    pub fn alone(&self, index: usize) -> bool {
+        let unit = self.unit_of(index);
+        let start = if unit == 0 { 0 } else { self.unit_ends[unit - 1] as usize };
+        self.unit_ends[unit] as usize == start + 1
+    }
+
     pub fn id(&self) -> TxnId {
         self.id
     }
@@ -513,28 +520,10 @@ fn chain_failure(transfers: usize, failed: usize, result: R) -> Vec<R> {
 /// chosen. The client retries with a new id.
 pub fn decide(txn: &Txn, votes: &BTreeMap<ShardId, Vote>) -> Outcome {
     let count = txn.transfers.len();
-    // Each side's vote, looked up once: a participant's entries are in transfer order.
-    let mut side_votes = vec![[SideVote::Aborted; 2]; count];
-    for (shard, vote) in votes {
-        let Vote::Sides(entries) = vote else { continue };
-        for entry in entries {
-            let index = entry.transfer as usize;
-            let side = entry.side.code() as usize;
-            if index < count && txn.placement[index][side] == *shard {
-                side_votes[index][side] = entry.vote;
-            }
-        }
-    }
+    let side_votes = side_votes(txn, votes);
     let mut amounts = vec![0; count];
     let mut aborted = Vec::new();
-    let at = votes
-        .values()
-        .filter_map(|vote| match vote {
-            Vote::Sides(entries) => entries.iter().map(|entry| entry.at).max(),
-            Vote::Aborted => None,
-        })
-        .max()
-        .unwrap_or(0);
+    let at = latest_prepare(votes.values());
     for (unit, range) in txn.units().enumerate() {
         for index in range.clone() {
             let [debit, credit] = side_votes[index];
@@ -564,6 +553,42 @@ pub fn decide(txn: &Txn, votes: &BTreeMap<ShardId, Vote>) -> Outcome {
         return Outcome::Abort { results, record_failed };
     }
     Outcome::Commit(Commit { amounts, at, aborted })
+}
+
+/// Each side's vote, per transfer of `txn` (debit, credit), from `votes` (by participant;
+/// a vote from a shard that does not hold the side is not counted): `Aborted` where none
+/// is given (presumed abort). Looked up once: a participant's entries are in transfer
+/// order.
+pub(crate) fn side_votes<'a>(
+    txn: &Txn,
+    votes: impl IntoIterator<Item = (&'a ShardId, &'a Vote)>,
+) -> Vec<[SideVote; 2]> {
+    let count = txn.transfers.len();
+    let mut side_votes = vec![[SideVote::Aborted; 2]; count];
+    for (shard, vote) in votes {
+        let Vote::Sides(entries) = vote else { continue };
+        for entry in entries {
+            let index = entry.transfer as usize;
+            let side = entry.side.code() as usize;
+            if index < count && txn.placement[index][side] == *shard {
+                side_votes[index][side] = entry.vote;
+            }
+        }
+    }
+    side_votes
+}
+
+/// The latest prepare timestamp among `votes` (0 for none): the agreed commit timestamp
+/// of a transaction with these votes (see [`Commit::at`]).
+pub(crate) fn latest_prepare<'a>(votes: impl IntoIterator<Item = &'a Vote>) -> u64 {
+    votes
+        .into_iter()
+        .filter_map(|vote| match vote {
+            Vote::Sides(entries) => entries.iter().map(|entry| entry.at).max(),
+            Vote::Aborted => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Gray & Lamport's fault-free cost of committing one transaction with `n` participants

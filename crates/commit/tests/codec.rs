@@ -93,6 +93,8 @@ fn samples() -> (Vec<Entry>, Vec<Message>) {
         Record::Prepare { txn: batch() },
         Record::Decide { txn: batch(), outcome: Outcome::Commit(partial()) },
         Record::ShardMap(shard_map()),
+        // Votes of every kind, prepare timestamps as far apart as they can be.
+        Record::DecideLast { txn: batch(), votes: vec![(1, vote.clone()), (2, Vote::Aborted)] },
     ];
     let entries = records.into_iter().map(|record| Entry { timestamp: 99, record }).collect();
     let accepted = settle_commit::message::Accepted { instance: 2, ballot: 7 << 32, vote };

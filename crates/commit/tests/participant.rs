@@ -298,14 +298,16 @@ fn late_messages_after_a_side_committed_and_dropped_its_reservation_change_nothi
 /// A coordinator asks the other participants while its own shard prepares, except
 /// when that prepare waits for a transaction in doubt here (a post of its pending
 /// transfer): then the others are asked once it voted, so that they hold nothing, and
-/// the vote timeout does not run, while it waits.
+/// the vote timeout does not run, while it waits. (2PC's classic form: the last agent
+/// prepares with its decision, but a prepare that waits runs the classic form too.)
 #[test]
 fn a_coordinator_whose_prepare_waits_asks_the_others_once_it_voted() {
     use settle_ledger::TransferFlags;
     let mut ledger = Ledger::new(Default::default());
     let account = Account { id: 1, ledger: 1, code: 1, ..Default::default() };
     ledger.create_accounts(NOW_MS * 1_000_000 - 1, &[account]).unwrap();
-    let mut core = ShardCore::new(Config::new(1), ShardState::new(0, ledger), 1, NOW_MS);
+    let config = Config { last_agent: false, ..Config::new(1) };
+    let mut core = ShardCore::new(config, ShardState::new(0, ledger), 1, NOW_MS);
     let prepares_to_shard_one = |commands: &[Command], id: u128| {
         commands.iter().any(|command| {
             matches!(command, Command::Send { to: Address::Shard(1), message }

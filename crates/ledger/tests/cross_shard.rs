@@ -3,7 +3,9 @@
 //! One ledger holds every account ("single"); two ledgers hold half each (odd ids on
 //! shard 0, even ids on shard 1). Every random transfer runs on the single ledger and,
 //! split, either on the one shard holding both accounts or through prepare_side /
-//! combine_votes / commit_side / abort_side on both. After every transfer: the same
+//! combine_votes / commit_side / abort_side on both (every other transfer with its
+//! debit side as the last agent: prepared and, when the credit side's vote lets it,
+//! committed in one pass, `prepare_and_commit_side`). After every transfer: the same
 //! result, the same balances and flags, the same stored transfers (but for their
 //! timestamps) and pending states; while both sides are prepared, no balance limit is
 //! violated on either shard.
@@ -191,13 +193,42 @@ impl World {
         let split = if dr_shard == cr_shard {
             self.shards[dr_shard].create_transfers(now, &[t]).unwrap()[0]
         } else {
-            let debit = self.shards[dr_shard].prepare_side(now - 5, &t, Side::Debit).unwrap();
-            let credit = self.shards[cr_shard].prepare_side(now - 5, &t, Side::Credit).unwrap();
+            // The last agent's debit side: after the credit side's vote, in one pass.
+            let (debit, credit, last_agent) = if t.id.is_multiple_of(2) {
+                let credit = self.shards[cr_shard].prepare_side(now - 6, &t, Side::Credit).unwrap();
+                let one_pass = self.shards[dr_shard]
+                    .prepare_and_commit_side(now - 5, &t, Side::Debit, credit)
+                    .unwrap();
+                match one_pass {
+                    Some(debit) => (debit, credit, true),
+                    None => {
+                        let pv = TransferFlags::POST_PENDING_TRANSFER
+                            | TransferFlags::VOID_PENDING_TRANSFER;
+                        let more = TransferFlags::PENDING
+                            | TransferFlags::CLOSING_DEBIT
+                            | TransferFlags::CLOSING_CREDIT;
+                        assert!(t.flags.intersects(pv | more), "one pass for {t:?}");
+                        let debit = self.shards[dr_shard].prepare_side(now - 5, &t, Side::Debit);
+                        (debit.unwrap(), credit, false)
+                    }
+                }
+            } else {
+                let debit = self.shards[dr_shard].prepare_side(now - 5, &t, Side::Debit).unwrap();
+                let credit = self.shards[cr_shard].prepare_side(now - 5, &t, Side::Credit).unwrap();
+                (debit, credit, false)
+            };
             // Reservations count against limits while the decision is pending.
             self.check_limits();
             match combine_votes(debit, credit) {
                 Decision::Commit { amount } => {
                     for (shard, side) in [(dr_shard, Side::Debit), (cr_shard, Side::Credit)] {
+                        if last_agent && side == Side::Debit {
+                            // Committed in the one pass: what is stored says so.
+                            let state = self.shards[shard].side_state(t.id, side);
+                            assert!(matches!(state, Some((held, ReservationState::Committed))
+                                if held.amount == amount));
+                            continue;
+                        }
                         let resolution = self.shards[shard]
                             .commit_side(now, t.id, side, amount, now - 5)
                             .unwrap();
@@ -215,11 +246,18 @@ impl World {
                     let votes = [(dr_shard, Side::Debit, debit), (cr_shard, Side::Credit, credit)];
                     for (shard, side, vote) in votes {
                         let reserved = matches!(vote, SideVote::Prepared { .. });
-                        if reserved || result.is_transient() {
-                            let resolution = self.shards[shard]
-                                .abort_side(now, &t, side, result.is_transient())
-                                .unwrap();
-                            assert_eq!(resolution, SideResolution::Aborted);
+                        // The last agent records the abort of its side in any case (but
+                        // for a side refused because its id names a committed transfer,
+                        // which the abort leaves alone, as `ShardState` expects).
+                        let here = last_agent && side == Side::Debit;
+                        if reserved || here || result.is_transient() {
+                            let resolution =
+                                self.shards[shard].abort_side(now, &t, side, result.is_transient());
+                            let committed =
+                                SideError::Conflict { state: ReservationState::Committed };
+                            if !(here && !reserved && resolution == Err(committed)) {
+                                assert_eq!(resolution, Ok(SideResolution::Aborted));
+                            }
                         }
                     }
                     result

@@ -65,6 +65,7 @@ fn fault_free_costs_equal_gray_and_lamport() {
                     participants: Some(n),
                     replicas,
                     fault_ms: 2_000,
+                    last_agent: false,
                     ..Options::new(7, protocol)
                 };
                 let report = xshard::run(options);
@@ -102,6 +103,43 @@ fn fault_free_costs_equal_gray_and_lamport() {
                     assert!(fewer * 10 >= depths.len() * 9, "message delays, {what}: {depths:?}");
                 }
             }
+        }
+    }
+}
+
+/// 2PC with the last agent (production's form) costs, fault-free, the classic form's
+/// less what it leaves out: the initiating participant's message to its co-located
+/// coordinator, the decision to itself and its acknowledgement (3N-3 messages, N-1
+/// acknowledgements), and its own prepare's write (N forced writes: the others'
+/// prepares and the decision that carries its sides out).
+#[test]
+fn fault_free_last_agent_saves_a_write_and_two_messages() {
+    for n in [2usize, 3] {
+        for replicas in [1u8, 3] {
+            let options = Options {
+                fault_free: true,
+                participants: Some(n),
+                replicas,
+                fault_ms: 2_000,
+                last_agent: true,
+                ..Options::new(7, Protocol::TwoPhase)
+            };
+            let report = xshard::run(options);
+            assert!(report.passed(), "{report}");
+            let m = &report.measured;
+            let txns = m.txn_sizes.len() as u64;
+            assert!(txns > 20, "{txns} transactions");
+            assert_eq!(m.decided(), txns, "every transaction decided");
+            let (n, what) = (n as u64, format!("N = {n}, R = {replicas}"));
+            let (messages, writes) = paper_cost(Protocol::TwoPhase, n, 0).expect("a formula");
+            assert_eq!(m.normal_path_messages(), (messages - 2) * txns, "messages, {what}");
+            assert_eq!(m.recovery_messages(), 0, "recovery messages, {what}");
+            assert_eq!(m.acknowledgements(), (n - 1) * txns, "acknowledgements, {what}");
+            assert_eq!(m.forced_commit_path, (writes - 1) * txns, "forced writes, {what}");
+            // Prepare, vote, decision; a transaction whose coordinator's prepare waits
+            // for one in doubt there runs the classic form (one delay more).
+            let depths = &m.decision_depths;
+            assert!(depths.iter().all(|d| *d == 3 || *d == 4), "delays, {what}: {depths:?}");
         }
     }
 }

@@ -80,6 +80,14 @@ impl Side {
         }
     }
 
+    /// The transfer's other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Debit => Side::Credit,
+            Side::Credit => Side::Debit,
+        }
+    }
+
     /// Stable byte for snapshots and the digest.
     pub fn code(self) -> u8 {
         match self {
@@ -278,28 +286,10 @@ impl<S: Store> Ledger<S> {
         if post || t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER) {
             return self.prepare_post_or_void(t, side, post);
         }
-        let Some(mut account) = self.store.account(side_account(t, side)) else {
-            let result = match side {
-                Side::Debit => R::DebitAccountNotFound,
-                Side::Credit => R::CreditAccountNotFound,
-            };
-            return SideVote::Rejected { result, account_ledger: None };
+        let (mut account, amount) = match self.check_side(t, side) {
+            Ok(checked) => checked,
+            Err(vote) => return vote,
         };
-        let account_ledger = Some(account.ledger);
-        if account.ledger != t.ledger {
-            return SideVote::Rejected {
-                result: R::TransferMustHaveTheSameLedgerAsAccounts,
-                account_ledger,
-            };
-        }
-        let amount = match side {
-            Side::Debit => balanced_amount(t, Some(&account), None),
-            Side::Credit => balanced_amount(t, None, Some(&account)),
-        };
-        let failure = [self.transfer_global_error(t), side_error(t, side, &account, amount)];
-        if let Some(result) = failure.into_iter().flatten().min() {
-            return SideVote::Rejected { result, account_ledger };
-        }
         *pending_balance(&mut account, side) += amount;
         self.store.update_account(&account);
         self.store.set_reservation(Reservation {
@@ -308,6 +298,114 @@ impl<S: Store> Ledger<S> {
             state: ReservationState::Prepared,
         });
         SideVote::Prepared { amount, account_ledger: account.ledger }
+    }
+
+    /// This side's checks of a single-phase or pending transfer (not a post/void), past
+    /// the event's own (`event_error`): its account and the amount this side allows
+    /// (after its balancing clamp), or the vote that refuses it. Reads only.
+    fn check_side(&self, t: &Transfer, side: Side) -> Result<(Account, u128), SideVote> {
+        let Some(account) = self.store.account(side_account(t, side)) else {
+            let result = match side {
+                Side::Debit => R::DebitAccountNotFound,
+                Side::Credit => R::CreditAccountNotFound,
+            };
+            return Err(SideVote::Rejected { result, account_ledger: None });
+        };
+        let account_ledger = Some(account.ledger);
+        if account.ledger != t.ledger {
+            let result = R::TransferMustHaveTheSameLedgerAsAccounts;
+            return Err(SideVote::Rejected { result, account_ledger });
+        }
+        let amount = match side {
+            Side::Debit => balanced_amount(t, Some(&account), None),
+            Side::Credit => balanced_amount(t, None, Some(&account)),
+        };
+        let failure = [self.transfer_global_error(t), side_error(t, side, &account, amount)];
+        if let Some(result) = failure.into_iter().flatten().min() {
+            return Err(SideVote::Rejected { result, account_ledger });
+        }
+        Ok((account, amount))
+    }
+
+    /// The last agent's side (2PC's coordinator, which prepares its own sides only once
+    /// every other participant voted): validates side `side` of `transfer` exactly as
+    /// [`Ledger::prepare_side`] does, and when `other`, the vote of the transfer's
+    /// other side (held by another shard), lets the transfer commit
+    /// ([`combine_votes`]), posts it at once with the amount both sides allow, as
+    /// [`Ledger::commit_side`] would after the prepare: one pass over the side's
+    /// account instead of a reservation made and then carried out. Nothing changes
+    /// when the transfer does not commit (the caller releases the side with
+    /// [`Ledger::abort_side`], which records the abort).
+    ///
+    /// Returns this side's vote, or `None` when the side is not for one pass (the
+    /// caller prepares it): the transfer is pending, a post or void, closing or
+    /// imported (their commit does more than post an amount), its other account lives
+    /// here, or a reservation of its id is here.
+    pub fn prepare_and_commit_side(
+        &mut self,
+        timestamp: u64,
+        transfer: &Transfer,
+        side: Side,
+        other_vote: SideVote,
+    ) -> Result<Option<SideVote>, BatchError> {
+        let more_than_posting = TransferFlags::PENDING
+            | TransferFlags::POST_PENDING_TRANSFER
+            | TransferFlags::VOID_PENDING_TRANSFER
+            | TransferFlags::CLOSING_DEBIT
+            | TransferFlags::CLOSING_CREDIT
+            | TransferFlags::IMPORTED;
+        let one_pass = !transfer.flags.intersects(more_than_posting)
+            && self.store.reservation(transfer.id, side).is_none()
+            && self.store.account(side_account(transfer, side.other())).is_none();
+        if !one_pass {
+            return Ok(None);
+        }
+        let mut vote = SideVote::Aborted;
+        let results = self.execute(timestamp, std::slice::from_ref(transfer), |ledger, t| {
+            vote = ledger.prepare_and_commit_event(t, side, other_vote);
+            match vote {
+                SideVote::Rejected { result, .. } => result,
+                _ => R::Ok,
+            }
+        })?;
+        Ok(Some(match results[0] {
+            // The batch driver refused the event before it reached this side's checks.
+            result if result != R::Ok && !matches!(vote, SideVote::Rejected { .. }) => {
+                SideVote::Rejected { result, account_ledger: None }
+            }
+            _ => vote,
+        }))
+    }
+
+    fn prepare_and_commit_event(
+        &mut self,
+        t: &Transfer,
+        side: Side,
+        other_vote: SideVote,
+    ) -> SideVote {
+        if let Some(result) = self.event_error(t, true) {
+            return SideVote::Rejected { result, account_ledger: None };
+        }
+        let (mut account, amount) = match self.check_side(t, side) {
+            Ok(checked) => checked,
+            Err(vote) => return vote,
+        };
+        let vote = SideVote::Prepared { amount, account_ledger: account.ledger };
+        let [debit, credit] = match side {
+            Side::Debit => [vote, other_vote],
+            Side::Credit => [other_vote, vote],
+        };
+        if let Decision::Commit { amount: committed } = combine_votes(debit, credit) {
+            assert!(committed <= amount, "a side commits at most what it allows");
+            *posted_balance_mut(&mut account, side) += committed;
+            self.store.update_account(&account);
+            // Stored as a committed side whose other account lives elsewhere: its
+            // reservation would be dropped now (`committed_and_dropped` says it
+            // committed).
+            self.store.insert_transfer(&Transfer { amount: committed, ..*t });
+            self.record_history(&account, t.timestamp);
+        }
+        vote
     }
 
     fn prepare_post_or_void(&mut self, t: &Transfer, side: Side, post: bool) -> SideVote {
@@ -408,7 +506,7 @@ impl<S: Store> Ledger<S> {
             // would release the side not yet committed.
             let other_prepared = self
                 .store
-                .reservation(t.id, other(side))
+                .reservation(t.id, side.other())
                 .is_some_and(|r| r.state == ReservationState::Prepared);
             if let Some(at) = expiry_of(agreed_at, t.timeout).filter(|_| t.timeout != 0) {
                 if !other_prepared {
@@ -423,7 +521,7 @@ impl<S: Store> Ledger<S> {
         // A transfer of a chain whose two accounts both live here has two sides here:
         // the first one committed stores it (the id cannot name another transfer: its
         // prepare would have been refused with `exists`). Otherwise no lookup is needed.
-        let both_here = self.store.account(side_account(&t, other(side))).is_some();
+        let both_here = self.store.account(side_account(&t, side.other())).is_some();
         if !both_here || self.store.transfer(t.id).is_none() {
             self.store.insert_transfer(&t);
         }
@@ -591,7 +689,7 @@ impl<S: Store> Ledger<S> {
     /// cross-shard one with both accounts here keeps its sides' reservations.)
     fn committed_and_dropped(&self, id: u128, side: Side) -> Option<Transfer> {
         let t = self.store.transfer(id)?;
-        self.store.account(side_account(&t, other(side))).is_none().then_some(t)
+        self.store.account(side_account(&t, side.other())).is_none().then_some(t)
     }
 
     /// Corrects `account`, as it stood at a snapshot read's point (a
@@ -645,13 +743,6 @@ impl<S: Store> Ledger<S> {
         } else {
             *pending_balance(account, side) -= t.amount;
         }
-    }
-}
-
-fn other(side: Side) -> Side {
-    match side {
-        Side::Debit => Side::Credit,
-        Side::Credit => Side::Debit,
     }
 }
 

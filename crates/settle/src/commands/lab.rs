@@ -72,8 +72,10 @@ pub fn run(args: Args) -> ExitCode {
                     fault_free: args.fault_free,
                     fault_ms: args.fault_ms,
                     clients: args.clients as usize,
-                    // The table is per transaction, set against the paper's: one unit each.
+                    // The table is per transaction, set against the paper's: one unit each,
+                    // and 2PC in its classic form (no last agent), as the paper counts it.
                     units_max: 1,
+                    last_agent: false,
                     ..xshard::Options::new(seed, protocol)
                 })
             })

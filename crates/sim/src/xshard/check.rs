@@ -307,12 +307,21 @@ pub fn limits(world: &mut World) {
             }
             let account = state.ledger.store().account(id).expect("created at start");
             let debits = account.debits_posted + account.debits_pending;
+            let credits = account.credits_posted + account.credits_pending;
             if account.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
                 && debits > account.credits_posted
             {
                 found.push(format!(
                     "at {} ms account {id} on shard {shard}: debits {debits} > credits {}",
                     world.now_ms, account.credits_posted
+                ));
+            }
+            if account.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+                && credits > account.debits_posted
+            {
+                found.push(format!(
+                    "at {} ms account {id} on shard {shard}: credits {credits} > debits {}",
+                    world.now_ms, account.debits_posted
                 ));
             }
         }
@@ -526,7 +535,9 @@ pub fn at_end(world: &mut World) {
 
     // Acknowledged results. A chain's member may also have been sent on its own (a
     // retry grouped otherwise, racing the chain): when that one was acknowledged ok,
-    // the transfer exists although the chain's unit failed.
+    // the transfer exists although the chain's unit failed; or `exists`, when an
+    // attempt whose answer was lost created it (had the chain's unit created it, the
+    // unit committed: the atomicity checker holds the chain to that).
     let created_alone: std::collections::BTreeSet<u128> = world
         .acks
         .iter()
@@ -535,7 +546,7 @@ pub fn at_end(world: &mut World) {
             Op::Txn(_) => None,
         })
         .flatten()
-        .filter(|(_, result)| **result == R::Ok)
+        .filter(|(_, result)| matches!(result, R::Ok | R::Exists))
         .map(|(transfer, _)| transfer.id)
         .collect();
     for ack in &world.acks {

@@ -25,6 +25,8 @@ use super::{Faults, Options};
 const TICK_MS: u64 = 10;
 /// A client resubmits an unanswered request after this long.
 const CLIENT_TIMEOUT_MS: u64 = 2_000;
+/// Most a shard's clock runs ahead of simulated time (`Shard::skew_ms`).
+const CLOCK_SKEW_MAX_MS: u64 = 50;
 /// Most single-shard requests waiting to race a chain (`World::alone`).
 const ALONE_MAX: usize = 64;
 /// After the faults heal, the run drains for at most this long.
@@ -75,6 +77,10 @@ struct Shard {
     incarnation: u32,
     queue: VecDeque<Entry>,
     syncing: usize,
+    /// How far this shard's clock runs ahead of simulated time: shards' clocks
+    /// differ, and the hybrid-logical-clock timestamps (a commit's agreed timestamp, a
+    /// snapshot read's) must order transactions across them all the same.
+    skew_ms: u64,
 }
 
 struct Acceptor {
@@ -171,9 +177,15 @@ impl World {
     pub fn new(options: Options) -> World {
         assert!(options.shards >= 1 && options.replicas % 2 == 1);
         let rng = StdRng::seed_from_u64(options.seed ^ 0x5eed_c0de);
-        let config = Config { pulses: true, ..Config::new(options.replicas) };
+        let mut skews = StdRng::seed_from_u64(options.seed ^ 0xc10c_5ce7);
+        let config = Config {
+            pulses: true,
+            last_agent: options.last_agent,
+            ..Config::new(options.replicas)
+        };
         // Accounts: the first ids that land on each shard, every third one limited
-        // (debits must not exceed credits) so that reservations meet balance limits.
+        // (debits must not exceed credits) and every sixth the other way, so that
+        // reservations meet balance limits at both sides.
         let mut accounts = Vec::new();
         let mut per_shard = vec![Vec::new(); options.shards as usize];
         let mut id = 1u128;
@@ -181,10 +193,13 @@ impl World {
             let shard = shard_of(id, options.shards);
             let list = &mut per_shard[shard as usize];
             if list.len() < ACCOUNTS_PER_SHARD {
-                let mut flags = AccountFlags::empty();
-                if list.len() % 3 == 2 {
-                    flags |= AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
-                }
+                let flags = match list.len() % 6 {
+                    2 | 5 => AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+                    // A credit side refuses too: the coordinator (which holds the
+                    // debit side) then learns a no from another shard.
+                    3 => AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+                    _ => AccountFlags::empty(),
+                };
                 list.push(Account { id, ledger: LEDGER, code: 1, flags, ..zero_account() });
                 accounts.push((id, shard));
             }
@@ -198,12 +213,14 @@ impl World {
                 let results = ledger.create_accounts(1_000, &list).expect("account batch");
                 assert!(results.iter().all(|r| r.is_success()), "{results:?}");
                 let state = ShardState::new(shard as u32, ledger);
+                let skew_ms = skews.gen_range(0..=CLOCK_SKEW_MAX_MS);
                 Shard {
-                    core: Some(ShardCore::new(config, state, 1, 0)),
+                    core: Some(ShardCore::new(config, state, 1, skew_ms)),
                     down_state: None,
                     incarnation: 1,
                     queue: VecDeque::new(),
                     syncing: 0,
+                    skew_ms,
                 }
             })
             .collect();
@@ -321,8 +338,9 @@ impl World {
             Event::AcceptorRestart { shard, index } => self.restart_acceptor(shard, index),
             Event::Tick => {
                 for shard in 0..self.shards.len() {
+                    let now_ms = self.clock_ms(shard as u32);
                     if let Some(core) = self.shards[shard].core.as_mut() {
-                        core.tick(self.now_ms);
+                        core.tick(now_ms);
                     }
                     self.drain_shard(shard as u32);
                 }
@@ -431,8 +449,9 @@ impl World {
     fn deliver(&mut self, to: Address, from: Address, message: Message) {
         match to {
             Address::Shard(shard) => {
+                let now_ms = self.clock_ms(shard);
                 let Some(core) = self.shards[shard as usize].core.as_mut() else { return };
-                core.receive(self.now_ms, from, message);
+                core.receive(now_ms, from, message);
                 self.drain_shard(shard);
             }
             Address::Acceptor { shard, index } => {
@@ -456,6 +475,11 @@ impl World {
         } else {
             self.rng.gen_range(4..=12)
         }
+    }
+
+    /// Shard `shard`'s clock: simulated time plus its skew.
+    fn clock_ms(&self, shard: u32) -> u64 {
+        self.now_ms + self.shards[shard as usize].skew_ms
     }
 
     fn drain_shard(&mut self, shard: u32) {
@@ -507,8 +531,9 @@ impl World {
         let entries: Vec<Entry> = s.queue.drain(..count).collect();
         for entry in entries {
             self.note_applied(shard, &entry);
+            let now_ms = self.clock_ms(shard);
             let core = self.shards[shard as usize].core.as_mut().expect("up");
-            let applied = core.persisted(self.now_ms, &entry);
+            let applied = core.persisted(now_ms, &entry);
             if let Applied::Refused(why) = applied {
                 self.violations.push(Violation {
                     checker: Checker::Protocol,
@@ -611,8 +636,9 @@ impl World {
         for shard in 0..self.options.shards {
             let ids: Vec<u128> =
                 self.accounts.iter().filter(|(_, s)| *s == shard).map(|(id, _)| *id).collect();
+            let now_ms = self.clock_ms(shard);
             let core = self.shards[shard as usize].core.as_mut().expect("checked above");
-            core.read(self.now_ms, id, at, ids);
+            core.read(now_ms, id, at, ids);
             self.drain_shard(shard);
         }
     }
@@ -731,11 +757,16 @@ impl World {
     }
 
     fn restart_shard(&mut self, shard: u32) {
-        let config = Config { pulses: true, ..Config::new(self.options.replicas) };
+        let config = Config {
+            pulses: true,
+            last_agent: self.options.last_agent,
+            ..Config::new(self.options.replicas)
+        };
+        let now_ms = self.clock_ms(shard);
         let s = &mut self.shards[shard as usize];
         let Some(state) = s.down_state.take() else { return };
         s.incarnation += 1;
-        s.core = Some(ShardCore::new(config, state, s.incarnation, self.now_ms));
+        s.core = Some(ShardCore::new(config, state, s.incarnation, now_ms));
         self.drain_shard(shard);
     }
 
@@ -793,15 +824,17 @@ impl World {
         match op {
             Op::Txn(txn) => {
                 let shard = txn.coordinator();
+                let now_ms = self.clock_ms(shard);
                 if let Some(core) = self.shards[shard as usize].core.as_mut() {
                     // Refusals (overload) are answered by the timeout: the client retries.
-                    let _ = core.submit(self.now_ms, reference, txn);
+                    let _ = core.submit(now_ms, reference, txn);
                     self.drain_shard(shard);
                 }
             }
             Op::Local { shard, transfers } => {
+                let now_ms = self.clock_ms(shard);
                 if let Some(core) = self.shards[shard as usize].core.as_mut() {
-                    core.submit_local(self.now_ms, reference, transfers);
+                    core.submit_local(now_ms, reference, transfers);
                     self.drain_shard(shard);
                 }
             }
