@@ -2,12 +2,14 @@
 //! `settle bench --shards 2 --cross-shard-percent 100` does: transactions of 1024
 //! single-transfer units, half coordinated here (this shard holds their debit sides)
 //! and half by the other shard (this one holds their credit sides), 5,000 accounts
-//! here. Each measured iteration prepares a batch's worth of transactions, then
-//! commits them by name (`ResolvePrepared`), as the 2PC shell writes them. One core, no
-//! IO; what it measures is the apply work per side that `settle bench` spends on its
-//! engine and apply threads.
+//! here. Each measured iteration applies a batch's worth of transactions: in 2PC's
+//! classic form (`prepare_then_resolve`: every transaction prepared, then committed by
+//! name, `ResolvePrepared`), or with the last agent (`last_agent`: those coordinated
+//! here in one `DecideLast` each, after the others' votes), as the 2PC shell writes
+//! them. One core, no IO; what it measures is the apply work per side that `settle
+//! bench` spends on its engine and apply threads.
 //!
-//! Criterion reports elements/s = sides/s, for the prepares and the resolutions apart.
+//! Criterion reports elements/s = sides/s.
 //!
 //! Run: `cargo bench -p settle-commit --bench cross_shard_apply`
 
@@ -15,8 +17,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use settle_commit::{Applied, Commit, Entry, Outcome, Protocol, Record, ShardState, Txn};
-use settle_ledger::{Account, Ledger, MemStore, Transfer, BATCH_EVENTS_MAX};
+use settle_commit::txn::SideEntry;
+use settle_commit::{Applied, Commit, Entry, Outcome, Protocol, Record, ShardState, Txn, Vote};
+use settle_ledger::{Account, Ledger, MemStore, Side, SideVote, Transfer, BATCH_EVENTS_MAX};
 
 /// Accounts on this shard (ids 1..=HERE); the other shard's are the next as many.
 const HERE: u128 = 5_000;
@@ -127,6 +130,16 @@ impl Bench {
         black_box(applied);
     }
 
+    /// The last agent's write for `txn` (coordinated here), with the other shard's
+    /// vote: every credit side prepared.
+    fn decide_last(&mut self, txn: &Txn, votes: Vec<(u32, Vote)>) {
+        self.clock += 1;
+        let record = Record::DecideLast { txn: txn.clone(), votes };
+        let applied = self.state.apply(&Entry { timestamp: self.clock, record });
+        debug_assert_eq!(applied, Applied::DecidedHere(txn.id()));
+        black_box(applied);
+    }
+
     /// The commit, named as the 2PC shell writes it.
     fn resolve(&mut self, txn: &Txn) {
         self.clock += 1;
@@ -143,6 +156,17 @@ impl Bench {
     }
 }
 
+/// Shard 1's vote on a transaction coordinated here: each credit side prepared at `at`.
+fn credits_prepared(at: u64) -> Vec<(u32, Vote)> {
+    let entry = |i: usize| SideEntry {
+        transfer: i as u16,
+        side: Side::Credit,
+        vote: SideVote::Prepared { amount: 1, account_ledger: 1 },
+        at,
+    };
+    vec![(1, Vote::Sides((0..TXN_TRANSFERS).map(entry).collect()))]
+}
+
 fn cross_shard_apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("cross_shard_apply");
     group.throughput(Throughput::Elements((TXNS_PER_ITERATION * TXN_TRANSFERS) as u64));
@@ -150,6 +174,7 @@ fn cross_shard_apply(c: &mut Criterion) {
     let mut bench = Bench::new();
     let mut prepared_s = 0.0;
     let mut resolved_s = 0.0;
+    let (mut decided_s, mut last_agent_s) = (0.0, 0.0);
     // As 2PC applies them today: the batch's prepares, then (after the votes and the
     // decision) its resolutions.
     group.bench_function("prepare_then_resolve/1024x8", |b| {
@@ -171,25 +196,27 @@ fn cross_shard_apply(c: &mut Criterion) {
             elapsed
         });
     });
-    // What the last agent (ARCHITECTURE, "Cross-shard throughput") would change here:
-    // the transactions coordinated here prepare and carry out their sides in one go,
-    // after the others' prepares. (Still two ledger operations a side, back to back:
-    // a bound on what a one-pass commit of the coordinator's sides would save.)
-    group.bench_function("coordinated_at_once/1024x8", |b| {
+    // With the last agent: the other shard's transactions are prepared and resolved as
+    // before; those coordinated here are one write each, after the others' votes.
+    group.bench_function("last_agent/1024x8", |b| {
         b.iter_custom(|iterations| {
             let mut elapsed = Duration::ZERO;
             for _ in 0..iterations {
                 let txns = bench.next_batch();
                 let (here, there): (Vec<&Txn>, Vec<&Txn>) =
                     txns.iter().partition(|txn| txn.coordinator() == 0);
+                let at = bench.state.ledger.commit_timestamp();
+                let votes: Vec<Vec<(u32, Vote)>> =
+                    here.iter().map(|_| credits_prepared(at)).collect();
                 let start = Instant::now();
                 there.iter().for_each(|txn| bench.prepare(txn));
-                for txn in &here {
-                    bench.prepare(txn);
-                    bench.resolve(txn);
-                }
+                let middle = Instant::now();
+                here.iter().zip(votes).for_each(|(txn, votes)| bench.decide_last(txn, votes));
+                let decided = middle.elapsed();
                 there.iter().for_each(|txn| bench.resolve(txn));
                 elapsed += start.elapsed();
+                decided_s += decided.as_secs_f64();
+                last_agent_s += start.elapsed().as_secs_f64();
                 assert!(bench.state.participants.is_empty(), "every transaction resolved");
             }
             elapsed
@@ -201,6 +228,10 @@ fn cross_shard_apply(c: &mut Criterion) {
         "of prepare_then_resolve's time: prepares {:.0}%, resolutions {:.0}%",
         100.0 * prepared_s / total,
         100.0 * resolved_s / total
+    );
+    println!(
+        "of last_agent's time: the last agent's writes (half the sides) {:.0}%",
+        100.0 * decided_s / last_agent_s
     );
 }
 

@@ -537,6 +537,13 @@ impl ShardCore {
 
     fn prepare_here(&mut self, txn: Txn) {
         let id = txn.id();
+        if self.coordinating.get(&id).is_some_and(|c| c.last_agent && c.txn != txn) {
+            // The last agent works on another transaction of this id (a client grouped
+            // the same transfers otherwise): its write decides what this shard's sides
+            // of the id hold, and this one is not prepared beside it (it would be
+            // decided with the other's outcome).
+            return;
+        }
         if self.state.participants.contains_key(&id) {
             // Asked again: the first answer went astray somewhere, so a Paxos Commit
             // vote now goes to every acceptor.
@@ -652,7 +659,11 @@ impl ShardCore {
         };
         let applied = self.state.apply(entry);
         let kind = match &entry.record {
-            Record::Local { .. } | Record::Forget { .. } | Record::ReadPoint { .. } => None,
+            Record::Forget { txns } => {
+                self.forgotten(txns);
+                None
+            }
+            Record::Local { .. } | Record::ReadPoint { .. } => None,
             Record::ShardMap(_) => {
                 self.map_proposed_ms = None;
                 None
@@ -773,6 +784,20 @@ impl ShardCore {
             self.forget.push(id);
             if self.forget.len() >= crate::codec::FORGET_MAX {
                 self.flush_forget();
+            }
+        }
+    }
+
+    /// 2PC decisions dropped from the state: what this core kept about them goes too.
+    /// (Every replica's core counts its own acknowledgement of the last agent's
+    /// decisions, and only the leader hears the others', so a follower's entries go
+    /// here; a duplicate acknowledgement after the last one, too.)
+    fn forgotten(&mut self, txns: &[TxnId]) {
+        for id in txns {
+            self.acks.remove(id);
+            self.decided_at.remove(id);
+            if !self.coordinating.contains_key(id) && !self.state.participants.contains_key(id) {
+                self.depth.remove(id);
             }
         }
     }
@@ -977,7 +1002,8 @@ impl ShardCore {
             .coordinating
             .entry(id)
             .or_insert_with(|| Coordination::new(txn.clone(), Phase::Voting, now));
-        if coordination.phase != Phase::Voting {
+        if coordination.phase != Phase::Voting || coordination.txn != txn {
+            // Decided already, or a vote for another transaction of this id.
             return;
         }
         if coordination.last_agent && crate::txn::latest_prepare([&vote]) > ahead_max {

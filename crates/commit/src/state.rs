@@ -344,16 +344,17 @@ impl ShardState {
         }
         let mut votes: BTreeMap<ShardId, Vote> =
             others.iter().filter(|(from, _)| *from != shard).cloned().collect();
-        if let Some(record) = self.participants.get(&id) {
+        if let Some(record) = self.participants.get(&id).filter(|record| record.txn == *txn) {
             votes.insert(shard, record.vote.clone());
             let outcome = decide(txn, &votes);
             self.coordinated.insert(id, CoordinatorRecord::Decided { txn: txn.clone(), outcome });
             return Applied::Coordinator(id);
         }
-        if self.resolved_here(txn).is_some() {
-            // Carried out and forgotten already (this record applied before).
-            return Applied::Coordinator(id);
-        }
+        // Whatever the ledger holds of these sides already (another transaction's
+        // reservation of an id, a side aborted or committed before), each side's
+        // prepare says so in its vote: this write always decides, so that the others,
+        // who voted, learn the outcome. (It never ends without a decision: a
+        // participant in doubt would ask a coordinator that has nothing to answer.)
         let side_votes = crate::txn::side_votes(txn, &votes);
         let start = timestamp.max(crate::txn::latest_prepare(votes.values()));
         let sides = txn.sides_of(shard);

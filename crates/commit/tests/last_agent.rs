@@ -199,3 +199,68 @@ fn a_vote_from_beyond_the_clocks_skew_is_not_taken() {
     assert!(persisted(&core.take_commands()).is_empty(), "no decision on that vote");
     assert_eq!(account_one(&core).debits_posted, 0);
 }
+
+/// The review's case: while the last agent waits for votes, another transaction of the
+/// same transfer (a retry grouped otherwise) aborted its side here. The last agent's
+/// write still decides (an abort, its side voting the abort it finds), and tells the
+/// other shard, which would otherwise stay in doubt.
+#[test]
+fn a_side_aborted_meanwhile_still_gets_a_decision_to_the_others() {
+    let mut core = coordinator();
+    let txn = one_to_two(7, TransferFlags::empty());
+    core.submit(NOW_MS, 1, txn.clone()).unwrap();
+    core.take_commands();
+    let at = core.state().ledger.commit_timestamp() + 1;
+    core.ledger_mut().abort_side(at, &txn.transfers[0], Side::Debit, true).unwrap();
+
+    let prepared = SideVote::Prepared { amount: 5, account_ledger: 1 };
+    core.receive(NOW_MS + 3, Address::Shard(1), vote(prepared, NOW_MS * 1_000_000));
+    let entries = persisted(&core.take_commands());
+    assert!(matches!(entries[..], [Entry { record: Record::DecideLast { .. }, .. }]));
+    assert_eq!(core.persisted(NOW_MS + 4, &entries[0]), Applied::DecidedHere(7));
+    let commands = core.take_commands();
+    let to_other = sent_to(&commands, 1);
+    assert!(
+        matches!(&to_other[..], [Body::Decision { outcome: Outcome::Abort { .. }, .. }]),
+        "{to_other:?}"
+    );
+    assert_eq!(account_one(&core).debits_posted, 0);
+}
+
+/// A vote for another transaction of the same id (the same transfer grouped otherwise)
+/// does not count for the one the last agent works on, and that one's prepare here
+/// does not run beside it.
+#[test]
+fn another_transaction_of_the_id_does_not_join_the_last_agents() {
+    let mut core = coordinator();
+    let txn = one_to_two(7, TransferFlags::empty());
+    core.submit(NOW_MS, 1, txn.clone()).unwrap();
+    core.take_commands();
+    // [7, 8]: the same first transfer, so the same id, and another transaction.
+    let second = Transfer { id: 8, ..txn.transfers[0] };
+    let other =
+        Txn::new(Protocol::TwoPhase, vec![txn.transfers[0], second], vec![[0, 1], [0, 1]]).unwrap();
+    assert_eq!(other.id(), txn.id());
+    let entry = SideEntry {
+        transfer: 0,
+        side: Side::Debit,
+        vote: SideVote::Prepared { amount: 5, account_ledger: 1 },
+        at: NOW_MS * 1_000_000,
+    };
+    let prepared = Body::Prepared { txn: other.clone(), vote: Vote::Sides(vec![entry]) };
+    core.receive(NOW_MS + 1, Address::Shard(0), Message { txn: 7, depth: 1, body: prepared });
+    let prepare = Body::Prepare { txn: other };
+    core.receive(NOW_MS + 1, Address::Shard(0), Message { txn: 7, depth: 1, body: prepare });
+    assert!(persisted(&core.take_commands()).is_empty(), "neither decided nor prepared");
+
+    let prepared = SideVote::Prepared { amount: 5, account_ledger: 1 };
+    core.receive(NOW_MS + 3, Address::Shard(1), vote(prepared, NOW_MS * 1_000_000));
+    let entries = persisted(&core.take_commands());
+    assert!(
+        matches!(&entries[..], [Entry { record: Record::DecideLast { txn: decided, .. }, .. }]
+            if *decided == txn),
+        "{entries:?}"
+    );
+    assert_eq!(core.persisted(NOW_MS + 4, &entries[0]), Applied::DecidedHere(7));
+    assert_eq!(account_one(&core).debits_posted, 5);
+}

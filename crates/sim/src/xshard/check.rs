@@ -536,8 +536,9 @@ pub fn at_end(world: &mut World) {
     // Acknowledged results. A chain's member may also have been sent on its own (a
     // retry grouped otherwise, racing the chain): when that one was acknowledged ok,
     // the transfer exists although the chain's unit failed; or `exists`, when an
-    // attempt whose answer was lost created it (had the chain's unit created it, the
-    // unit committed: the atomicity checker holds the chain to that).
+    // attempt whose answer was lost created it. (Had the chain's unit created it
+    // instead, the unit committed, and its other members, which are never sent on
+    // their own, would exist although the chain was acknowledged failed.)
     let created_alone: std::collections::BTreeSet<u128> = world
         .acks
         .iter()
