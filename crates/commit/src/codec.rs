@@ -406,6 +406,14 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn side(&mut self) -> Result<Side, DecodeError> {
+        match self.u8()? {
+            0 => Ok(Side::Debit),
+            1 => Ok(Side::Credit),
+            _ => Err(DecodeError::Invalid("side")),
+        }
+    }
+
     fn vote(&mut self) -> Result<Vote, DecodeError> {
         match self.u8()? {
             0 => {
@@ -413,11 +421,7 @@ impl<'a> Reader<'a> {
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
                     let transfer = self.u16()?;
-                    let side = match self.u8()? {
-                        0 => Side::Debit,
-                        1 => Side::Credit,
-                        _ => return Err(DecodeError::Invalid("side")),
-                    };
+                    let side = self.side()?;
                     let vote = self.side_vote()?;
                     entries.push(SideEntry { transfer, side, vote, at: self.u64()? });
                 }
@@ -441,11 +445,7 @@ impl<'a> Reader<'a> {
                     let mut entries = Vec::with_capacity(count);
                     for _ in 0..count {
                         let transfer = self.u16()?;
-                        let side = match self.u8()? {
-                            0 => Side::Debit,
-                            1 => Side::Credit,
-                            _ => return Err(DecodeError::Invalid("side")),
-                        };
+                        let side = self.side()?;
                         let vote = if self.bytes.get(self.at) == Some(&0xFF) {
                             self.at += 1;
                             let amount = self.varint()?;

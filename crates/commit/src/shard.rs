@@ -776,11 +776,6 @@ impl ShardCore {
         if participants.iter().all(|shard| acks.contains(shard)) {
             self.acks.remove(&id);
             self.decided_at.remove(&id);
-            // Acknowledgements arrive after this shard's own part is done: nothing
-            // more of this transaction is in flight here.
-            if !self.coordinating.contains_key(&id) && !self.state.participants.contains_key(&id) {
-                self.depth.remove(&id);
-            }
             self.forget.push(id);
             if self.forget.len() >= crate::codec::FORGET_MAX {
                 self.flush_forget();

@@ -284,11 +284,7 @@ impl ShardState {
         let mut entries = Vec::new();
         let sides = txn.sides_of(self.shard);
         for (k, &(index, side)) in sides.iter().enumerate() {
-            if k % TOUCH_AHEAD_SIDES == 0 {
-                let ahead = &sides[k..sides.len().min(k + TOUCH_AHEAD_SIDES)];
-                let ahead = ahead.iter().map(|&(i, side)| (&txn.transfers[i], side));
-                self.ledger.touch_sides(ahead, true);
-            }
+            self.touch_ahead(txn, &sides, k, true, |&side| side);
             let at = self.tick(timestamp);
             let vote = self.prepare_one(at, &txn.transfers[index], side);
             entries.push(SideEntry { transfer: index as u16, side, vote, at });
@@ -301,6 +297,27 @@ impl ShardState {
         };
         self.participants.insert(id, record);
         Applied::Participant(id)
+    }
+
+    /// The cache hint (`Ledger::touch_sides`) for the next `TOUCH_AHEAD_SIDES` of
+    /// `sides`, given at every `TOUCH_AHEAD_SIDES`-th position `k`; `side_of` says which
+    /// transfer of `txn` and which side an item is.
+    fn touch_ahead<T>(
+        &self,
+        txn: &Txn,
+        sides: &[T],
+        k: usize,
+        prepare: bool,
+        side_of: impl Fn(&T) -> (usize, Side),
+    ) {
+        if k.is_multiple_of(TOUCH_AHEAD_SIDES) {
+            let ahead = &sides[k..sides.len().min(k + TOUCH_AHEAD_SIDES)];
+            let ahead = ahead.iter().map(|item| {
+                let (index, side) = side_of(item);
+                (&txn.transfers[index], side)
+            });
+            self.ledger.touch_sides(ahead, prepare);
+        }
     }
 
     /// Prepares side `side` of `transfer` at `at`: this shard's vote for it.
@@ -362,11 +379,7 @@ impl ShardState {
         // Per side: posted in the one pass (so not to carry out again).
         let mut posted = Vec::with_capacity(sides.len());
         for (k, &(index, side)) in sides.iter().enumerate() {
-            if k % TOUCH_AHEAD_SIDES == 0 {
-                let ahead = &sides[k..sides.len().min(k + TOUCH_AHEAD_SIDES)];
-                let ahead = ahead.iter().map(|&(i, side)| (&txn.transfers[i], side));
-                self.ledger.touch_sides(ahead, true);
-            }
+            self.touch_ahead(txn, &sides, k, true, |&side| side);
             let at = self.tick(start);
             let transfer = &txn.transfers[index];
             let other = side.other().code() as usize;
@@ -506,11 +519,7 @@ impl ShardState {
             if done.get(k) == Some(&true) {
                 continue;
             }
-            if k % TOUCH_AHEAD_SIDES == 0 {
-                let ahead = &own_votes[k..own_votes.len().min(k + TOUCH_AHEAD_SIDES)];
-                let ahead = ahead.iter().map(|&(i, side, _)| (&txn.transfers[i], side));
-                self.ledger.touch_sides(ahead, false);
-            }
+            self.touch_ahead(txn, own_votes, k, false, |&(i, side, _)| (i, side));
             let transfer: &Transfer = &txn.transfers[*index];
             // How this side ends: committed with an amount, or released.
             let fate = match outcome {
